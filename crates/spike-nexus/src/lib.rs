@@ -1,0 +1,6 @@
+//! SPIKE Nexus: the secret store.
+//!
+//! # Layout
+//!
+//! - `lib.rs`: this overview (filled in by later work).
+

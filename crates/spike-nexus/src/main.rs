@@ -1,0 +1,6 @@
+//! The `spike-nexus` binary.
+
+fn main() {
+    eprintln!("spike-nexus: not yet implemented");
+    std::process::exit(1);
+}
