@@ -1,6 +1,35 @@
-//! Daemon plumbing shared by the long-running SPIKE binaries.
+//! Daemon plumbing shared by the long-running SPIKE binaries (`spike-nexus`, `spike-keeper`):
+//! logging to journald or stderr, signals to cancellation with a grace period, systemd
+//! readiness/status/watchdog notifications, socket activation, process hardening, and config
+//! loading from TOML plus SPIKE's environment variables.
+//!
+//! Everything that reads the environment takes an [`EnvSource`], so tests pass a [`MapEnv`] and
+//! never touch the process environment. Only binaries call [`logging::init`] and
+//! [`shutdown::spawn_signal_handler`].
 //!
 //! # Layout
 //!
-//! - `lib.rs`: this overview (filled in by later work).
+//! - [`config`]: figment loader (`load`) with an explicit SPIKE env-var map, errors that name the
+//!   key and its origin, Go durations (`parse_go_duration`, `GoDuration`) and Go listen
+//!   addresses (`:8553`).
+//! - [`mod@env`]: the [`EnvSource`] trait, [`ProcessEnv`] and [`MapEnv`].
+//! - [`harden`]: `PR_SET_DUMPABLE=0`, `RLIMIT_CORE=0`, umask 077, `mlockall` by policy.
+//! - [`listen`]: named socket-activation fds (`LISTEN_FDNAMES`) as tokio listeners, with a
+//!   fallback bind; the one place with `unsafe` (adopting an fd number).
+//! - [`logging`]: tracing subscriber setup, [`logging::log_keys`], [`logging::AUDIT_TARGET`].
+//! - [`notify`]: `sd_notify` messages through an injectable [`notify::Notifier`], watchdog task.
+//! - [`shutdown`]: [`shutdown::Shutdown`], SIGTERM/SIGINT handling, `run_with_grace`, and
+//!   [`shutdown::Tasks`] (named tasks; the first failure cancels the rest).
 
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod env;
+pub mod harden;
+pub mod listen;
+pub mod logging;
+pub mod notify;
+pub mod shutdown;
+
+pub use env::{EnvSource, MapEnv, ProcessEnv};
+pub use shutdown::CancellationToken;

@@ -1,0 +1,703 @@
+//! Configuration loading shared by the daemons: one TOML file plus an explicit map of SPIKE's
+//! environment variables onto config keys, Go durations and Go listen addresses.
+//!
+//! The daemon's raw `ConfigFile` type carries `#[serde(deny_unknown_fields)]`; [`load`] turns
+//! figment's errors into a [`ConfigError`] that names each bad key and where it came from (the
+//! file path or the environment variable), and never prints the value of a key whose name looks
+//! secret.
+//!
+//! Environment values are parsed the way figment's own `Env` provider does: `8553` becomes an
+//! integer, `true`/`false` a boolean, anything else a string (quote it, `"123"`, to force a
+//! string).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serializer};
+
+pub use crate::env::{EnvSource, MapEnv, ProcessEnv};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file named on the command line could not be opened.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more keys are unknown, missing or have a bad value.
+    #[error("{}", display_issues(issues))]
+    Invalid {
+        /// Every problem found, in the order figment reported them.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+/// One problem with one configuration key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The dotted key path (`listen.api`); empty for a problem with the whole document.
+    pub key: String,
+    /// Where the value came from: a file path, `environment variable SPIKE_...`, or `defaults`.
+    pub origin: String,
+    /// What is wrong, without the value when the key looks secret.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{} (in {})", self.message, self.origin)
+        } else {
+            write!(
+                f,
+                "key `{}`: {} (in {})",
+                self.key, self.message, self.origin
+            )
+        }
+    }
+}
+
+fn display_issues(issues: &[ConfigIssue]) -> String {
+    match issues {
+        [one] => format!("invalid configuration: {one}"),
+        many => {
+            let mut s = format!("invalid configuration ({} problems):", many.len());
+            for issue in many {
+                s.push_str("\n  - ");
+                s.push_str(&issue.to_string());
+            }
+            s
+        }
+    }
+}
+
+/// Loads `T` from an optional TOML `file`, then overlays the environment variables named in
+/// `env_map` (`(SPIKE_VAR, "dotted.config.key")`) that are set in `env`; env wins over the file,
+/// and both win over `T`'s serde defaults.
+///
+/// # Errors
+///
+/// [`ConfigError::Read`] when `file` cannot be opened; [`ConfigError::Invalid`] for TOML syntax
+/// errors, unknown keys (with `deny_unknown_fields`), missing keys and bad values.
+pub fn load<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = file {
+        // figment silently ignores a missing file; an operator who names one means it.
+        std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    extract(with_env(figment, env, env_map))
+}
+
+/// Like [`load`], with the TOML given as a string (`origin` names it in errors).
+///
+/// # Errors
+///
+/// As [`load`], except that there is no file to read.
+pub fn load_str<T: DeserializeOwned>(
+    toml: &str,
+    origin: &str,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+) -> Result<T, ConfigError> {
+    let figment = Figment::new().merge(NamedToml {
+        text: toml.to_owned(),
+        origin: origin.to_owned(),
+    });
+    extract(with_env(figment, env, env_map))
+}
+
+fn with_env(mut figment: Figment, env: &dyn EnvSource, env_map: &[(&str, &str)]) -> Figment {
+    for (var, key) in env_map {
+        if let Some(value) = env.var(var) {
+            figment = figment.merge(EnvVar {
+                var: (*var).to_owned(),
+                key: (*key).to_owned(),
+                value,
+            });
+        }
+    }
+    figment
+}
+
+fn extract<T: DeserializeOwned>(figment: Figment) -> Result<T, ConfigError> {
+    figment.extract::<T>().map_err(|e| ConfigError::Invalid {
+        issues: e.into_iter().map(issue_from).collect(),
+    })
+}
+
+/// TOML text with a caller-chosen origin name.
+struct NamedToml {
+    text: String,
+    origin: String,
+}
+
+impl Provider for NamedToml {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.origin.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(&self.text).data()
+    }
+}
+
+/// One SPIKE environment variable mapped onto one config key.
+struct EnvVar {
+    var: String,
+    key: String,
+    value: String,
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("environment variable {}", self.var))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let value: Value = self.value.parse().unwrap_or_else(|never| match never {});
+        let mut value = value;
+        for segment in self.key.rsplit('.') {
+            let mut dict = Dict::new();
+            dict.insert(segment.to_owned(), value);
+            value = Value::from(dict);
+        }
+        let mut map = Map::new();
+        map.insert(Profile::Default, value.into_dict().unwrap_or_default());
+        Ok(map)
+    }
+}
+
+/// Names of keys whose values must never appear in messages.
+const SECRET_HINTS: &[&str] = &[
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "key",
+    "credential",
+    "shard",
+    "private",
+    "seed",
+];
+
+/// Whether a config key's last segment looks like it holds a secret.
+#[must_use]
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    SECRET_HINTS.iter().any(|hint| last.contains(hint))
+}
+
+fn issue_from(err: figment::Error) -> ConfigIssue {
+    use figment::error::Kind;
+
+    let mut key = err.path.join(".");
+    // figment's path sometimes already ends with the field (unknown fields), sometimes not.
+    let push = |key: &mut String, field: &str| {
+        if key.rsplit('.').next() == Some(field) {
+            return;
+        }
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(field);
+    };
+    let origin = match &err.metadata {
+        Some(md) => match md.source.as_ref().and_then(|s| s.file_path()) {
+            Some(path) => path.display().to_string(),
+            None => md.name.to_string(),
+        },
+        None => "defaults".to_owned(),
+    };
+    let secret = is_secret_key(&key);
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            push(&mut key, field);
+            if expected.is_empty() {
+                "unknown key".to_owned()
+            } else {
+                format!("unknown key, expected one of: {}", expected.join(", "))
+            }
+        }
+        Kind::MissingField(field) => {
+            push(&mut key, field);
+            "missing key".to_owned()
+        }
+        Kind::DuplicateField(field) => {
+            push(&mut key, field);
+            "duplicate key".to_owned()
+        }
+        Kind::InvalidType(_, expected) if secret => {
+            format!("invalid type (value not shown), expected {expected}")
+        }
+        Kind::InvalidValue(_, expected) if secret => {
+            format!("invalid value (value not shown), expected {expected}")
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("invalid type: found {actual}, expected {expected}")
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("invalid value: found {actual}, expected {expected}")
+        }
+        Kind::UnknownVariant(_, expected) if secret => {
+            format!(
+                "unknown variant (value not shown), expected one of: {}",
+                expected.join(", ")
+            )
+        }
+        Kind::Message(_) if secret => "invalid value (value not shown)".to_owned(),
+        other => other.to_string(),
+    };
+    ConfigIssue {
+        key,
+        origin,
+        message,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go durations
+
+/// Why a Go duration string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GoDurationError {
+    /// The string was empty.
+    #[error("empty duration")]
+    Empty,
+    /// The string is not a Go duration (`300ms`, `1.5h`, `2h45m`).
+    #[error("invalid duration {input:?}: expected e.g. 300ms, 1.5h, 2h45m")]
+    Invalid {
+        /// The rejected input.
+        input: String,
+    },
+    /// A number had no unit (`5`; only `0` may omit it).
+    #[error("missing unit in duration {input:?} (units: ns, us, µs, ms, s, m, h)")]
+    MissingUnit {
+        /// The rejected input.
+        input: String,
+    },
+    /// A unit other than ns, us, µs, ms, s, m, h.
+    #[error("unknown unit {unit:?} in duration {input:?} (units: ns, us, µs, ms, s, m, h)")]
+    UnknownUnit {
+        /// The unit found.
+        unit: String,
+        /// The rejected input.
+        input: String,
+    },
+    /// A negative duration, which has no meaning for timeouts and intervals.
+    #[error("negative duration {input:?} is not allowed")]
+    Negative {
+        /// The rejected input.
+        input: String,
+    },
+    /// Larger than Go's limit (about 292 years).
+    #[error("duration {input:?} is too large")]
+    Overflow {
+        /// The rejected input.
+        input: String,
+    },
+}
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+/// Go's `time.Duration` is an int64 of nanoseconds.
+const GO_MAX_NANOS: u128 = i64::MAX as u128;
+
+fn unit_nanos(unit: &str) -> Option<u128> {
+    Some(match unit {
+        "ns" => 1,
+        "us" | "\u{00b5}s" | "\u{03bc}s" => 1_000,
+        "ms" => 1_000_000,
+        "s" => NANOS_PER_SEC,
+        "m" => 60 * NANOS_PER_SEC,
+        "h" => 3_600 * NANOS_PER_SEC,
+        _ => return None,
+    })
+}
+
+/// Parses a duration the way Go's `time.ParseDuration` does (`300ms`, `1.5h`, `2h45m`, `0`;
+/// units ns, us, µs, ms, s, m, h), except that negative durations are rejected.
+///
+/// # Errors
+///
+/// A [`GoDurationError`] naming the input.
+pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
+    let invalid = || GoDurationError::Invalid {
+        input: input.to_owned(),
+    };
+    let overflow = || GoDurationError::Overflow {
+        input: input.to_owned(),
+    };
+    let mut s = input;
+    let mut negative = false;
+    if let Some(rest) = s.strip_prefix('-') {
+        negative = true;
+        s = rest;
+    } else if let Some(rest) = s.strip_prefix('+') {
+        s = rest;
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(if input.is_empty() {
+            GoDurationError::Empty
+        } else {
+            invalid()
+        });
+    }
+    let mut total: u128 = 0;
+    while !s.is_empty() {
+        // integer part
+        let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
+        let (int_digits, rest) = s.split_at(int_len);
+        s = rest;
+        let mut whole: u128 = 0;
+        for d in int_digits.bytes() {
+            whole = whole
+                .checked_mul(10)
+                .and_then(|w| w.checked_add(u128::from(d - b'0')))
+                .filter(|w| *w <= GO_MAX_NANOS)
+                .ok_or_else(overflow)?;
+        }
+        // fraction
+        let (mut frac, mut scale, mut frac_len) = (0u128, 1u128, 0usize);
+        if let Some(rest) = s.strip_prefix('.') {
+            frac_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let (frac_digits, rest) = rest.split_at(frac_len);
+            s = rest;
+            // Digits beyond nanosecond precision of an hour cannot change the result.
+            for d in frac_digits.bytes().take(20) {
+                frac = frac * 10 + u128::from(d - b'0');
+                scale *= 10;
+            }
+        }
+        if int_len == 0 && frac_len == 0 {
+            return Err(invalid());
+        }
+        // unit
+        let unit_len = s
+            .char_indices()
+            .find(|(_, c)| *c == '.' || c.is_ascii_digit())
+            .map_or(s.len(), |(i, _)| i);
+        let (unit, rest) = s.split_at(unit_len);
+        s = rest;
+        if unit.is_empty() {
+            return Err(GoDurationError::MissingUnit {
+                input: input.to_owned(),
+            });
+        }
+        let per = unit_nanos(unit).ok_or_else(|| GoDurationError::UnknownUnit {
+            unit: unit.to_owned(),
+            input: input.to_owned(),
+        })?;
+        let part = whole
+            .checked_mul(per)
+            .and_then(|p| p.checked_add(frac * per / scale))
+            .ok_or_else(overflow)?;
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= GO_MAX_NANOS)
+            .ok_or_else(overflow)?;
+    }
+    if negative && total > 0 {
+        return Err(GoDurationError::Negative {
+            input: input.to_owned(),
+        });
+    }
+    let secs = u64::try_from(total / NANOS_PER_SEC).map_err(|_| overflow())?;
+    let nanos = u32::try_from(total % NANOS_PER_SEC).map_err(|_| overflow())?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Formats a duration so that [`parse_go_duration`] reads it back exactly (`1h30m`, `300ms`,
+/// `1.5s`, `0s`).
+#[must_use]
+pub fn format_go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    let nanos = d.subsec_nanos();
+    let secs = d.as_secs();
+    if secs == 0 {
+        return if nanos.is_multiple_of(1_000_000) {
+            format!("{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            format!("{}us", nanos / 1_000)
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
+    } else if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// A [`Duration`] read from and written as a Go duration string; use it as a config field type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GoDuration(pub Duration);
+
+impl From<GoDuration> for Duration {
+    fn from(d: GoDuration) -> Self {
+        d.0
+    }
+}
+
+impl FromStr for GoDuration {
+    type Err = GoDurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_go_duration(s).map(GoDuration)
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_go_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        go_duration::deserialize(deserializer).map(GoDuration)
+    }
+}
+
+impl serde::Serialize for GoDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        go_duration::serialize(&self.0, serializer)
+    }
+}
+
+/// `#[serde(with = "spike_daemon::config::go_duration")]` for a [`Duration`] field written as a
+/// Go duration string.
+pub mod go_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Reads a Go duration string.
+    ///
+    /// # Errors
+    ///
+    /// The deserializer's error carrying the [`super::GoDurationError`] message.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        super::parse_go_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Writes a Go duration string.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's error.
+    pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_go_duration(*d))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go listen addresses
+
+/// Why a listen address was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenAddrError {
+    /// Not `:port`, `ip:port` or `[ipv6]:port`.
+    #[error("invalid listen address {input:?}: expected :PORT, IP:PORT or [IPV6]:PORT")]
+    Invalid {
+        /// The rejected input.
+        input: String,
+    },
+}
+
+/// Parses a listen address as SPIKE's Go daemons accept it in `SPIKE_NEXUS_TLS_PORT` /
+/// `SPIKE_KEEPER_TLS_PORT`: `:8553` (all IPv4 interfaces, `0.0.0.0:8553`), `127.0.0.1:8553` or
+/// `[::1]:8553`. Host names are not resolved.
+///
+/// # Errors
+///
+/// [`ListenAddrError::Invalid`].
+pub fn parse_listen_addr(input: &str) -> Result<SocketAddr, ListenAddrError> {
+    let invalid = || ListenAddrError::Invalid {
+        input: input.to_owned(),
+    };
+    let s = input.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    s.parse().map_err(|_| invalid())
+}
+
+/// `#[serde(with = "spike_daemon::config::listen_addr")]` for a [`SocketAddr`] field that also
+/// accepts Go's `:PORT` form.
+pub mod listen_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Reads `:PORT`, `IP:PORT` or `[IPV6]:PORT`.
+    ///
+    /// # Errors
+    ///
+    /// The deserializer's error carrying the [`super::ListenAddrError`] message.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        super::parse_listen_addr(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Writes `IP:PORT`.
+    ///
+    /// # Errors
+    ///
+    /// The serializer's error.
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn go_durations_parse_like_go() {
+        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("300ms"), Ok(ms(300)));
+        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("2h45m"), Ok(Duration::from_secs(9900)));
+        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("-0"), Ok(Duration::ZERO));
+        assert_eq!(parse_go_duration("+5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_go_duration("1µs"), Ok(Duration::from_micros(1)));
+        assert_eq!(parse_go_duration("1μs"), Ok(Duration::from_micros(1)));
+        assert_eq!(parse_go_duration("7us"), Ok(Duration::from_micros(7)));
+        assert_eq!(parse_go_duration("9ns"), Ok(Duration::from_nanos(9)));
+        assert_eq!(parse_go_duration(".5s"), Ok(ms(500)));
+        assert_eq!(parse_go_duration("1.s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("1m0.25s"), Ok(ms(60_250)));
+        assert_eq!(
+            parse_go_duration("1.000000001s"),
+            Ok(Duration::new(1, 1)),
+            "nanosecond precision"
+        );
+        // Go's maximum: 2562047h47m16.854775807s
+        assert_eq!(
+            parse_go_duration("2562047h47m16.854775807s"),
+            Ok(Duration::new(9_223_372_036, 854_775_807))
+        );
+    }
+
+    #[test]
+    fn go_duration_errors_are_typed() {
+        assert_eq!(parse_go_duration(""), Err(GoDurationError::Empty));
+        assert!(matches!(
+            parse_go_duration("5"),
+            Err(GoDurationError::MissingUnit { .. })
+        ));
+        assert!(matches!(
+            parse_go_duration("5d"),
+            Err(GoDurationError::UnknownUnit { ref unit, .. }) if unit == "d"
+        ));
+        assert!(matches!(
+            parse_go_duration("-5s"),
+            Err(GoDurationError::Negative { .. })
+        ));
+        assert!(matches!(
+            parse_go_duration("2562048h"),
+            Err(GoDurationError::Overflow { .. })
+        ));
+        assert!(matches!(
+            parse_go_duration("99999999999999999999999999999999h"),
+            Err(GoDurationError::Overflow { .. })
+        ));
+        for bad in ["-", "+", ".", "s", "1..5s", "1 s", " 1s"] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} must be rejected");
+        }
+        let msg = parse_go_duration("5x").unwrap_err().to_string();
+        assert!(msg.contains("\"5x\"") && msg.contains("\"x\""), "{msg}");
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for d in [
+            Duration::ZERO,
+            ms(300),
+            Duration::from_secs(5400),
+            Duration::new(1, 500_000_000),
+            Duration::new(3661, 1),
+            Duration::from_micros(7),
+            Duration::from_nanos(9),
+            Duration::from_secs(60),
+        ] {
+            let s = format_go_duration(d);
+            assert_eq!(parse_go_duration(&s), Ok(d), "{s}");
+        }
+        assert_eq!(format_go_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_go_duration(ms(1500)), "1.5s");
+    }
+
+    #[test]
+    fn listen_addrs_accept_go_forms() {
+        assert_eq!(
+            parse_listen_addr(":8553"),
+            Ok("0.0.0.0:8553".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:1"),
+            Ok("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(parse_listen_addr("[::1]:2"), Ok("[::1]:2".parse().unwrap()));
+        for bad in ["8553", ":", ":99999", "localhost:8553", ""] {
+            assert!(parse_listen_addr(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn secret_key_names() {
+        assert!(is_secret_key("auth.api_token"));
+        assert!(is_secret_key("root_key"));
+        assert!(is_secret_key("db.Password"));
+        assert!(!is_secret_key("keeper.peers"));
+        assert!(!is_secret_key("listen.api"));
+        // Only the last segment counts.
+        assert!(!is_secret_key("secrets.max_versions"));
+    }
+}

@@ -1,0 +1,215 @@
+//! Process hardening at startup, before any secret is in memory: not dumpable, no core files,
+//! umask 077, and (by policy) all memory locked against swapping.
+//!
+//! Everything goes through `nix`; there is no `unsafe` here. The unit adds `LimitCORE=0`,
+//! `MemorySwapMax=0` and `UMask=0077` on top (design §5); this is the belt to those braces, and
+//! the only protection when the daemon is started by hand.
+//!
+//! `mlockall(MCL_CURRENT | MCL_FUTURE)` needs `RLIMIT_MEMLOCK` to cover the whole process (or
+//! `CAP_IPC_LOCK`). When it is refused, [`harden`] returns a report with a warning for the
+//! binary to log, or an error when [`HardenPolicy::require_mlock`] is set.
+
+use std::fmt;
+
+use nix::errno::Errno;
+use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::stat::{Mode, umask};
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HardenPolicy {
+    /// Attempt `mlockall(MCL_CURRENT | MCL_FUTURE)`.
+    pub lock_memory: bool,
+    /// Treat a refused `mlockall` as an error instead of a warning.
+    pub require_mlock: bool,
+}
+
+impl Default for HardenPolicy {
+    /// Lock memory, warn when that is refused.
+    fn default() -> Self {
+        Self {
+            lock_memory: true,
+            require_mlock: false,
+        }
+    }
+}
+
+/// The outcome of the memory-locking step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlockOutcome {
+    /// All current and future pages are locked.
+    Locked,
+    /// Not attempted ([`HardenPolicy::lock_memory`] was false).
+    Skipped,
+    /// Refused by the kernel.
+    Failed {
+        /// The errno (`ENOMEM` when `RLIMIT_MEMLOCK` is too small, `EPERM` without privilege).
+        errno: Errno,
+        /// The soft `RLIMIT_MEMLOCK` in bytes, `None` for unlimited or unknown.
+        memlock_limit: Option<u64>,
+    },
+}
+
+/// What [`harden`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HardenReport {
+    /// The umask that was in force before (now 077).
+    pub previous_umask: u32,
+    /// The memory-locking outcome.
+    pub mlock: MlockOutcome,
+    /// Messages for the daemon to log at `WARN` (one per degraded protection).
+    pub warnings: Vec<String>,
+}
+
+/// A protection that could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HardenError {
+    /// `prctl(PR_SET_DUMPABLE, 0)` failed.
+    #[error("prctl(PR_SET_DUMPABLE, 0) failed: {0}")]
+    Dumpable(Errno),
+    /// `setrlimit(RLIMIT_CORE, 0)` failed.
+    #[error("setrlimit(RLIMIT_CORE, 0) failed: {0}")]
+    CoreLimit(Errno),
+    /// `mlockall` was refused and the policy requires it.
+    #[error("{0}")]
+    Mlock(String),
+}
+
+/// Applies the protections in order: not dumpable, `RLIMIT_CORE` 0, umask 077, then memory
+/// locking as `policy` says. Call it early in `main`, before the runtime starts and before
+/// secrets exist.
+///
+/// # Errors
+///
+/// [`HardenError`] when a protection that cannot fail in a sane environment fails, or when
+/// `mlockall` is refused and `policy.require_mlock` is set.
+pub fn harden(policy: HardenPolicy) -> Result<HardenReport, HardenError> {
+    nix::sys::prctl::set_dumpable(false).map_err(HardenError::Dumpable)?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(HardenError::CoreLimit)?;
+    let previous_umask = umask(Mode::from_bits_truncate(0o077)).bits();
+
+    let mlock = if policy.lock_memory {
+        match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+            Ok(()) => MlockOutcome::Locked,
+            Err(errno) => MlockOutcome::Failed {
+                errno,
+                memlock_limit: memlock_limit(),
+            },
+        }
+    } else {
+        MlockOutcome::Skipped
+    };
+    evaluate(policy, previous_umask, mlock)
+}
+
+/// Turns an mlock outcome into a report or, when required, an error.
+fn evaluate(
+    policy: HardenPolicy,
+    previous_umask: u32,
+    mlock: MlockOutcome,
+) -> Result<HardenReport, HardenError> {
+    let mut warnings = Vec::new();
+    if let MlockOutcome::Failed {
+        errno,
+        memlock_limit,
+    } = mlock
+    {
+        let message = mlock_failure_message(errno, memlock_limit);
+        if policy.require_mlock {
+            return Err(HardenError::Mlock(message));
+        }
+        warnings.push(message);
+    }
+    Ok(HardenReport {
+        previous_umask,
+        mlock,
+        warnings,
+    })
+}
+
+fn memlock_limit() -> Option<u64> {
+    let (soft, _hard) = getrlimit(Resource::RLIMIT_MEMLOCK).ok()?;
+    (soft != nix::libc::RLIM_INFINITY).then_some(soft)
+}
+
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const KIB: u64 = 1024;
+        const MIB: u64 = 1024 * KIB;
+        if self.0 >= MIB && self.0.is_multiple_of(MIB) {
+            write!(f, "{} MiB", self.0 / MIB)
+        } else if self.0 >= KIB && self.0.is_multiple_of(KIB) {
+            write!(f, "{} KiB", self.0 / KIB)
+        } else {
+            write!(f, "{} bytes", self.0)
+        }
+    }
+}
+
+fn mlock_failure_message(errno: Errno, limit: Option<u64>) -> String {
+    let limit = match limit {
+        Some(bytes) => format!("RLIMIT_MEMLOCK is {}", Bytes(bytes)),
+        None => "RLIMIT_MEMLOCK is unlimited".to_owned(),
+    };
+    format!(
+        "mlockall(MCL_CURRENT|MCL_FUTURE) failed ({errno}; {limit}): secrets in this process \
+         may be swapped to disk. Raise LimitMEMLOCK= in the unit (or grant CAP_IPC_LOCK), and \
+         keep MemorySwapMax=0"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_mlock_is_a_warning_by_default() {
+        let failed = MlockOutcome::Failed {
+            errno: Errno::ENOMEM,
+            memlock_limit: Some(8 * 1024 * 1024),
+        };
+        let report = evaluate(HardenPolicy::default(), 0o022, failed).unwrap();
+        assert_eq!(report.mlock, failed);
+        assert_eq!(report.warnings.len(), 1);
+        let w = &report.warnings[0];
+        assert!(w.contains("RLIMIT_MEMLOCK is 8 MiB"), "{w}");
+        assert!(w.contains("ENOMEM"), "{w}");
+        assert!(w.contains("LimitMEMLOCK="), "{w}");
+    }
+
+    #[test]
+    fn refused_mlock_is_an_error_when_required() {
+        let failed = MlockOutcome::Failed {
+            errno: Errno::EPERM,
+            memlock_limit: None,
+        };
+        let policy = HardenPolicy {
+            lock_memory: true,
+            require_mlock: true,
+        };
+        let err = evaluate(policy, 0o022, failed).unwrap_err();
+        assert!(
+            matches!(&err, HardenError::Mlock(m) if m.contains("unlimited")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn success_and_skip_carry_no_warning() {
+        for outcome in [MlockOutcome::Locked, MlockOutcome::Skipped] {
+            let report = evaluate(HardenPolicy::default(), 0o022, outcome).unwrap();
+            assert!(report.warnings.is_empty());
+        }
+    }
+
+    #[test]
+    fn byte_sizes_read_well() {
+        assert_eq!(Bytes(65536).to_string(), "64 KiB");
+        assert_eq!(Bytes(8 << 20).to_string(), "8 MiB");
+        assert_eq!(Bytes(1000).to_string(), "1000 bytes");
+    }
+}
