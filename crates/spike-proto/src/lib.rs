@@ -1,6 +1,61 @@
 //! SPIKE 0.8 wire types, API paths, error codes and the SPIFFE-ID scheme.
 //!
+//! This crate is the single source of truth for what goes over the wire between the Go
+//! SPIKE clients (the `spike` CLI, the Go SDK, bootstrap) and our Nexus and Keeper, and
+//! back. It only depends on serde and a few pure helpers: no async runtime, no HTTP, no I/O.
+//!
+//! Everything mirrors Go's `encoding/json` behaviour as described in `spike-spec.md` §0:
+//! `[]byte` is padded standard base64, shards are arrays of 32 integers, `map[int]X` is an
+//! object with decimal-string keys, times are RFC 3339 with trimmed nanoseconds, unknown
+//! fields are ignored and a `null` request body is the zero request. Decoding accepts the
+//! exact (lowercase) field names that Go clients send; Go's case-insensitive field matching
+//! is not reproduced.
+//!
+//! Known differences from Go's `encoding/json`, none visible to Go clients:
+//!
+//! * field names match exactly (Go also accepts other letter cases);
+//! * a duplicate field in a request object is an error (Go keeps the last);
+//! * `null` for a string or number field is an error (Go leaves the zero value);
+//! * `map[int]X` keys are written in numeric order (Go sorts the key strings);
+//! * `<`, `>`, `&` are written verbatim (Go escapes them as `\u003c` etc.).
+//!
 //! # Layout
 //!
-//! - `lib.rs`: this overview (filled in by later work).
+//! - [`paths`]: route paths, `?action=` values, the [`paths::Route`] table for Nexus
+//!   (including which routes exist in `lite` mode) and [`paths::KeeperRoute`].
+//! - [`error_code`]: [`ErrorCode`], every SPIKE error-code string (§12).
+//! - [`response`]: the [`response::ApiResponse`] trait (error bodies per §2.2.1),
+//!   [`response::FallbackResponse`], the raw SDK-error body and [`decode_request`].
+//! - [`secrets`]: secret put/get/delete/undelete/list/metadata types (§2.4).
+//! - [`policy`]: policy put/get/delete/list types, [`policy::Permission`] and the reserved
+//!   system resource paths (§2.5, §8).
+//! - [`operator`]: recover/restore types (§2.6).
+//! - [`bootstrap`]: bootstrap verify types (§2.7).
+//! - [`cipher`]: JSON cipher types and stream-mode framing constants (§2.8).
+//! - [`keeper`]: Keeper contribute/shard types (§2.9).
+//! - [`serde_helpers`]: Go-compatible encodings: base64, [`ShardBytes`], `map[int]X`,
+//!   [`Timestamp`] and the `err` field.
+//! - [`validate`]: input validation rules (§2.4, §2.5, §3.1, §12).
+//! - [`spiffe_id`]: SPIFFE-ID builders, [`TrustRoots`] and role predicates (§3.3).
+//! - [`error`]: the crate's error type, [`ProtoError`].
 
+pub mod bootstrap;
+pub mod cipher;
+pub mod error;
+pub mod error_code;
+pub mod keeper;
+pub mod operator;
+pub mod paths;
+pub mod policy;
+pub mod response;
+pub mod secrets;
+pub mod serde_helpers;
+pub mod spiffe_id;
+pub mod validate;
+
+pub use error::ProtoError;
+pub use error_code::ErrorCode;
+pub use paths::{KeeperRoute, Route};
+pub use response::{ApiResponse, decode_request};
+pub use serde_helpers::{ShardBytes, Timestamp};
+pub use spiffe_id::{Role, TrustRoot, TrustRoots};
