@@ -1,6 +1,26 @@
 //! Test CA, in-process SPIFFE Workload API server and harnesses.
 //!
+//! Used only as a dev-dependency. A test builds a [`TestPki`] (a root for the trust domain
+//! under test plus a foreign root), starts one [`WorkloadApiServer`] per workload identity
+//! and points `spiffe::X509Source` (or `spike_identity::Identity`) at its
+//! [`WorkloadApiServer::endpoint`]. The server speaks the real SPIFFE Workload API gRPC
+//! protocol, pushes rotations to connected clients and can serve bad SVIDs on purpose.
+//!
 //! # Layout
 //!
-//! - `lib.rs`: this overview (filled in by later work).
+//! - [`ca`][]: [`TestCa`], [`TestPki`], issued [`Svid`]s and the negative fixtures
+//!   (expired, foreign trust domain, no URI SAN).
+//! - [`proto`][]: hand-written prost messages of the Workload API (X.509 part).
+//! - [`workload_api`][]: [`WorkloadApiServer`] and a raw client helper.
+//! - [`error`][]: [`TestkitError`].
 
+pub mod ca;
+pub mod error;
+pub mod proto;
+pub mod workload_api;
+
+pub use ca::{
+    DEFAULT_TRUST_DOMAIN, FOREIGN_TRUST_DOMAIN, Svid, SvidKind, TestCa, TestPki, foreign_id,
+};
+pub use error::TestkitError;
+pub use workload_api::{ServeMode, WorkloadApiServer, fetch_x509_svid_raw};

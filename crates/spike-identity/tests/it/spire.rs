@@ -1,0 +1,1 @@
+//! Real-SPIRE tests (added separately).
