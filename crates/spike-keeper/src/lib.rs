@@ -3,4 +3,3 @@
 //! # Layout
 //!
 //! - `lib.rs`: this overview (filled in by later work).
-
