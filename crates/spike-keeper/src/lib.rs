@@ -1,5 +1,143 @@
 //! SPIKE Keeper: holds one Shamir shard of the root key, in memory only.
 //!
+//! A keeper answers two routes over mTLS (§2.9): Nexus and Bootstrap *contribute* the
+//! shard, and Nexus reads it back (*shard*) to reconstruct the root key after a restart.
+//! The TLS handshake already refuses every peer that is neither Nexus nor Bootstrap (§3.2);
+//! each route then checks the caller's role again. The shard never touches the disk: a
+//! restarted keeper is empty until Nexus pushes the shard again (§9.1).
+//!
+//! [`run`] is the whole daemon minus process setup; `main.rs` adds argument parsing,
+//! logging, hardening, signals, socket activation and sd_notify through [`daemon`].
+//!
 //! # Layout
 //!
-//! - `lib.rs`: this overview (filled in by later work).
+//! - [`config`][]: [`KeeperConfig`] from TOML + `SPIKE_*` variables, every key documented.
+//! - [`state`][]: [`ShardStore`], the zeroizing in-memory shard.
+//! - [`api`][]: the router and the two handlers with their guards.
+//! - [`server`][]: the reusable mTLS accept loop (connection cap, timeouts, graceful stop).
+//! - [`daemon`][]: socket activation, readiness and watchdog around [`Keeper::serve`].
+//! - [`error`][]: [`KeeperError`].
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+use spike_daemon::shutdown::CancellationToken;
+use spike_identity::{Identity, MtlsAcceptor, SpiffeId};
+use tokio::net::TcpListener;
+
+pub use config::KeeperConfig;
+pub use error::KeeperError;
+pub use state::ShardStore;
+
+/// A keeper ready to serve: identity checked, TLS configured, shard store empty.
+#[derive(Debug)]
+pub struct Keeper {
+    config: KeeperConfig,
+    identity: Identity,
+    store: ShardStore,
+    acceptor: MtlsAcceptor,
+}
+
+impl Keeper {
+    /// Checks that `identity` is a Keeper ID under the configured roots (§1.3) and builds
+    /// the TLS server configuration whose handshake admits only Nexus and Bootstrap peers.
+    ///
+    /// # Errors
+    /// [`KeeperError::NotAKeeper`], or [`KeeperError::Identity`] if rustls refuses the
+    /// configuration.
+    pub fn new(config: KeeperConfig, identity: Identity) -> Result<Self, KeeperError> {
+        let own = identity.own_id().to_string();
+        if !config.trust_roots.is_keeper(&own) {
+            return Err(KeeperError::NotAKeeper {
+                id: own,
+                roots: roots_list(&config.trust_roots, spike_proto::Role::Keeper),
+            });
+        }
+        let roots = config.trust_roots.clone();
+        let allow = move |peer: &SpiffeId| {
+            let id = peer.to_string();
+            roots.is_nexus(&id) || roots.is_bootstrap(&id)
+        };
+        let acceptor = MtlsAcceptor::new(identity.server_config(allow)?, config.handshake_timeout);
+        Ok(Self {
+            config,
+            identity,
+            store: ShardStore::new(),
+            acceptor,
+        })
+    }
+
+    /// The shard store (a handle).
+    pub fn store(&self) -> ShardStore {
+        self.store.clone()
+    }
+
+    /// The identity in use.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &KeeperConfig {
+        &self.config
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled, then drains within the grace
+    /// period.
+    ///
+    /// # Errors
+    /// [`KeeperError::Grace`] if connections outlived the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), KeeperError> {
+        let router = api::router(
+            self.store.clone(),
+            Arc::new(self.config.trust_roots.clone()),
+            self.config.max_body_bytes,
+        );
+        let options = server::ServeOptions {
+            read_header_timeout: self.config.read_header_timeout,
+            max_connections: self.config.max_connections,
+            shutdown_grace_period: self.config.shutdown_grace_period,
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, spiffe_id = %self.identity.own_id(), "keeper serving");
+        }
+        server::serve(listener, self.acceptor, router, options, shutdown).await?;
+        self.store.clear();
+        Ok(())
+    }
+}
+
+/// Runs a keeper on `listener` until `shutdown` is cancelled: [`Keeper::new`] then
+/// [`Keeper::serve`].
+///
+/// # Errors
+/// As [`Keeper::new`] and [`Keeper::serve`].
+pub async fn run(
+    config: KeeperConfig,
+    identity: Identity,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), KeeperError> {
+    Keeper::new(config, identity)?
+        .serve(listener, shutdown)
+        .await
+}
+
+fn roots_list(roots: &spike_proto::TrustRoots, role: spike_proto::Role) -> String {
+    roots
+        .roots(role)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

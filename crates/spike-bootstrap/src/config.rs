@@ -1,0 +1,366 @@
+//! Bootstrap configuration: a TOML file plus SPIKE's environment variables.
+//!
+//! | Key | Default | Env | Meaning |
+//! |---|---|---|---|
+//! | `nexus_api_url` | `"https://localhost:8553"` | `SPIKE_NEXUS_API_URL` | Nexus base URL |
+//! | `keeper_peers` | — (required) | `SPIKE_NEXUS_KEEPER_PEERS` | keeper base URLs (list, or a comma-separated string); keeper id = 1-based position, same order as Nexus |
+//! | `shamir_shares` | `3` | `SPIKE_NEXUS_SHAMIR_SHARES` | total shares; must equal the keeper count |
+//! | `shamir_threshold` | `2` | `SPIKE_NEXUS_SHAMIR_THRESHOLD` | shares needed; `1..=shamir_shares` |
+//! | `backend_store` | `"sqlite"` | `SPIKE_NEXUS_BACKEND_STORE` | `memory` needs no bootstrap (exit 0); `sqlite`/`lite` (and unknown values, as Go) proceed |
+//! | `keeper_timeout` | `"30s"` | `SPIKE_BOOTSTRAP_KEEPER_TIMEOUT` | bound on delivering one shard, retries included |
+//! | `keeper_max_retries` | `5` | `SPIKE_BOOTSTRAP_KEEPER_MAX_RETRIES` | attempts per keeper |
+//! | `keeper_retry_initial_interval` | `"2s"` | `SPIKE_BOOTSTRAP_KEEPER_RETRY_INITIAL_INTERVAL` | first backoff |
+//! | `keeper_retry_max_interval` | `"30s"` | `SPIKE_BOOTSTRAP_KEEPER_RETRY_MAX_INTERVAL` | backoff cap |
+//! | `verification_timeout` | `"30m"` | `SPIKE_BOOTSTRAP_INIT_VERIFICATION_TIMEOUT` | how long to retry Nexus verification |
+//! | `timeout` | `"0"` (none) | `SPIKE_BOOTSTRAP_TIMEOUT` | bound on the whole run |
+//! | `force` | `false` | `SPIKE_BOOTSTRAP_FORCE` | re-key even with a done-marker, only if Nexus holds no data |
+//! | `state_dir` | `$STATE_DIRECTORY`, else `"/var/lib/spike-bootstrap"` | — | where the done-marker lives |
+//! | `spiffe_endpoint_socket` | unset | `SPIFFE_ENDPOINT_SOCKET` | Workload API endpoint |
+//! | `spiffe_id` | unset | `SPIKE_BOOTSTRAP_SPIFFE_ID` | pick this SVID when the agent returns several |
+//! | `spiffe_source_timeout` | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the SVID |
+//! | `http_client_timeout` | `"60s"` | `SPIKE_HTTP_CLIENT_TIMEOUT` | bound on one HTTP request |
+//! | `trust_roots.nexus` / `.keeper` / `.bootstrap` | `"spike.ist"` | `SPIKE_TRUST_ROOT_NEXUS` / `_KEEPER` / `_BOOTSTRAP` | comma lists for the role checks |
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use spike_client::BaseUrl;
+use spike_daemon::config::GoDuration;
+use spike_daemon::{EnvSource, MapEnv};
+use spike_identity::SpiffeId;
+use spike_proto::TrustRoots;
+use spike_proto::spiffe_id::{
+    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS,
+};
+
+use crate::error::BootstrapError;
+
+/// The default state directory when systemd sets no `STATE_DIRECTORY`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/spike-bootstrap";
+
+/// SPIKE environment variables and the config keys they set.
+pub const ENV_MAP: &[(&str, &str)] = &[
+    ("SPIKE_NEXUS_API_URL", "nexus_api_url"),
+    ("SPIKE_NEXUS_KEEPER_PEERS", "keeper_peers"),
+    ("SPIKE_NEXUS_SHAMIR_SHARES", "shamir_shares"),
+    ("SPIKE_NEXUS_SHAMIR_THRESHOLD", "shamir_threshold"),
+    ("SPIKE_NEXUS_BACKEND_STORE", "backend_store"),
+    ("SPIKE_BOOTSTRAP_KEEPER_TIMEOUT", "keeper_timeout"),
+    ("SPIKE_BOOTSTRAP_KEEPER_MAX_RETRIES", "keeper_max_retries"),
+    (
+        "SPIKE_BOOTSTRAP_KEEPER_RETRY_INITIAL_INTERVAL",
+        "keeper_retry_initial_interval",
+    ),
+    (
+        "SPIKE_BOOTSTRAP_KEEPER_RETRY_MAX_INTERVAL",
+        "keeper_retry_max_interval",
+    ),
+    (
+        "SPIKE_BOOTSTRAP_INIT_VERIFICATION_TIMEOUT",
+        "verification_timeout",
+    ),
+    ("SPIKE_BOOTSTRAP_TIMEOUT", "timeout"),
+    ("SPIKE_BOOTSTRAP_FORCE", "force"),
+    ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
+    ("SPIKE_BOOTSTRAP_SPIFFE_ID", "spiffe_id"),
+    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_source_timeout"),
+    ("SPIKE_HTTP_CLIENT_TIMEOUT", "http_client_timeout"),
+    (ENV_TRUST_ROOT_NEXUS, "trust_roots.nexus"),
+    (ENV_TRUST_ROOT_KEEPER, "trust_roots.keeper"),
+    (ENV_TRUST_ROOT_BOOTSTRAP, "trust_roots.bootstrap"),
+];
+
+/// The raw configuration file (see the module docs for every key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Nexus base URL.
+    pub nexus_api_url: String,
+    /// Keeper base URLs.
+    #[serde(deserialize_with = "string_or_list")]
+    pub keeper_peers: Vec<String>,
+    /// Total shares.
+    pub shamir_shares: i64,
+    /// Shares needed.
+    pub shamir_threshold: i64,
+    /// Nexus backend store.
+    pub backend_store: String,
+    /// Per-keeper delivery bound.
+    pub keeper_timeout: GoDuration,
+    /// Attempts per keeper.
+    pub keeper_max_retries: u32,
+    /// First backoff.
+    pub keeper_retry_initial_interval: GoDuration,
+    /// Backoff cap.
+    pub keeper_retry_max_interval: GoDuration,
+    /// Verification retry bound.
+    pub verification_timeout: GoDuration,
+    /// Whole-run bound (0 = none).
+    pub timeout: GoDuration,
+    /// Re-key even when bootstrapped (only if Nexus holds no data).
+    #[serde(deserialize_with = "go_bool")]
+    pub force: bool,
+    /// Done-marker directory.
+    pub state_dir: Option<PathBuf>,
+    /// Workload API endpoint.
+    pub spiffe_endpoint_socket: Option<String>,
+    /// Expected own SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// Bounded wait for the SVID.
+    pub spiffe_source_timeout: GoDuration,
+    /// Bound on one HTTP request.
+    pub http_client_timeout: GoDuration,
+    /// Trust roots per role.
+    pub trust_roots: TrustRootsFile,
+}
+
+/// `[trust_roots]`: comma lists as in `SPIKE_TRUST_ROOT_*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustRootsFile {
+    /// `SPIKE_TRUST_ROOT_NEXUS`.
+    pub nexus: Option<String>,
+    /// `SPIKE_TRUST_ROOT_KEEPER`.
+    pub keeper: Option<String>,
+    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`.
+    pub bootstrap: Option<String>,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            nexus_api_url: "https://localhost:8553".to_owned(),
+            keeper_peers: Vec::new(),
+            shamir_shares: 3,
+            shamir_threshold: 2,
+            backend_store: "sqlite".to_owned(),
+            keeper_timeout: GoDuration(Duration::from_secs(30)),
+            keeper_max_retries: 5,
+            keeper_retry_initial_interval: GoDuration(Duration::from_secs(2)),
+            keeper_retry_max_interval: GoDuration(Duration::from_secs(30)),
+            verification_timeout: GoDuration(Duration::from_secs(30 * 60)),
+            timeout: GoDuration(Duration::ZERO),
+            force: false,
+            state_dir: None,
+            spiffe_endpoint_socket: None,
+            spiffe_id: None,
+            spiffe_source_timeout: GoDuration(Duration::from_secs(30)),
+            http_client_timeout: GoDuration(Duration::from_secs(60)),
+            trust_roots: TrustRootsFile::default(),
+        }
+    }
+}
+
+/// Accepts a TOML list or a comma-separated string (as in `SPIKE_NEXUS_KEEPER_PEERS`).
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        Either::Many(v) => v.into_iter().map(|p| p.trim().to_owned()).collect(),
+    })
+}
+
+/// A boolean, or a string where exactly `"true"` (trimmed, any case) is true, like SPIKE.
+fn go_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Bool(bool),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Bool(b) => b,
+        Either::Text(s) => s.trim().eq_ignore_ascii_case("true"),
+    })
+}
+
+/// Backoff and bounds for delivering shards to keepers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts (at least 1).
+    pub max_attempts: u32,
+    /// First pause between attempts.
+    pub initial_interval: Duration,
+    /// Largest pause.
+    pub max_interval: Duration,
+    /// Bound on all attempts for one keeper.
+    pub overall: Duration,
+}
+
+/// The validated bootstrap configuration.
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    /// Nexus base URL.
+    pub nexus_api_url: BaseUrl,
+    /// Keeper URLs; keeper id = index + 1.
+    pub keepers: Vec<BaseUrl>,
+    /// Total shares (= keeper count).
+    pub shares: u16,
+    /// Shares needed.
+    pub threshold: u16,
+    /// Nexus runs the in-memory backend (nothing to bootstrap).
+    pub memory_backend: bool,
+    /// Keeper delivery retries.
+    pub keeper_retry: RetryPolicy,
+    /// How long to retry verification.
+    pub verification_timeout: Duration,
+    /// Whole-run bound, if any.
+    pub timeout: Option<Duration>,
+    /// Re-key even when bootstrapped (only if Nexus holds no data).
+    pub force: bool,
+    /// Done-marker directory.
+    pub state_dir: PathBuf,
+    /// Workload API endpoint.
+    pub spiffe_endpoint_socket: Option<String>,
+    /// Which SVID to use when the agent returns several.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Bounded wait for the SVID.
+    pub spiffe_source_timeout: Duration,
+    /// Bound on one HTTP request.
+    pub http_client_timeout: Duration,
+    /// Role trust roots.
+    pub trust_roots: TrustRoots,
+}
+
+impl BootstrapConfig {
+    /// Loads the optional TOML `file`, overlays the SPIKE variables of `env` and validates.
+    /// `STATE_DIRECTORY` (set by systemd's `StateDirectory=`) supplies the default state dir.
+    ///
+    /// # Errors
+    /// [`BootstrapError::Config`], [`BootstrapError::InvalidConfig`],
+    /// [`BootstrapError::KeeperCountMismatch`] or [`BootstrapError::InvalidThreshold`].
+    pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Self, BootstrapError> {
+        let raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
+        Self::from_raw(raw, env)
+    }
+
+    /// Loads from TOML text; see [`BootstrapConfig::load`].
+    ///
+    /// # Errors
+    /// As [`BootstrapConfig::load`].
+    pub fn from_toml(toml: &str, env: &dyn EnvSource) -> Result<Self, BootstrapError> {
+        let raw: ConfigFile = spike_daemon::config::load_str(toml, "config", env, ENV_MAP)?;
+        Self::from_raw(raw, env)
+    }
+
+    /// The path of the done-marker.
+    pub fn marker_path(&self) -> PathBuf {
+        self.state_dir.join(crate::marker::MARKER_NAME)
+    }
+
+    fn from_raw(raw: ConfigFile, env: &dyn EnvSource) -> Result<Self, BootstrapError> {
+        let invalid =
+            |key: &'static str, message: String| BootstrapError::InvalidConfig { key, message };
+        let nexus_api_url = BaseUrl::parse(&raw.nexus_api_url)
+            .map_err(|e| invalid("nexus_api_url", e.to_string()))?;
+        if raw.keeper_peers.is_empty() {
+            return Err(invalid(
+                "keeper_peers",
+                "no keepers configured (set keeper_peers or SPIKE_NEXUS_KEEPER_PEERS)".to_owned(),
+            ));
+        }
+        let mut keepers = Vec::with_capacity(raw.keeper_peers.len());
+        let mut seen = HashSet::new();
+        for peer in &raw.keeper_peers {
+            let url = BaseUrl::parse(peer).map_err(|e| invalid("keeper_peers", e.to_string()))?;
+            if !seen.insert(url.clone()) {
+                return Err(invalid("keeper_peers", format!("duplicate keeper {peer}")));
+            }
+            keepers.push(url);
+        }
+        let shares = u16::try_from(raw.shamir_shares)
+            .ok()
+            .filter(|s| (1..=spike_crypto::shamir::MAX_SHARES).contains(s));
+        let threshold = u16::try_from(raw.shamir_threshold).unwrap_or(0);
+        let Some(shares) = shares else {
+            return Err(BootstrapError::InvalidThreshold {
+                threshold,
+                shares: u16::try_from(raw.shamir_shares.max(0)).unwrap_or(u16::MAX),
+            });
+        };
+        if keepers.len() != usize::from(shares) {
+            return Err(BootstrapError::KeeperCountMismatch {
+                keepers: keepers.len(),
+                shares,
+            });
+        }
+        if raw.shamir_threshold < 1 || raw.shamir_threshold > i64::from(shares) {
+            return Err(BootstrapError::InvalidThreshold {
+                threshold: u16::try_from(raw.shamir_threshold.max(0)).unwrap_or(u16::MAX),
+                shares,
+            });
+        }
+        let spiffe_id = raw
+            .spiffe_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| SpiffeId::new(s).map_err(|e| invalid("spiffe_id", e.to_string())))
+            .transpose()?;
+        let roots_env: MapEnv = [
+            (ENV_TRUST_ROOT_NEXUS, raw.trust_roots.nexus.clone()),
+            (ENV_TRUST_ROOT_KEEPER, raw.trust_roots.keeper.clone()),
+            (ENV_TRUST_ROOT_BOOTSTRAP, raw.trust_roots.bootstrap.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        let trust_roots = TrustRoots::from_lookup(|var| roots_env.var(var))
+            .map_err(|e| invalid("trust_roots", e.to_string()))?;
+        if raw.keeper_retry_initial_interval.0 > raw.keeper_retry_max_interval.0 {
+            return Err(invalid(
+                "keeper_retry_initial_interval",
+                "must not exceed keeper_retry_max_interval".to_owned(),
+            ));
+        }
+        for (key, d) in [
+            ("keeper_timeout", raw.keeper_timeout),
+            ("spiffe_source_timeout", raw.spiffe_source_timeout),
+            ("http_client_timeout", raw.http_client_timeout),
+            ("verification_timeout", raw.verification_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(invalid(key, "must be greater than zero".to_owned()));
+            }
+        }
+        let state_dir = raw.state_dir.unwrap_or_else(|| {
+            env.var("STATE_DIRECTORY")
+                .and_then(|s| s.split(':').next().map(str::to_owned))
+                .filter(|s| !s.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from)
+        });
+        Ok(Self {
+            nexus_api_url,
+            keepers,
+            shares,
+            threshold: u16::try_from(raw.shamir_threshold).unwrap_or(1),
+            memory_backend: raw.backend_store.trim().eq_ignore_ascii_case("memory"),
+            keeper_retry: RetryPolicy {
+                max_attempts: raw.keeper_max_retries.max(1),
+                initial_interval: raw.keeper_retry_initial_interval.0,
+                max_interval: raw.keeper_retry_max_interval.0,
+                overall: raw.keeper_timeout.0,
+            },
+            verification_timeout: raw.verification_timeout.0,
+            timeout: Some(raw.timeout.0).filter(|d| !d.is_zero()),
+            force: raw.force,
+            state_dir,
+            spiffe_endpoint_socket: raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty()),
+            spiffe_id,
+            spiffe_source_timeout: raw.spiffe_source_timeout.0,
+            http_client_timeout: raw.http_client_timeout.0,
+            trust_roots,
+        })
+    }
+}

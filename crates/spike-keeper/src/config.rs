@@ -1,0 +1,321 @@
+//! Keeper configuration: a TOML file plus SPIKE's environment variables.
+//!
+//! Every key, its default and the environment variable that overrides it:
+//!
+//! | Key | Default | Env | Meaning |
+//! |---|---|---|---|
+//! | `listen` | `":8443"` | `SPIKE_KEEPER_TLS_PORT` | listen address (`:PORT`, `IP:PORT`, `[IPV6]:PORT`); ignored when systemd passes a socket named `api` |
+//! | `spiffe_endpoint_socket` | unset (`unix:///tmp/spire-agent/public/api.sock`) | `SPIFFE_ENDPOINT_SOCKET` | Workload API endpoint |
+//! | `spiffe_id` | unset | `SPIKE_KEEPER_SPIFFE_ID` | pick this SVID when the agent returns several |
+//! | `spiffe_source_timeout` | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the first SVID |
+//! | `trust_roots.nexus` | `"spike.ist"` | `SPIKE_TRUST_ROOT_NEXUS` | comma list; callers allowed to contribute and read the shard |
+//! | `trust_roots.keeper` | `"spike.ist"` | `SPIKE_TRUST_ROOT_KEEPER` | comma list; our own ID must be a keeper under one of them |
+//! | `trust_roots.bootstrap` | `"spike.ist"` | `SPIKE_TRUST_ROOT_BOOTSTRAP` | comma list; callers allowed to contribute |
+//! | `handshake_timeout` | `"10s"` | — | bound on one TLS handshake |
+//! | `read_header_timeout` | `"10s"` | `SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT` | bound on reading request headers (also idle keep-alive) |
+//! | `max_connections` | `256` | — | concurrent connections; more wait in the listen backlog |
+//! | `max_body_bytes` | `65536` | — | request body limit; larger bodies get 400 |
+//! | `shutdown_grace_period` | `"10s"` | — | time in-flight requests get after SIGTERM |
+//! | `require_mlock` | `false` | — | fail at startup when `mlockall` is refused (else warn) |
+//! | `log_level` | unset (`SPIKE_SYSTEM_LOG_LEVEL`, else `WARN`) | — | `DEBUG`, `INFO`, `WARN`, `ERROR` |
+//! | `log_target` | `"auto"` | — | `auto` (journald under systemd, else stderr), `journald`, `stderr` |
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use spike_daemon::config::{GoDuration, parse_listen_addr};
+use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
+use spike_daemon::{EnvSource, MapEnv};
+use spike_identity::SpiffeId;
+use spike_proto::TrustRoots;
+use spike_proto::spiffe_id::{
+    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS,
+};
+
+use crate::error::KeeperError;
+
+/// SPIKE environment variables and the config keys they set.
+pub const ENV_MAP: &[(&str, &str)] = &[
+    ("SPIKE_KEEPER_TLS_PORT", "listen"),
+    ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
+    ("SPIKE_KEEPER_SPIFFE_ID", "spiffe_id"),
+    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_source_timeout"),
+    (ENV_TRUST_ROOT_NEXUS, "trust_roots.nexus"),
+    (ENV_TRUST_ROOT_KEEPER, "trust_roots.keeper"),
+    (ENV_TRUST_ROOT_BOOTSTRAP, "trust_roots.bootstrap"),
+    (
+        "SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT",
+        "read_header_timeout",
+    ),
+];
+
+/// The raw configuration file (see the module docs for every key).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Listen address.
+    pub listen: String,
+    /// Workload API endpoint.
+    pub spiffe_endpoint_socket: Option<String>,
+    /// Expected own SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// Bounded wait for the first SVID.
+    pub spiffe_source_timeout: GoDuration,
+    /// Trust roots per role.
+    pub trust_roots: TrustRootsFile,
+    /// TLS handshake bound.
+    pub handshake_timeout: GoDuration,
+    /// Request header read bound.
+    pub read_header_timeout: GoDuration,
+    /// Concurrent connection cap.
+    pub max_connections: usize,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace_period: GoDuration,
+    /// Fail when `mlockall` is refused.
+    pub require_mlock: bool,
+    /// Log level.
+    pub log_level: Option<LogLevel>,
+    /// Log destination.
+    pub log_target: LogTarget,
+}
+
+/// `[trust_roots]`: comma lists as in `SPIKE_TRUST_ROOT_*`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustRootsFile {
+    /// `SPIKE_TRUST_ROOT_NEXUS`.
+    pub nexus: Option<String>,
+    /// `SPIKE_TRUST_ROOT_KEEPER`.
+    pub keeper: Option<String>,
+    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`.
+    pub bootstrap: Option<String>,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            listen: ":8443".to_owned(),
+            spiffe_endpoint_socket: None,
+            spiffe_id: None,
+            spiffe_source_timeout: GoDuration(Duration::from_secs(30)),
+            trust_roots: TrustRootsFile::default(),
+            handshake_timeout: GoDuration(Duration::from_secs(10)),
+            read_header_timeout: GoDuration(Duration::from_secs(10)),
+            max_connections: 256,
+            max_body_bytes: 64 * 1024,
+            shutdown_grace_period: GoDuration(Duration::from_secs(10)),
+            require_mlock: false,
+            log_level: None,
+            log_target: LogTarget::Auto,
+        }
+    }
+}
+
+/// The validated keeper configuration.
+#[derive(Debug, Clone)]
+pub struct KeeperConfig {
+    /// Address to bind when no socket is passed by systemd.
+    pub listen: SocketAddr,
+    /// Workload API endpoint (`None`: `SPIFFE_ENDPOINT_SOCKET` or the default).
+    pub spiffe_endpoint_socket: Option<String>,
+    /// Which SVID to use when the agent returns several.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Bounded wait for the first SVID.
+    pub spiffe_source_timeout: Duration,
+    /// Trust roots for the role checks.
+    pub trust_roots: TrustRoots,
+    /// TLS handshake bound.
+    pub handshake_timeout: Duration,
+    /// Request header read bound.
+    pub read_header_timeout: Duration,
+    /// Concurrent connection cap (at least 1).
+    pub max_connections: usize,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Shutdown grace period.
+    pub shutdown_grace_period: Duration,
+    /// Fail at startup when `mlockall` is refused.
+    pub require_mlock: bool,
+    /// Logging options.
+    pub log: LogOptions,
+}
+
+impl Default for KeeperConfig {
+    fn default() -> Self {
+        // The defaults are valid by construction; a failure here would be a bug caught by
+        // the unit tests, so fall back to the most conservative values anyway.
+        Self::try_from(ConfigFile::default()).unwrap_or_else(|_| Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            spiffe_endpoint_socket: None,
+            spiffe_id: None,
+            spiffe_source_timeout: Duration::from_secs(30),
+            trust_roots: TrustRoots::default(),
+            handshake_timeout: Duration::from_secs(10),
+            read_header_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_body_bytes: 64 * 1024,
+            shutdown_grace_period: Duration::from_secs(10),
+            require_mlock: false,
+            log: LogOptions::default(),
+        })
+    }
+}
+
+impl KeeperConfig {
+    /// Loads the optional TOML `file`, overlays the SPIKE variables of `env` and validates.
+    ///
+    /// # Errors
+    /// [`KeeperError::Config`] or [`KeeperError::InvalidConfig`] naming the key.
+    pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Self, KeeperError> {
+        let raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
+        Self::try_from(raw)
+    }
+
+    /// Loads from TOML text (tests, `check-config` on generated files).
+    ///
+    /// # Errors
+    /// As [`KeeperConfig::load`].
+    pub fn from_toml(toml: &str, env: &dyn EnvSource) -> Result<Self, KeeperError> {
+        let raw: ConfigFile = spike_daemon::config::load_str(toml, "config", env, ENV_MAP)?;
+        Self::try_from(raw)
+    }
+}
+
+impl TryFrom<ConfigFile> for KeeperConfig {
+    type Error = KeeperError;
+
+    fn try_from(raw: ConfigFile) -> Result<Self, Self::Error> {
+        let listen = parse_listen_addr(&raw.listen).map_err(|e| KeeperError::InvalidConfig {
+            key: "listen",
+            message: e.to_string(),
+        })?;
+        let spiffe_id = raw
+            .spiffe_id
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                SpiffeId::new(s.trim()).map_err(|e| KeeperError::InvalidConfig {
+                    key: "spiffe_id",
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let roots_env: MapEnv = [
+            (ENV_TRUST_ROOT_NEXUS, raw.trust_roots.nexus.clone()),
+            (ENV_TRUST_ROOT_KEEPER, raw.trust_roots.keeper.clone()),
+            (ENV_TRUST_ROOT_BOOTSTRAP, raw.trust_roots.bootstrap.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        let trust_roots = TrustRoots::from_lookup(|var| roots_env.var(var)).map_err(|e| {
+            KeeperError::InvalidConfig {
+                key: "trust_roots",
+                message: e.to_string(),
+            }
+        })?;
+        if raw.max_connections == 0 {
+            return Err(KeeperError::InvalidConfig {
+                key: "max_connections",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if raw.max_body_bytes < 1024 {
+            return Err(KeeperError::InvalidConfig {
+                key: "max_body_bytes",
+                message: "must be at least 1024 (a contribute request is about 150 bytes)"
+                    .to_owned(),
+            });
+        }
+        for (key, d) in [
+            ("spiffe_source_timeout", raw.spiffe_source_timeout),
+            ("handshake_timeout", raw.handshake_timeout),
+            ("read_header_timeout", raw.read_header_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(KeeperError::InvalidConfig {
+                    key,
+                    message: "must be greater than zero".to_owned(),
+                });
+            }
+        }
+        Ok(Self {
+            listen,
+            spiffe_endpoint_socket: raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty()),
+            spiffe_id,
+            spiffe_source_timeout: raw.spiffe_source_timeout.0,
+            trust_roots,
+            handshake_timeout: raw.handshake_timeout.0,
+            read_header_timeout: raw.read_header_timeout.0,
+            max_connections: raw.max_connections,
+            max_body_bytes: raw.max_body_bytes,
+            shutdown_grace_period: raw.shutdown_grace_period.0,
+            require_mlock: raw.require_mlock,
+            log: LogOptions {
+                level: raw.log_level,
+                target: raw.log_target,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_spike_defaults() {
+        let c = KeeperConfig::from_toml("", &MapEnv::new()).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
+        assert!(c.trust_roots.is_nexus("spiffe://spike.ist/spike/nexus"));
+        assert!(
+            c.trust_roots
+                .is_bootstrap("spiffe://spike.ist/spike/bootstrap")
+        );
+        assert_eq!(c.max_body_bytes, 65536);
+        assert!(!c.require_mlock);
+        assert_eq!(c.read_header_timeout, Duration::from_secs(10));
+        let d = KeeperConfig::default();
+        assert_eq!(d.listen, c.listen);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = MapEnv::new()
+            .with("SPIKE_KEEPER_TLS_PORT", "127.0.0.1:9443")
+            .with("SPIKE_TRUST_ROOT_NEXUS", "a.org, b.org")
+            .with("SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT", "3s");
+        let c = KeeperConfig::from_toml(
+            "listen = \":1\"\nrequire_mlock = true\n[trust_roots]\nbootstrap = \"c.org\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9443".parse().unwrap());
+        assert!(c.trust_roots.is_nexus("spiffe://b.org/spike/nexus"));
+        assert!(!c.trust_roots.is_nexus("spiffe://spike.ist/spike/nexus"));
+        assert!(c.trust_roots.is_bootstrap("spiffe://c.org/spike/bootstrap"));
+        assert_eq!(c.read_header_timeout, Duration::from_secs(3));
+        assert!(c.require_mlock);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let env = MapEnv::new();
+        let err = KeeperConfig::from_toml("listen = \"8443\"", &env).unwrap_err();
+        assert!(err.to_string().contains("`listen`"), "{err}");
+        let err = KeeperConfig::from_toml("lisen = \":1\"", &env).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = KeeperConfig::from_toml("[trust_roots]\nnexus = \"a,\"", &env).unwrap_err();
+        assert!(err.to_string().contains("trust_roots"), "{err}");
+        let err = KeeperConfig::from_toml("max_connections = 0", &env).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
+        let err = KeeperConfig::from_toml("handshake_timeout = \"5\"", &env).unwrap_err();
+        assert!(err.to_string().contains("handshake_timeout"), "{err}");
+        let err = KeeperConfig::from_toml("spiffe_id = \"not an id\"", &env).unwrap_err();
+        assert!(err.to_string().contains("spiffe_id"), "{err}");
+    }
+}

@@ -1,0 +1,346 @@
+//! The HTTP API: one dispatcher for every path (§2.1), handlers per area, the health
+//! extension routes.
+//!
+//! Dispatch order (§2.1): `GET|HEAD /v1/sys/{health,seal-status}` (extension, no auth) →
+//! method ≠ POST → 400 `api_bad_request` → readiness gate (sealed and not memory and path not
+//! operator recover/restore → 503 `state_not_ready`, before route lookup) → exact path +
+//! `?action=` lookup (lite mode: its subset) → 400 when unknown → read the body (limit → 400)
+//! → handler. Handlers parse, then authorize, then validate (§2.4). Every error goes through
+//! [`error::ApiError`] and is rendered once here with the route's typed error body.
+
+pub mod bootstrap;
+pub mod cipher;
+pub mod error;
+pub mod operator;
+pub mod policy;
+pub mod secrets;
+pub mod sys;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Serialize;
+use spike_identity::PeerId;
+use spike_proto::response::{FallbackResponse, SdkErrorBody, encode_response};
+use spike_proto::{ApiResponse, ErrorCode, Route};
+use tokio::time::Instant;
+
+use crate::audit::{self, AuditEvent};
+use crate::authz::{self, Action, NoPolicies};
+use crate::state::{NexusState, Unsealed};
+
+pub use error::ApiError;
+
+/// The mTLS API router: every path goes to the dispatcher.
+pub fn router(state: NexusState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+/// The plain (unix socket) health router: only the two health routes.
+pub fn health_router(state: NexusState) -> Router {
+    Router::new().fallback(health_only).with_state(state)
+}
+
+/// One request being handled.
+pub struct Cx {
+    /// Shared state.
+    pub state: NexusState,
+    /// The caller's SPIFFE ID (`""` if the connection carried none).
+    pub peer: String,
+    /// The request body.
+    pub body: Bytes,
+    /// `Content-Type` is exactly `application/octet-stream` (cipher stream mode).
+    pub stream: bool,
+    /// The resource path for the audit event, set by handlers once known.
+    pub resource: String,
+}
+
+impl Cx {
+    /// Decodes the JSON body (§0 rules); 400 on failure.
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`].
+    pub fn json<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        spike_proto::decode_request(&self.body).map_err(|e| ApiError::bad(e.to_string()))
+    }
+
+    /// The guard: may the caller do `action` on `path`?
+    ///
+    /// # Errors
+    /// [`ApiError::Unauthorized`].
+    pub fn authorize(&self, action: Action, path: &str) -> Result<(), ApiError> {
+        let roots = &self.state.config().trust_roots;
+        match self.state.unsealed() {
+            Some(u) => authz::require(roots, &u.store, &self.peer, action, path),
+            None => authz::require(roots, &NoPolicies, &self.peer, action, path),
+        }
+    }
+
+    /// The unsealed state; 503 if sealed (the gate normally catches this first).
+    ///
+    /// # Errors
+    /// [`ApiError::NotReady`].
+    pub fn unsealed(&self) -> Result<Arc<Unsealed>, ApiError> {
+        self.state.unsealed().ok_or(ApiError::NotReady)
+    }
+}
+
+/// Runs blocking store work off the async runtime.
+///
+/// # Errors
+/// The closure's error, or [`ApiError::Internal`] if the task panicked.
+pub async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::internal("blocking task failed"))?
+}
+
+/// A 200 JSON response with SPIKE's headers.
+pub fn ok_json<T: Serialize>(body: &T) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// A JSON response with SPIKE's headers (§2.2); a marshal failure becomes the raw 500 body.
+pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match encode_response(body) {
+        Ok(bytes) => with_json_headers(status, bytes),
+        Err(_) => {
+            let fallback = serde_json::to_vec(&SdkErrorBody::marshal_failure()).unwrap_or_default();
+            with_json_headers(StatusCode::INTERNAL_SERVER_ERROR, fallback)
+        }
+    }
+}
+
+fn with_json_headers(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    for (name, value) in spike_proto::response::JSON_RESPONSE_HEADERS {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    resp
+}
+
+/// A Go `http.Error` style text response (`text/plain; charset=utf-8`, `nosniff`, body =
+/// message + newline), used by the cipher stream mode (§2.8).
+pub fn text_error(status: StatusCode, message: &str) -> Response {
+    let mut resp = Response::new(Body::from(format!("{message}\n")));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// A binary (`application/octet-stream`) 200 response.
+pub fn octet_stream(bytes: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(bytes));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(spike_proto::cipher::STREAM_CONTENT_TYPE),
+    );
+    resp
+}
+
+fn typed_error<T: ApiResponse>(status: StatusCode, code: ErrorCode) -> Response {
+    json_response(status, &T::error(code))
+}
+
+/// The route's typed error body (§2.2.1).
+fn error_response(route: Route, err: &ApiError) -> Response {
+    use spike_proto::{bootstrap as b, cipher as c, operator as o, policy as p, secrets as s};
+    let (status, code) = (err.status(), err.code());
+    match route {
+        Route::SecretPut => typed_error::<s::SecretPutResponse>(status, code),
+        Route::SecretGet => typed_error::<s::SecretGetResponse>(status, code),
+        Route::SecretDelete => typed_error::<s::SecretDeleteResponse>(status, code),
+        Route::SecretUndelete => typed_error::<s::SecretUndeleteResponse>(status, code),
+        Route::SecretList => typed_error::<s::SecretListResponse>(status, code),
+        Route::SecretMetadataGet => typed_error::<s::SecretMetadataResponse>(status, code),
+        Route::PolicyPut => typed_error::<p::PolicyPutResponse>(status, code),
+        Route::PolicyGet => typed_error::<p::PolicyReadResponse>(status, code),
+        Route::PolicyDelete => typed_error::<p::PolicyDeleteResponse>(status, code),
+        Route::PolicyList => typed_error::<p::PolicyListResponse>(status, code),
+        Route::OperatorRecover => typed_error::<o::RecoverResponse>(status, code),
+        Route::OperatorRestore => typed_error::<o::RestoreResponse>(status, code),
+        Route::CipherEncrypt => typed_error::<c::CipherEncryptResponse>(status, code),
+        Route::CipherDecrypt => typed_error::<c::CipherDecryptResponse>(status, code),
+        Route::BootstrapVerify => typed_error::<b::BootstrapVerifyResponse>(status, code),
+    }
+}
+
+fn fallback(status: StatusCode, code: ErrorCode) -> Response {
+    json_response(status, &FallbackResponse::error(code))
+}
+
+/// Logs a failed request once, at a level matching its class.
+fn log_error(err: &ApiError, action: &str, peer: &str, request_id: &str) {
+    match err {
+        ApiError::Internal(msg) => {
+            tracing::error!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed");
+        }
+        ApiError::Unauthorized => {
+            tracing::info!(action, peer_spiffe_id = peer, request_id, "request denied");
+        }
+        other => {
+            tracing::debug!(action, peer_spiffe_id = peer, request_id, error = %other, "request rejected");
+        }
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(fallback(StatusCode::BAD_REQUEST, ErrorCode::ApiBadRequest))
+        }
+        Err(_) => Err(json_response(
+            StatusCode::BAD_REQUEST,
+            &SdkErrorBody::read_failure(),
+        )),
+    }
+}
+
+/// Paths of the health extension.
+pub const SYS_HEALTH: &str = "/v1/sys/health";
+/// Path of the seal-status extension.
+pub const SYS_SEAL_STATUS: &str = "/v1/sys/seal-status";
+
+fn is_sys_read(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (path == SYS_HEALTH || path == SYS_SEAL_STATUS)
+}
+
+async fn health_only(State(state): State<NexusState>, req: Request) -> Response {
+    let start = Instant::now();
+    let path = req.uri().path().to_owned();
+    let resp = if is_sys_read(req.method(), &path) {
+        sys::handle(&state, req.method(), &path, req.uri().query())
+    } else {
+        fallback(StatusCode::NOT_FOUND, ErrorCode::ApiNotFound)
+    };
+    state
+        .metrics()
+        .record("sys_health_socket", resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// The single dispatcher of §2.1.
+pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response {
+    let start = Instant::now();
+    let request_id = audit::request_id();
+    let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<PeerId>()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+
+    let finish = |action: &'static str, resource: &str, resp: Response| -> Response {
+        let elapsed = start.elapsed();
+        let status = resp.status().as_u16();
+        state.metrics().record(action, status, elapsed);
+        audit::emit(&AuditEvent {
+            request_id: &request_id,
+            peer_spiffe_id: &peer,
+            action,
+            path: resource,
+            status,
+            duration: elapsed,
+        });
+        resp
+    };
+
+    if is_sys_read(&parts.method, &path) {
+        let resp = sys::handle(&state, &parts.method, &path, parts.uri.query());
+        state
+            .metrics()
+            .record("sys_health", resp.status().as_u16(), start.elapsed());
+        return resp;
+    }
+    if parts.method != Method::POST {
+        let resp = fallback(StatusCode::BAD_REQUEST, ErrorCode::ApiBadRequest);
+        return finish("fallback", &path, resp);
+    }
+    if !state.is_memory()
+        && !spike_proto::paths::bypasses_readiness_gate(&path)
+        && !state.is_unsealed()
+    {
+        let resp = fallback(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StateNotReady);
+        return finish("not_ready", &path, resp);
+    }
+    let action_q = spike_proto::paths::action_from_query(parts.uri.query());
+    let Some(route) = Route::parse_for(state.is_lite(), &path, action_q.as_deref()) else {
+        let resp = fallback(StatusCode::BAD_REQUEST, ErrorCode::ApiBadRequest);
+        return finish("fallback", &path, resp);
+    };
+    let action = Action::from(route);
+    let body = match read_body(body, state.config().request_body_limit).await {
+        Ok(b) => b,
+        Err(resp) => return finish(action.name(), &path, resp),
+    };
+    let stream = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| spike_proto::cipher::is_stream_mode(Some(v)));
+    let mut cx = Cx {
+        state: state.clone(),
+        peer: peer.clone(),
+        body,
+        stream,
+        resource: String::new(),
+    };
+    let result = match route {
+        Route::SecretPut => secrets::put(&mut cx).await,
+        Route::SecretGet => secrets::get(&mut cx).await,
+        Route::SecretDelete => secrets::delete(&mut cx).await,
+        Route::SecretUndelete => secrets::undelete(&mut cx).await,
+        Route::SecretList => secrets::list(&mut cx).await,
+        Route::SecretMetadataGet => secrets::metadata(&mut cx).await,
+        Route::PolicyPut => policy::put(&mut cx).await,
+        Route::PolicyGet => policy::get(&mut cx).await,
+        Route::PolicyDelete => policy::delete(&mut cx).await,
+        Route::PolicyList => policy::list(&mut cx).await,
+        Route::OperatorRecover => operator::recover(&mut cx).await,
+        Route::OperatorRestore => operator::restore(&mut cx).await,
+        Route::CipherEncrypt => cipher::encrypt(&mut cx).await,
+        Route::CipherDecrypt => cipher::decrypt(&mut cx).await,
+        Route::BootstrapVerify => bootstrap::verify(&mut cx).await,
+    };
+    let resource = if cx.resource.is_empty() {
+        path.clone()
+    } else {
+        std::mem::take(&mut cx.resource)
+    };
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            log_error(&err, action.name(), &peer, &request_id);
+            error_response(route, &err)
+        }
+    };
+    finish(action.name(), &resource, resp)
+}

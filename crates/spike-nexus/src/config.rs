@@ -1,0 +1,663 @@
+//! Nexus configuration: a TOML file plus SPIKE's environment variables (§4).
+//!
+//! [`ConfigFile`] is the raw, serde-shaped document (`deny_unknown_fields`); [`Config`] is the
+//! validated, typed result, built with `TryFrom<ConfigFile>`. Environment variables win over
+//! the file, and both win over the defaults. [`load`] reads both through an [`EnvSource`], so
+//! tests never touch the process environment.
+//!
+//! Deliberate difference from Go SPIKE: an unknown `SPIKE_NEXUS_BACKEND_STORE` value is an
+//! error naming the value (Go silently falls back to `sqlite`); likewise malformed numbers and
+//! durations are errors instead of silently using the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use spike_daemon::EnvSource;
+use spike_daemon::config::{ConfigError, GoDuration, parse_listen_addr};
+use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
+use spike_proto::spiffe_id::TrustRoots;
+
+use crate::store::BackendKind;
+
+/// `(environment variable, config key)` pairs read on top of the file.
+pub const ENV_MAP: &[(&str, &str)] = &[
+    ("SPIKE_NEXUS_TLS_PORT", "listen"),
+    ("SPIKE_NEXUS_BACKEND_STORE", "backend_store"),
+    ("SPIKE_NEXUS_KEEPER_PEERS", "keeper_peers"),
+    ("SPIKE_NEXUS_SHAMIR_SHARES", "shamir_shares"),
+    ("SPIKE_NEXUS_SHAMIR_THRESHOLD", "shamir_threshold"),
+    (
+        "SPIKE_NEXUS_SHAMIR_MAX_SHARE_COUNT",
+        "shamir_max_share_count",
+    ),
+    (
+        "SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL",
+        "keeper_update_interval",
+    ),
+    ("SPIKE_NEXUS_MAX_SECRET_VERSIONS", "max_secret_versions"),
+    (
+        "SPIKE_NEXUS_CRYPTO_MAX_CIPHERTEXT_SIZE",
+        "crypto_max_ciphertext_size",
+    ),
+    ("SPIKE_NEXUS_DATA_DIR", "data_dir"),
+    ("SPIKE_TRUST_ROOT_NEXUS", "trust_roots.nexus"),
+    ("SPIKE_TRUST_ROOT_KEEPER", "trust_roots.keeper"),
+    ("SPIKE_TRUST_ROOT_BOOTSTRAP", "trust_roots.bootstrap"),
+    ("SPIKE_TRUST_ROOT_PILOT", "trust_roots.pilot"),
+    (
+        "SPIKE_TRUST_ROOT_LITE_WORKLOAD",
+        "trust_roots.lite_workload",
+    ),
+    ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
+    ("SPIKE_SYSTEM_LOG_LEVEL", "log_level"),
+    (
+        "SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT",
+        "read_header_timeout",
+    ),
+    // Documented by SPIKE but never wired in Go (§15 #13); here it caps the recovery backoff.
+    ("SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", "recovery_max_interval"),
+];
+
+/// Default data directory when neither the config nor `STATE_DIRECTORY` names one.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/spike-nexus";
+/// Default runtime directory (the health socket lives in `<dir>/spike-nexus/health.sock`).
+pub const DEFAULT_RUNTIME_DIR: &str = "/run";
+/// Name of the SQLite database file inside the data directory.
+pub const DB_FILE_NAME: &str = "spike.db";
+
+/// A keeper list as written in TOML (array) or in `SPIKE_NEXUS_KEEPER_PEERS` (comma list).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PeerList {
+    /// `"https://a:8443,https://b:8443"`
+    Comma(String),
+    /// `["https://a:8443", "https://b:8443"]`
+    List(Vec<String>),
+}
+
+/// Trust roots per role (each a comma list, like the `SPIKE_TRUST_ROOT_*` variables).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRootsFile {
+    /// `SPIKE_TRUST_ROOT_NEXUS`
+    pub nexus: Option<String>,
+    /// `SPIKE_TRUST_ROOT_KEEPER`
+    pub keeper: Option<String>,
+    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`
+    pub bootstrap: Option<String>,
+    /// `SPIKE_TRUST_ROOT_PILOT`
+    pub pilot: Option<String>,
+    /// `SPIKE_TRUST_ROOT_LITE_WORKLOAD`
+    pub lite_workload: Option<String>,
+}
+
+/// The raw configuration document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// mTLS API listen address (`:8553`, `IP:PORT`).
+    pub listen: String,
+    /// `sqlite`, `lite` or `memory` (case-insensitive).
+    pub backend_store: String,
+    /// Keeper base URLs; the shard id of a keeper is its 1-based position.
+    pub keeper_peers: Option<PeerList>,
+    /// Total number of shards (must equal the keeper count in sqlite/lite mode).
+    pub shamir_shares: u16,
+    /// Shards needed to reconstruct the root key.
+    pub shamir_threshold: u16,
+    /// Upper bound of an operator-restore shard id.
+    pub shamir_max_share_count: u32,
+    /// Period of the shard re-push to every keeper.
+    pub keeper_update_interval: GoDuration,
+    /// How often each keeper is probed (reachability; an empty keeper is re-seeded at once).
+    pub keeper_probe_interval: GoDuration,
+    /// Timeout of one call to a keeper.
+    pub keeper_timeout: GoDuration,
+    /// Versions kept per secret.
+    pub max_secret_versions: u64,
+    /// Cipher and verify size limit in bytes.
+    pub crypto_max_ciphertext_size: usize,
+    /// Data directory; the database is `<dir>/spike.db`.
+    pub data_dir: Option<PathBuf>,
+    /// Trust roots per role.
+    pub trust_roots: TrustRootsFile,
+    /// SPIFFE Workload API endpoint (`unix:///...`).
+    pub spiffe_endpoint_socket: Option<String>,
+    /// How long to wait for the first SVID at startup.
+    pub spiffe_timeout: GoDuration,
+    /// Unix socket serving only the health routes without TLS; `""` disables it.
+    pub health_socket: Option<PathBuf>,
+    /// Prometheus listen address; `""` disables it.
+    pub metrics_listen: String,
+    /// Maximum request body size in bytes (larger bodies get 400).
+    pub request_body_limit: usize,
+    /// Maximum number of concurrent connections on the API listener.
+    pub max_connections: usize,
+    /// TLS handshake timeout.
+    pub handshake_timeout: GoDuration,
+    /// HTTP header read timeout (Go's `ReadHeaderTimeout`).
+    pub read_header_timeout: GoDuration,
+    /// Time in-flight requests get after SIGTERM.
+    pub shutdown_grace: GoDuration,
+    /// First retry interval of the keeper recovery loop.
+    pub recovery_initial_interval: GoDuration,
+    /// Maximum retry interval of the keeper recovery loop.
+    pub recovery_max_interval: GoDuration,
+    /// Log level (`DEBUG`, `INFO`, `WARN`, `ERROR`).
+    pub log_level: Option<LogLevel>,
+    /// Log target (`auto`, `journald`, `stderr`).
+    pub log_target: LogTarget,
+    /// Require `mlockall` to succeed.
+    pub require_mlock: bool,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            listen: ":8553".to_owned(),
+            backend_store: "sqlite".to_owned(),
+            keeper_peers: None,
+            shamir_shares: 3,
+            shamir_threshold: 2,
+            shamir_max_share_count: 1000,
+            keeper_update_interval: GoDuration(Duration::from_secs(300)),
+            keeper_probe_interval: GoDuration(Duration::from_secs(30)),
+            keeper_timeout: GoDuration(Duration::from_secs(10)),
+            max_secret_versions: 10,
+            crypto_max_ciphertext_size: 65536,
+            data_dir: None,
+            trust_roots: TrustRootsFile::default(),
+            spiffe_endpoint_socket: None,
+            spiffe_timeout: GoDuration(Duration::from_secs(30)),
+            health_socket: None,
+            metrics_listen: "127.0.0.1:9553".to_owned(),
+            request_body_limit: 4 << 20,
+            max_connections: 1024,
+            handshake_timeout: GoDuration(Duration::from_secs(10)),
+            read_header_timeout: GoDuration(Duration::from_secs(10)),
+            shutdown_grace: GoDuration(Duration::from_secs(10)),
+            recovery_initial_interval: GoDuration(Duration::from_millis(500)),
+            recovery_max_interval: GoDuration(Duration::from_secs(60)),
+            log_level: None,
+            log_target: LogTarget::Auto,
+            require_mlock: false,
+        }
+    }
+}
+
+/// One configured keeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperPeer {
+    /// Shard id: the 1-based position in the list.
+    pub id: u16,
+    /// Base URL, e.g. `https://keeper-1:8443`.
+    pub url: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// mTLS API listen address.
+    pub listen: SocketAddr,
+    /// Backend mode.
+    pub backend: BackendKind,
+    /// Keepers in shard-id order (empty in memory mode).
+    pub keepers: Vec<KeeperPeer>,
+    /// Total shards.
+    pub shares: u16,
+    /// Shards needed.
+    pub threshold: u16,
+    /// Upper bound of a restore shard id.
+    pub max_share_count: u32,
+    /// Full re-push period.
+    pub keeper_update_interval: Duration,
+    /// Keeper probe period.
+    pub keeper_probe_interval: Duration,
+    /// Timeout of one keeper call.
+    pub keeper_timeout: Duration,
+    /// Versions kept per secret.
+    pub max_secret_versions: u64,
+    /// Cipher/verify size limit.
+    pub max_ciphertext_size: usize,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Trust roots per role.
+    pub trust_roots: TrustRoots,
+    /// Workload API endpoint (`None`: `SPIFFE_ENDPOINT_SOCKET` or the default).
+    pub spiffe_endpoint: Option<String>,
+    /// First-SVID timeout.
+    pub spiffe_timeout: Duration,
+    /// Health socket path, if enabled.
+    pub health_socket: Option<PathBuf>,
+    /// Metrics listen address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Request body limit.
+    pub request_body_limit: usize,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// HTTP header read timeout.
+    pub read_header_timeout: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Recovery backoff start.
+    pub recovery_initial_interval: Duration,
+    /// Recovery backoff cap.
+    pub recovery_max_interval: Duration,
+    /// Logging options.
+    pub log: LogOptions,
+    /// Require `mlockall`.
+    pub require_mlock: bool,
+}
+
+impl Config {
+    /// The SQLite database path, `<data_dir>/spike.db`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(DB_FILE_NAME)
+    }
+
+    /// The trust domains of every configured trust root (the part before the first `/`),
+    /// deduplicated: peers from these domains are accepted at the TLS layer.
+    pub fn trust_domain_names(&self) -> Vec<String> {
+        use spike_proto::spiffe_id::Role;
+        let mut out: Vec<String> = Vec::new();
+        for role in Role::ALL {
+            for root in self.trust_roots.roots(role) {
+                let td = root
+                    .as_str()
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if !td.is_empty() && !out.contains(&td) {
+                    out.push(td);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The config spelling of a backend.
+pub fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Memory => "memory",
+        BackendKind::Lite => "lite",
+        _ => "sqlite",
+    }
+}
+
+/// Why the configuration is invalid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NexusConfigError {
+    /// The file or environment could not be read or parsed.
+    #[error(transparent)]
+    Load(#[from] ConfigError),
+    /// `backend_store` holds an unknown value.
+    #[error("backend_store (SPIKE_NEXUS_BACKEND_STORE) = {0:?} is not one of sqlite, lite, memory")]
+    UnknownBackend(String),
+    /// A listen address is malformed.
+    #[error("{key}: {message}")]
+    Listen {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The keeper list is unusable.
+    #[error("keeper_peers (SPIKE_NEXUS_KEEPER_PEERS): {0}")]
+    Keepers(String),
+    /// Shares/threshold are inconsistent.
+    #[error("shamir: {0}")]
+    Shamir(String),
+    /// A trust root list is malformed.
+    #[error("trust_roots: {0}")]
+    TrustRoots(String),
+    /// Another value is out of range.
+    #[error("{key}: {message}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind, NexusConfigError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "sqlite" => Ok(BackendKind::Sqlite),
+        "lite" => Ok(BackendKind::Lite),
+        "memory" => Ok(BackendKind::Memory),
+        _ => Err(NexusConfigError::UnknownBackend(s.to_owned())),
+    }
+}
+
+fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfigError> {
+    let raw: Vec<String> = match list {
+        None => return Ok(Vec::new()),
+        Some(PeerList::Comma(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(PeerList::Comma(s)) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+        Some(PeerList::List(v)) => v.iter().map(|p| p.trim().to_owned()).collect(),
+    };
+    let mut out: Vec<KeeperPeer> = Vec::with_capacity(raw.len());
+    for (index, url) in raw.into_iter().enumerate() {
+        if url.is_empty() {
+            return Err(NexusConfigError::Keepers(format!(
+                "entry {} is empty",
+                index + 1
+            )));
+        }
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| NexusConfigError::Keepers(format!("{url:?} is not a URL")))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none_or(str::is_empty) {
+            return Err(NexusConfigError::Keepers(format!(
+                "{url:?} must be an https URL with a host"
+            )));
+        }
+        let url = url.trim_end_matches('/').to_owned();
+        if out.iter().any(|k| k.url == url) {
+            return Err(NexusConfigError::Keepers(format!(
+                "{url:?} is listed twice"
+            )));
+        }
+        let id = u16::try_from(index + 1)
+            .map_err(|_| NexusConfigError::Keepers("too many keepers".to_owned()))?;
+        out.push(KeeperPeer { id, url });
+    }
+    Ok(out)
+}
+
+fn parse_roots(file: &TrustRootsFile) -> Result<TrustRoots, NexusConfigError> {
+    let lookup = |var: &str| -> Option<String> {
+        match var {
+            spike_proto::spiffe_id::ENV_TRUST_ROOT_NEXUS => file.nexus.clone(),
+            spike_proto::spiffe_id::ENV_TRUST_ROOT_KEEPER => file.keeper.clone(),
+            spike_proto::spiffe_id::ENV_TRUST_ROOT_BOOTSTRAP => file.bootstrap.clone(),
+            spike_proto::spiffe_id::ENV_TRUST_ROOT_PILOT => file.pilot.clone(),
+            spike_proto::spiffe_id::ENV_TRUST_ROOT_LITE_WORKLOAD => file.lite_workload.clone(),
+            _ => None,
+        }
+    };
+    TrustRoots::from_lookup(lookup).map_err(|e| NexusConfigError::TrustRoots(e.to_string()))
+}
+
+fn positive(key: &'static str, d: Duration) -> Result<Duration, NexusConfigError> {
+    if d.is_zero() {
+        return Err(NexusConfigError::Value {
+            key,
+            message: "must be greater than zero".to_owned(),
+        });
+    }
+    Ok(d)
+}
+
+impl TryFrom<ConfigFile> for Config {
+    type Error = NexusConfigError;
+
+    fn try_from(raw: ConfigFile) -> Result<Self, Self::Error> {
+        let listen = parse_listen_addr(&raw.listen).map_err(|e| NexusConfigError::Listen {
+            key: "listen (SPIKE_NEXUS_TLS_PORT)",
+            message: e.to_string(),
+        })?;
+        let backend = parse_backend(&raw.backend_store)?;
+        let keepers = parse_keepers(raw.keeper_peers.as_ref())?;
+        let (shares, threshold) = (raw.shamir_shares, raw.shamir_threshold);
+        if threshold == 0 || threshold > shares {
+            return Err(NexusConfigError::Shamir(format!(
+                "threshold {threshold} must be between 1 and shares ({shares})"
+            )));
+        }
+        if shares > spike_crypto::shamir::MAX_SHARES {
+            return Err(NexusConfigError::Shamir(format!(
+                "shares {shares} exceeds {}",
+                spike_crypto::shamir::MAX_SHARES
+            )));
+        }
+        if backend != BackendKind::Memory {
+            if keepers.is_empty() {
+                return Err(NexusConfigError::Keepers(format!(
+                    "required for the {} backend",
+                    backend_name(backend)
+                )));
+            }
+            if keepers.len() != usize::from(shares) {
+                return Err(NexusConfigError::Shamir(format!(
+                    "{} keepers configured but shares = {shares}; they must be equal",
+                    keepers.len()
+                )));
+            }
+        }
+        if raw.max_secret_versions == 0 {
+            return Err(NexusConfigError::Value {
+                key: "max_secret_versions",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if raw.crypto_max_ciphertext_size == 0 {
+            return Err(NexusConfigError::Value {
+                key: "crypto_max_ciphertext_size",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if raw.shamir_max_share_count == 0 {
+            return Err(NexusConfigError::Value {
+                key: "shamir_max_share_count",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        if raw.max_connections == 0 {
+            return Err(NexusConfigError::Value {
+                key: "max_connections",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let metrics_listen = match raw.metrics_listen.trim() {
+            "" => None,
+            s => Some(parse_listen_addr(s).map_err(|e| NexusConfigError::Listen {
+                key: "metrics_listen",
+                message: e.to_string(),
+            })?),
+        };
+        let health_socket = match raw.health_socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p),
+            None => Some(
+                Path::new(DEFAULT_RUNTIME_DIR)
+                    .join("spike-nexus")
+                    .join("health.sock"),
+            ),
+        };
+        let spiffe_endpoint = raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty());
+        Ok(Config {
+            listen,
+            backend,
+            keepers,
+            shares,
+            threshold,
+            max_share_count: raw.shamir_max_share_count,
+            keeper_update_interval: positive(
+                "keeper_update_interval",
+                raw.keeper_update_interval.0,
+            )?,
+            keeper_probe_interval: positive("keeper_probe_interval", raw.keeper_probe_interval.0)?,
+            keeper_timeout: positive("keeper_timeout", raw.keeper_timeout.0)?,
+            max_secret_versions: raw.max_secret_versions,
+            max_ciphertext_size: raw.crypto_max_ciphertext_size,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            trust_roots: parse_roots(&raw.trust_roots)?,
+            spiffe_endpoint,
+            spiffe_timeout: positive("spiffe_timeout", raw.spiffe_timeout.0)?,
+            health_socket,
+            metrics_listen,
+            request_body_limit: raw.request_body_limit.max(1),
+            max_connections: raw.max_connections,
+            handshake_timeout: positive("handshake_timeout", raw.handshake_timeout.0)?,
+            read_header_timeout: positive("read_header_timeout", raw.read_header_timeout.0)?,
+            shutdown_grace: raw.shutdown_grace.0,
+            recovery_initial_interval: positive(
+                "recovery_initial_interval",
+                raw.recovery_initial_interval.0,
+            )?,
+            recovery_max_interval: positive("recovery_max_interval", raw.recovery_max_interval.0)?,
+            log: LogOptions {
+                level: raw.log_level,
+                target: raw.log_target,
+            },
+            require_mlock: raw.require_mlock,
+        })
+    }
+}
+
+/// Loads the configuration from an optional TOML file and the environment.
+///
+/// Defaults that come from systemd's environment are filled in here: `data_dir` from the first
+/// entry of `STATE_DIRECTORY`, the health socket from `RUNTIME_DIRECTORY`
+/// (`$RUNTIME_DIRECTORY/health.sock`).
+///
+/// # Errors
+/// [`NexusConfigError`] naming the key (and, for env values, the variable).
+pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Config, NexusConfigError> {
+    let mut raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
+    if raw.data_dir.is_none() {
+        raw.data_dir = env
+            .var("STATE_DIRECTORY")
+            .and_then(|s| s.split(':').next().map(str::to_owned))
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+    }
+    if raw.health_socket.is_none()
+        && let Some(dir) = env
+            .var("RUNTIME_DIRECTORY")
+            .and_then(|s| s.split(':').next().map(str::to_owned))
+            .filter(|s| !s.is_empty())
+    {
+        raw.health_socket = Some(PathBuf::from(dir).join("health.sock"));
+    }
+    Config::try_from(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use spike_daemon::MapEnv;
+
+    use super::*;
+
+    fn env3() -> MapEnv {
+        MapEnv::new().with(
+            "SPIKE_NEXUS_KEEPER_PEERS",
+            "https://k1:8443,https://k2:8443, https://k3:8443",
+        )
+    }
+
+    #[test]
+    fn defaults_with_keepers() {
+        let cfg = load(None, &env3()).unwrap();
+        assert_eq!(cfg.backend, BackendKind::Sqlite);
+        assert_eq!(cfg.listen, "0.0.0.0:8553".parse().unwrap());
+        assert_eq!(cfg.keepers.len(), 3);
+        assert_eq!(cfg.keepers[2].id, 3);
+        assert_eq!(cfg.keepers[2].url, "https://k3:8443");
+        assert_eq!((cfg.shares, cfg.threshold), (3, 2));
+        assert_eq!(
+            cfg.db_path(),
+            PathBuf::from("/var/lib/spike-nexus/spike.db")
+        );
+        assert_eq!(
+            cfg.health_socket,
+            Some(PathBuf::from("/run/spike-nexus/health.sock"))
+        );
+        assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9553".parse().unwrap()));
+        assert_eq!(cfg.keeper_update_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn env_values_and_systemd_dirs() {
+        let env = env3()
+            .with("SPIKE_NEXUS_BACKEND_STORE", "LITE")
+            .with("SPIKE_NEXUS_TLS_PORT", "127.0.0.1:9000")
+            .with("SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL", "1m30s")
+            .with("SPIKE_NEXUS_MAX_SECRET_VERSIONS", "4")
+            .with("SPIKE_TRUST_ROOT_PILOT", "a.org, b.org")
+            .with("STATE_DIRECTORY", "/var/lib/x:/var/lib/y")
+            .with("RUNTIME_DIRECTORY", "/run/spike-nexus");
+        let cfg = load(None, &env).unwrap();
+        assert_eq!(cfg.backend, BackendKind::Lite);
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.keeper_update_interval, Duration::from_secs(90));
+        assert_eq!(cfg.max_secret_versions, 4);
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/x"));
+        assert_eq!(
+            cfg.health_socket,
+            Some(PathBuf::from("/run/spike-nexus/health.sock"))
+        );
+        assert!(
+            cfg.trust_roots
+                .is_pilot_superuser("spiffe://b.org/spike/pilot/role/superuser")
+        );
+        assert_eq!(
+            cfg.trust_domain_names(),
+            vec!["spike.ist", "a.org", "b.org"]
+        );
+    }
+
+    #[test]
+    fn unknown_backend_is_an_error_naming_the_value() {
+        let env = env3().with("SPIKE_NEXUS_BACKEND_STORE", "postgres");
+        let err = load(None, &env).unwrap_err();
+        assert!(err.to_string().contains("\"postgres\""), "{err}");
+    }
+
+    #[test]
+    fn keeper_rules() {
+        let bad = [
+            "",
+            "http://k1:8443,https://k2,https://k3",
+            "https://k1,https://k1,https://k3",
+            "https://k1,,https://k3",
+            "https://k1,https://k2",
+        ];
+        for peers in bad {
+            let env = MapEnv::new().with("SPIKE_NEXUS_KEEPER_PEERS", peers);
+            assert!(load(None, &env).is_err(), "{peers:?}");
+        }
+        // memory mode needs none
+        let env = MapEnv::new().with("SPIKE_NEXUS_BACKEND_STORE", "memory");
+        assert!(load(None, &env).unwrap().keepers.is_empty());
+    }
+
+    #[test]
+    fn shamir_rules() {
+        let env = env3().with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "4");
+        assert!(load(None, &env).is_err());
+        let env = env3().with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "0");
+        assert!(load(None, &env).is_err());
+        let env = env3().with("SPIKE_NEXUS_SHAMIR_SHARES", "x");
+        assert!(load(None, &env).is_err());
+    }
+
+    #[test]
+    fn toml_file_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            "backend_store = \"memory\"\nmetrics_listen = \"\"\nhealth_socket = \"\"\n\
+             keeper_peers = [\"https://a\"]\n[trust_roots]\nnexus = \"example.org\"\n",
+        )
+        .unwrap();
+        let cfg = load(Some(&path), &MapEnv::new()).unwrap();
+        assert_eq!(cfg.backend, BackendKind::Memory);
+        assert_eq!(cfg.metrics_listen, None);
+        assert_eq!(cfg.health_socket, None);
+        assert!(cfg.trust_roots.is_nexus("spiffe://example.org/spike/nexus"));
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(load(Some(&path), &MapEnv::new()).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! Our own accept loops: the mTLS API listener, the plain health socket and the metrics
+//! listener.
+//!
+//! The API loop accepts TCP, takes a connection slot from a [`Semaphore`] (the cap), and
+//! hands the connection to its own task, which runs the mTLS handshake (any SVID chaining to
+//! the trust bundle, §3.2) and then serves HTTP/1.1 with the caller's [`PeerId`] inserted in
+//! every request's extensions. On cancellation the loop stops accepting, each connection
+//! finishes its in-flight request and closes, and the loop waits at most the grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use spike_identity::{MtlsAcceptor, PeerId};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Settings shared by the accept loops.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// HTTP header read timeout.
+    pub read_header_timeout: Duration,
+    /// How long in-flight connections get after cancellation.
+    pub grace: Duration,
+}
+
+/// Serves one connection until it closes or `token` is cancelled (then gracefully).
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    peer: Option<PeerId>,
+    token: CancellationToken,
+    read_header_timeout: Duration,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        let mut req = req.map(Body::new);
+        if let Some(peer) = &peer {
+            req.extensions_mut().insert(peer.clone());
+        }
+        router.clone().oneshot(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_header_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        () = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error during shutdown");
+            }
+        }
+    }
+}
+
+async fn drain(tracker: TaskTracker, grace: Duration) {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "connections still open after the shutdown grace period"
+        );
+    }
+}
+
+/// The mTLS API accept loop. Returns when `token` is cancelled and connections drained.
+///
+/// # Errors
+/// Never fails on per-connection errors (they are logged); returns `Ok` on cancellation.
+pub async fn serve_api(
+    listener: TcpListener,
+    acceptor: MtlsAcceptor,
+    router: Router,
+    options: ServeOptions,
+    token: CancellationToken,
+) -> Result<(), std::io::Error> {
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            () = token.cancelled() => break,
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, addr) = tokio::select! {
+            () = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let token = token.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let accepted = tokio::select! {
+                () = token.cancelled() => return,
+                r = acceptor.accept(tcp) => r,
+            };
+            let (tls, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(peer_addr = %addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            serve_connection(tls, router, Some(peer), token, options.read_header_timeout).await;
+        });
+    }
+    drain(tracker, options.grace).await;
+    Ok(())
+}
+
+/// A plain HTTP accept loop over a unix socket (the health socket).
+///
+/// # Errors
+/// Never fails on per-connection errors; returns `Ok` on cancellation.
+pub async fn serve_unix(
+    listener: UnixListener,
+    router: Router,
+    options: ServeOptions,
+    token: CancellationToken,
+) -> Result<(), std::io::Error> {
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the health socket");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracker.spawn(serve_connection(
+            stream,
+            router.clone(),
+            None,
+            token.clone(),
+            options.read_header_timeout,
+        ));
+    }
+    drain(tracker, options.grace).await;
+    Ok(())
+}
+
+/// A plain HTTP accept loop over TCP (the metrics listener).
+///
+/// # Errors
+/// Never fails on per-connection errors; returns `Ok` on cancellation.
+pub async fn serve_plain_tcp(
+    listener: TcpListener,
+    router: Router,
+    options: ServeOptions,
+    token: CancellationToken,
+) -> Result<(), std::io::Error> {
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            () = token.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the metrics listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracker.spawn(serve_connection(
+            stream,
+            router.clone(),
+            None,
+            token.clone(),
+            options.read_header_timeout,
+        ));
+    }
+    drain(tracker, options.grace).await;
+    Ok(())
+}

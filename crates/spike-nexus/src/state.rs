@@ -1,0 +1,401 @@
+//! The seal state: sealed (collecting shards) or unsealed (root key, store and cipher live).
+//!
+//! [`NexusState`] is the clone-able handle shared by the API, the recovery task and the
+//! health listeners. [`NexusState::unseal`] is the one unseal path, used by keeper recovery
+//! and operator restore alike: it opens the store with the candidate root key, which verifies
+//! the key against the database's key-check record, and only then switches to unsealed.
+//!
+//! Progress is reported to systemd as `STATUS=` lines: `sealed: waiting for bootstrap (0/2
+//! shards)`, `sealed: 1/2 shards from keepers`, `unsealed` (the denominator is the
+//! threshold, the number of shards needed).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use spike_crypto::{Cipher, RootKey, Shard};
+use spike_daemon::notify::Notifier;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::metrics::{Gauges, Metrics};
+use crate::store::{
+    Backend, BackendKind, LiteBackend, MemoryBackend, SqliteBackend, Store, StoreError,
+};
+
+/// What an unsealed Nexus holds.
+pub struct Unsealed {
+    /// Secrets and policies.
+    pub store: Store,
+    /// The AEAD for the cipher and bootstrap-verify routes.
+    pub cipher: Cipher,
+    /// The root key (`None` in memory mode, which has none).
+    pub root_key: Option<RootKey>,
+}
+
+impl std::fmt::Debug for Unsealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unsealed")
+            .field("has_root_key", &self.root_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+enum Seal {
+    Sealed { collected: usize },
+    Unsealed(Arc<Unsealed>),
+}
+
+/// Why an unseal attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsealError {
+    /// The reconstructed key does not open the existing database.
+    #[error("the reconstructed root key does not match the database's key check")]
+    WrongKey,
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[source] StoreError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blocking open task failed.
+    #[error("the store open task failed")]
+    Join,
+}
+
+/// Health of one keeper as last observed.
+#[derive(Debug, Default)]
+struct KeeperHealth {
+    reachable: AtomicBool,
+    has_shard: AtomicBool,
+}
+
+/// The health snapshot served on `/v1/sys/health` and `/v1/sys/seal-status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// Bootstrapped at some point (DB exists, a keeper holds a shard, or unsealed).
+    pub initialized: bool,
+    /// Root key not in memory.
+    pub sealed: bool,
+    /// Shards collected towards unsealing.
+    pub shards_collected: usize,
+    /// Shards needed.
+    pub threshold: u16,
+    /// Keepers that answered the last probe.
+    pub keepers_reachable: usize,
+    /// The database file exists and is not empty.
+    pub has_data: bool,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    seal: RwLock<Seal>,
+    unseal_lock: tokio::sync::Mutex<()>,
+    restore: Mutex<Vec<Shard>>,
+    keepers: Vec<KeeperHealth>,
+    notifier: Notifier,
+    metrics: Metrics,
+    unsealed_tx: watch::Sender<bool>,
+    push_now: Notify,
+}
+
+/// The shared Nexus state; cheap to clone.
+#[derive(Clone)]
+pub struct NexusState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NexusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NexusState")
+            .field("seal", &*self.inner.seal.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NexusState {
+    /// A new state. Memory mode is unsealed at once (random cipher, in-memory store);
+    /// sqlite and lite start sealed.
+    ///
+    /// # Errors
+    /// [`UnsealError`] when the memory store or cipher cannot be created.
+    pub fn new(
+        config: Arc<Config>,
+        notifier: Notifier,
+        metrics: Metrics,
+    ) -> Result<NexusState, UnsealError> {
+        let keepers = config
+            .keepers
+            .iter()
+            .map(|_| KeeperHealth::default())
+            .collect();
+        let (unsealed_tx, _) = watch::channel(false);
+        let state = NexusState {
+            inner: Arc::new(Inner {
+                config,
+                seal: RwLock::new(Seal::Sealed { collected: 0 }),
+                unseal_lock: tokio::sync::Mutex::new(()),
+                restore: Mutex::new(Vec::new()),
+                keepers,
+                notifier,
+                metrics,
+                unsealed_tx,
+                push_now: Notify::new(),
+            }),
+        };
+        if state.is_memory() {
+            let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+            let store = Store::new(backend, state.inner.config.max_secret_versions)
+                .map_err(UnsealError::Store)?;
+            let cipher = Cipher::random().map_err(|_| UnsealError::Join)?;
+            state.set_unsealed(Unsealed {
+                store,
+                cipher,
+                root_key: None,
+            });
+        } else {
+            state.report_sealed(0);
+        }
+        Ok(state)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the backend is `memory`.
+    pub fn is_memory(&self) -> bool {
+        self.inner.config.backend == BackendKind::Memory
+    }
+
+    /// Whether the backend is `lite`.
+    pub fn is_lite(&self) -> bool {
+        self.inner.config.backend == BackendKind::Lite
+    }
+
+    /// The unsealed state, if the root key is live.
+    pub fn unsealed(&self) -> Option<Arc<Unsealed>> {
+        match &*self.inner.seal.read() {
+            Seal::Unsealed(u) => Some(Arc::clone(u)),
+            Seal::Sealed { .. } => None,
+        }
+    }
+
+    /// Whether the root key is live.
+    pub fn is_unsealed(&self) -> bool {
+        matches!(&*self.inner.seal.read(), Seal::Unsealed(_))
+    }
+
+    /// A receiver that turns `true` once unsealed.
+    pub fn watch_unsealed(&self) -> watch::Receiver<bool> {
+        self.inner.unsealed_tx.subscribe()
+    }
+
+    /// Asks the keeper sync task to push shards to every keeper now.
+    pub fn request_push(&self) {
+        self.inner.push_now.notify_one();
+    }
+
+    /// Resolves when [`NexusState::request_push`] was called.
+    pub async fn push_requested(&self) {
+        self.inner.push_now.notified().await;
+    }
+
+    /// Records progress of keeper recovery (shards collected so far).
+    pub fn set_collected(&self, collected: usize) {
+        let mut seal = self.inner.seal.write();
+        if let Seal::Sealed { collected: c } = &mut *seal {
+            if *c == collected {
+                return;
+            }
+            *c = collected;
+        } else {
+            return;
+        }
+        drop(seal);
+        self.report_sealed(collected);
+    }
+
+    /// Records the result of probing keeper `id` (1-based).
+    pub fn set_keeper_health(&self, id: u16, reachable: bool, has_shard: bool) {
+        if let Some(k) = usize::from(id)
+            .checked_sub(1)
+            .and_then(|i| self.inner.keepers.get(i))
+        {
+            k.reachable.store(reachable, Ordering::Relaxed);
+            k.has_shard.store(reachable && has_shard, Ordering::Relaxed);
+        }
+    }
+
+    /// The operator-restore shards collected so far (guarded).
+    pub fn restore_shards(&self) -> parking_lot::MutexGuard<'_, Vec<Shard>> {
+        self.inner.restore.lock()
+    }
+
+    fn report_sealed(&self, collected: usize) {
+        let threshold = self.inner.config.threshold;
+        let text = if collected == 0 && !self.initialized() {
+            format!("sealed: waiting for bootstrap ({collected}/{threshold} shards)")
+        } else {
+            format!("sealed: {collected}/{threshold} shards from keepers")
+        };
+        tracing::info!(seal_state = %text, "seal state");
+        self.notify_status(&text);
+    }
+
+    fn notify_status(&self, text: &str) {
+        if let Err(e) = self.inner.notifier.status(text) {
+            tracing::debug!(error = %e, "sd_notify STATUS failed");
+        }
+    }
+
+    fn set_unsealed(&self, unsealed: Unsealed) {
+        *self.inner.seal.write() = Seal::Unsealed(Arc::new(unsealed));
+        self.inner.unsealed_tx.send_replace(true);
+        self.notify_status("unsealed");
+        tracing::info!(seal_state = "unsealed", "Nexus is unsealed");
+    }
+
+    /// Unseals with `key`: opens the store (verifying the key against the database's key
+    /// check in sqlite mode), builds the cipher, switches to unsealed and asks for an
+    /// immediate shard push to every keeper. Idempotent for the key already in use.
+    ///
+    /// # Errors
+    /// [`UnsealError::WrongKey`] when the key does not open the existing database (the state
+    /// stays sealed), other variants for I/O failures. In memory mode this is a no-op.
+    pub async fn unseal(&self, key: RootKey, origin: &'static str) -> Result<(), UnsealError> {
+        let _guard = self.inner.unseal_lock.lock().await;
+        if let Some(current) = self.unsealed() {
+            return match &current.root_key {
+                Some(k) if *k == key => Ok(()),
+                None => Ok(()),
+                Some(_) => Err(UnsealError::WrongKey),
+            };
+        }
+        let config = Arc::clone(&self.inner.config);
+        let backend: Arc<dyn Backend> = match config.backend {
+            BackendKind::Lite => Arc::new(LiteBackend::new()),
+            BackendKind::Memory => return Ok(()),
+            _ => {
+                let dir = config.data_dir.clone();
+                let path = config.db_path();
+                let key2 = key.duplicate_secret();
+                let opened = tokio::task::spawn_blocking(move || {
+                    create_private_dir(&dir).map_err(|source| UnsealError::DataDir {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    SqliteBackend::open(&path, &key2).map_err(|e| match e {
+                        StoreError::WrongRootKey => UnsealError::WrongKey,
+                        other => UnsealError::Store(other),
+                    })
+                })
+                .await
+                .map_err(|_| UnsealError::Join)??;
+                Arc::new(opened)
+            }
+        };
+        let store = Store::new(backend, config.max_secret_versions).map_err(UnsealError::Store)?;
+        let cipher = Cipher::new(&key);
+        self.set_unsealed(Unsealed {
+            store,
+            cipher,
+            root_key: Some(key),
+        });
+        tracing::info!(origin, "root key accepted");
+        self.request_push();
+        Ok(())
+    }
+
+    /// Whether the database file exists and is not empty.
+    pub fn has_data(&self) -> bool {
+        if self.inner.config.backend != BackendKind::Sqlite {
+            return false;
+        }
+        std::fs::metadata(self.inner.config.db_path()).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// Whether Nexus was ever bootstrapped: unsealed, or the database exists, or a keeper
+    /// holds a shard.
+    pub fn initialized(&self) -> bool {
+        self.is_memory()
+            || self.is_unsealed()
+            || self.has_data()
+            || self
+                .inner
+                .keepers
+                .iter()
+                .any(|k| k.has_shard.load(Ordering::Relaxed))
+    }
+
+    /// The health snapshot.
+    pub fn health(&self) -> HealthReport {
+        let (sealed, collected) = match &*self.inner.seal.read() {
+            Seal::Sealed { collected } => (true, *collected),
+            Seal::Unsealed(_) => (false, 0),
+        };
+        HealthReport {
+            initialized: self.initialized(),
+            sealed,
+            shards_collected: collected,
+            threshold: self.inner.config.threshold,
+            keepers_reachable: self
+                .inner
+                .keepers
+                .iter()
+                .filter(|k| k.reachable.load(Ordering::Relaxed))
+                .count(),
+            has_data: self.has_data(),
+        }
+    }
+
+    /// The gauges for the metrics endpoint.
+    pub fn gauges(&self) -> Gauges {
+        let h = self.health();
+        Gauges {
+            sealed: h.sealed,
+            initialized: h.initialized,
+            shards_collected: h.shards_collected,
+            keepers: self
+                .inner
+                .config
+                .keepers
+                .iter()
+                .zip(&self.inner.keepers)
+                .map(|(peer, k)| {
+                    (
+                        peer.id,
+                        k.reachable.load(Ordering::Relaxed),
+                        k.has_shard.load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

@@ -1,0 +1,367 @@
+//! Persistence backends and the [`Store`] handle the API layer uses.
+//!
+//! - [`memory`]: process-memory backend (`memory` mode, lost on restart).
+//! - [`lite`]: the no-op backend of `lite` mode (loads nothing, stores succeed).
+//! - [`sqlite`]: the encrypted SQLite backend (`sqlite` mode, durable).
+//!
+//! Backends are synchronous; callers run them on `spawn_blocking` where they
+//! block. [`Store`] adds the model operations on top: one writer at a time
+//! for secrets (load, modify, store under a lock) and an in-memory,
+//! write-through cache of compiled policies, so access checks never touch the
+//! database.
+
+pub mod lite;
+pub mod memory;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
+use time::OffsetDateTime;
+
+pub use lite::LiteBackend;
+pub use memory::MemoryBackend;
+pub use sqlite::SqliteBackend;
+
+use crate::model::{ModelError, Permission, Policy, Secret, SecretData, Version};
+
+/// Which backend a [`Backend`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Process memory.
+    Memory,
+    /// Encrypted SQLite file.
+    Sqlite,
+    /// No-op store.
+    Lite,
+}
+
+/// Errors of the store and its backends. They never contain secret values.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The secret, version or policy does not exist (HTTP 404).
+    #[error("not found")]
+    NotFound,
+    /// The request violates a model rule (HTTP 400).
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+    /// The root key does not open the database.
+    #[error(
+        "the root key does not open this database (key check failed): refusing to start with a different key"
+    )]
+    WrongRootKey,
+    /// The database failed (I/O, locking, SQL); the message holds no secret values.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A record failed to encrypt or to decrypt (corrupted or tampered with).
+    #[error("a stored record failed to encrypt or decrypt")]
+    Crypto,
+    /// A decrypted record is inconsistent with where it was stored.
+    #[error("integrity check failed for {path}")]
+    Integrity {
+        /// The secret path or policy name (or table) concerned.
+        path: String,
+    },
+    /// The database file was not created by this program or by a supported version of it.
+    #[error("unsupported database: {0}")]
+    UnsupportedSchema(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        // rusqlite messages hold SQL text and SQLite's reason, never bound values.
+        Self::Database(e.to_string())
+    }
+}
+
+/// Persistence. Synchronous; callers run it on `spawn_blocking` where it blocks.
+pub trait Backend: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Loads the secret at `path`; `None` when it does not exist.
+    fn load_secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
+    /// Stores the whole secret. Durable when it returns `Ok` (SQLite:
+    /// committed, WAL, synchronous=FULL). The `pruned` versions are gone from
+    /// `secret` and must be gone from storage afterwards.
+    fn store_secret(
+        &self,
+        path: &str,
+        secret: &Secret,
+        pruned: &[Version],
+    ) -> Result<(), StoreError>;
+    /// Every secret path, sorted ascending (including fully deleted secrets).
+    fn list_secret_paths(&self) -> Result<Vec<String>, StoreError>;
+    /// Every policy.
+    fn load_policies(&self) -> Result<Vec<Policy>, StoreError>;
+    /// Creates or replaces the policy with the same name.
+    fn store_policy(&self, policy: &Policy) -> Result<(), StoreError>;
+    /// Deletes a policy; `false` when it did not exist.
+    fn delete_policy(&self, name: &str) -> Result<bool, StoreError>;
+    /// True when there are no secrets and no policies.
+    fn is_empty(&self) -> Result<bool, StoreError>;
+}
+
+/// The model plus a backend, used by the API layer. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    max_versions: u64,
+    /// Serializes secret load-modify-store sequences.
+    secret_writer: Mutex<()>,
+    /// Serializes policy writes (backend write + cache update).
+    policy_writer: Mutex<()>,
+    /// Write-through cache of every policy, by name.
+    policies: RwLock<BTreeMap<String, Policy>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend.kind())
+            .field("max_versions", &self.inner.max_versions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Wraps `backend`, loading and caching its policies. `max_versions` is
+    /// applied to every secret on put (SPIKE's store-wide setting).
+    ///
+    /// # Errors
+    ///
+    /// Whatever loading the policies fails with.
+    pub fn new(backend: Arc<dyn Backend>, max_versions: u64) -> Result<Store, StoreError> {
+        let policies = backend
+            .load_policies()?
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                max_versions,
+                secret_writer: Mutex::new(()),
+                policy_writer: Mutex::new(()),
+                policies: RwLock::new(policies),
+            }),
+        })
+    }
+
+    /// The backend kind.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// The store-wide maximum number of versions per secret.
+    pub fn max_versions(&self) -> u64 {
+        self.inner.max_versions
+    }
+
+    /// §7 upsert: a new secret gets version 1, an existing one the next
+    /// version; versions beyond `max_versions` are pruned from storage.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub fn put_secret(&self, path: &str, data: SecretData) -> Result<(), StoreError> {
+        let _writer = self.inner.secret_writer.lock();
+        let now = OffsetDateTime::now_utc();
+        let (secret, pruned) = match self.inner.backend.load_secret(path)? {
+            None => (
+                Secret::new_first(data, self.inner.max_versions, now),
+                Vec::new(),
+            ),
+            Some(mut secret) => {
+                secret.metadata.max_versions = self.inner.max_versions;
+                let pruned = secret.put(data, now);
+                (secret, pruned)
+            }
+        };
+        self.inner.backend.store_secret(path, &secret, &pruned)
+    }
+
+    /// §7 get: version 0 is the current one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the path, the version or a live current
+    /// version does not exist, or the version is deleted.
+    pub fn get_secret(&self, path: &str, version: Version) -> Result<SecretData, StoreError> {
+        let secret = self.load(path)?;
+        secret
+            .get(version)
+            .map(|v| v.data.duplicate())
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// §7 metadata (`GetRawSecret`): the same checks as [`Store::get_secret`]
+    /// for `version`, then the whole secret with every version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::get_secret`].
+    pub fn secret_metadata(&self, path: &str, version: Version) -> Result<Secret, StoreError> {
+        let secret = self.load(path)?;
+        if secret.get(version).is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(secret)
+    }
+
+    /// §7 soft delete (empty list / 0 = current version). Always stores.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown path; backend errors.
+    pub fn delete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
+        let _writer = self.inner.secret_writer.lock();
+        let mut secret = self.load(path)?;
+        secret.soft_delete(versions, OffsetDateTime::now_utc());
+        self.inner.backend.store_secret(path, &secret, &[])
+    }
+
+    /// §7 undelete.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown path or when nothing was
+    /// undeleted; backend errors.
+    pub fn undelete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
+        let _writer = self.inner.secret_writer.lock();
+        let mut secret = self.load(path)?;
+        secret
+            .undelete(versions, OffsetDateTime::now_utc())
+            .map_err(|e| match e {
+                ModelError::NothingToUndelete => StoreError::NotFound,
+                other => StoreError::Invalid(other),
+            })?;
+        self.inner.backend.store_secret(path, &secret, &[])
+    }
+
+    /// Every secret path, sorted ascending, including fully deleted secrets.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub fn list_secrets(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.backend.list_secret_paths()
+    }
+
+    /// Creates or updates (by name) a policy; an update keeps `created_at`.
+    /// Returns the stored policy.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for an empty name, an invalid pattern or a
+    /// reserved-path violation (§8.4); backend errors.
+    pub fn put_policy(
+        &self,
+        name: &str,
+        spiffeid_pattern: &str,
+        path_pattern: &str,
+        permissions: Vec<Permission>,
+    ) -> Result<Policy, StoreError> {
+        let _writer = self.inner.policy_writer.lock();
+        let now = OffsetDateTime::now_utc();
+        let created_at = self
+            .inner
+            .policies
+            .read()
+            .get(name)
+            .map_or(now, |p| p.created_at);
+        let policy = Policy::new(
+            name.to_owned(),
+            spiffeid_pattern.to_owned(),
+            path_pattern.to_owned(),
+            permissions,
+            created_at,
+            now,
+        )?;
+        self.inner.backend.store_policy(&policy)?;
+        self.inner
+            .policies
+            .write()
+            .insert(policy.name.clone(), policy.clone());
+        Ok(policy)
+    }
+
+    /// The policy named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`].
+    pub fn get_policy(&self, name: &str) -> Result<Policy, StoreError> {
+        self.inner
+            .policies
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes the policy named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when it does not exist; backend errors.
+    pub fn delete_policy(&self, name: &str) -> Result<(), StoreError> {
+        let _writer = self.inner.policy_writer.lock();
+        if !self.inner.policies.read().contains_key(name) {
+            return Err(StoreError::NotFound);
+        }
+        self.inner.backend.delete_policy(name)?;
+        self.inner.policies.write().remove(name);
+        Ok(())
+    }
+
+    /// Every policy sorted by name, keeping those whose patterns equal the
+    /// given filters exactly (a `None` filter keeps all).
+    pub fn list_policies(
+        &self,
+        spiffeid_filter: Option<&str>,
+        path_filter: Option<&str>,
+    ) -> Vec<Policy> {
+        self.inner
+            .policies
+            .read()
+            .values()
+            .filter(|p| spiffeid_filter.is_none_or(|f| p.spiffeid_pattern == f))
+            .filter(|p| path_filter.is_none_or(|f| p.path_pattern == f))
+            .cloned()
+            .collect()
+    }
+
+    /// §8.3: true when a single policy grants every wanted permission (or
+    /// `super`) to `peer_id` on `path`. No policies means deny.
+    pub fn check_access(&self, peer_id: &str, path: &str, wants: &[Permission]) -> bool {
+        self.inner
+            .policies
+            .read()
+            .values()
+            .any(|p| p.grants(peer_id, path, wants))
+    }
+
+    /// True when the backend holds no secrets and no policies.
+    ///
+    /// # Errors
+    ///
+    /// Backend errors.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.inner.backend.is_empty()
+    }
+
+    fn load(&self, path: &str) -> Result<Secret, StoreError> {
+        self.inner
+            .backend
+            .load_secret(path)?
+            .ok_or(StoreError::NotFound)
+    }
+}

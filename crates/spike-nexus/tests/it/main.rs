@@ -1,0 +1,18 @@
+//! spike-nexus integration tests: one binary, one module per area.
+
+#[cfg(test)]
+mod api;
+#[cfg(test)]
+mod cli;
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod keepers;
+#[cfg(test)]
+mod kill9;
+#[cfg(test)]
+mod modes;
+#[cfg(test)]
+mod seal;
+#[cfg(test)]
+mod store;
