@@ -1,0 +1,240 @@
+//! `spike cipher encrypt|decrypt` in stream and JSON modes (§11, §2.8).
+//!
+//! Stream mode reads all input (a file, or standard input) and writes the raw result
+//! (`0x01 ‖ nonce ‖ ciphertext` when encrypting) byte-exactly to a file or standard output.
+//! JSON encrypt (`--plaintext <base64>`) prints `{"version","nonce","ciphertext"}` so that
+//! `cipher decrypt --version --nonce --ciphertext` can reverse it (SPIKE's Go CLI prints only
+//! the raw ciphertext there; §15 row 7).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Serialize;
+use spike_proto::cipher::CIPHER_VERSION;
+use spike_proto::serde_helpers::{decode_base64, encode_base64};
+use zeroize::Zeroizing;
+
+use super::write_stdout;
+use crate::Io;
+use crate::cli::CipherCmd;
+use crate::errors::PilotError;
+use crate::session::Session;
+
+/// Largest input read (Nexus rejects more than 64 KiB anyway; this bounds memory).
+pub const MAX_INPUT: u64 = 16 * 1024 * 1024;
+
+/// Runs one cipher command.
+///
+/// # Errors
+/// Input/output errors, bad base64, API errors.
+pub async fn run(cmd: CipherCmd, session: &mut Session, io: &mut Io<'_>) -> Result<(), PilotError> {
+    match cmd {
+        CipherCmd::Encrypt {
+            file,
+            out,
+            plaintext: Some(b64),
+            algorithm: _,
+        } => {
+            let _ = file;
+            let plaintext = Zeroizing::new(decode_b64("--plaintext", &b64)?);
+            let nexus = session.nexus().await?;
+            let resp = nexus
+                .encrypt(&plaintext)
+                .await
+                .map_err(|e| session.api_error(e))?;
+            let doc = JsonCiphertext {
+                version: resp.version,
+                nonce: encode_base64(resp.nonce.as_deref().unwrap_or_default()),
+                ciphertext: encode_base64(resp.ciphertext.as_deref().unwrap_or_default()),
+            };
+            let mut text = serde_json::to_string(&doc).map_err(|e| {
+                PilotError::failed(format!("Error: cannot encode the ciphertext: {e}"))
+            })?;
+            text.push('\n');
+            write_output(io, out.as_deref(), text.as_bytes())
+        }
+        CipherCmd::Encrypt {
+            file,
+            out,
+            plaintext: None,
+            algorithm: _,
+        } => {
+            let input = read_input(io, file.as_deref())?;
+            let nexus = session.nexus().await?;
+            let sealed = nexus
+                .encrypt_stream(Bytes::copy_from_slice(&input))
+                .await
+                .map_err(|e| session.api_error(e))?;
+            drop(input);
+            write_output(io, out.as_deref(), &sealed)
+        }
+        CipherCmd::Decrypt {
+            file,
+            out,
+            version,
+            nonce,
+            ciphertext,
+            algorithm: _,
+        } => {
+            if version.is_some() || nonce.is_some() || ciphertext.is_some() {
+                let (Some(nonce), Some(ciphertext)) = (nonce, ciphertext) else {
+                    return Err(PilotError::Usage(
+                        "Error: JSON-mode decryption needs both --nonce and --ciphertext \
+                         (base64)"
+                            .to_owned(),
+                    ));
+                };
+                if file.is_some() {
+                    return Err(PilotError::Usage(
+                        "Error: --file cannot be combined with --version/--nonce/--ciphertext"
+                            .to_owned(),
+                    ));
+                }
+                let nonce = decode_b64("--nonce", &nonce)?;
+                let ciphertext = decode_b64("--ciphertext", &ciphertext)?;
+                let nexus = session.nexus().await?;
+                let plaintext = Zeroizing::new(
+                    nexus
+                        .decrypt(version.unwrap_or(CIPHER_VERSION), &nonce, &ciphertext)
+                        .await
+                        .map_err(|e| session.api_error(e))?,
+                );
+                write_output(io, out.as_deref(), &plaintext)
+            } else {
+                let input = read_input(io, file.as_deref())?;
+                let nexus = session.nexus().await?;
+                let plaintext = Zeroizing::new(
+                    nexus
+                        .decrypt_stream(Bytes::copy_from_slice(&input))
+                        .await
+                        .map_err(|e| session.api_error(e))?,
+                );
+                write_output(io, out.as_deref(), &plaintext)
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonCiphertext {
+    version: u8,
+    nonce: String,
+    ciphertext: String,
+}
+
+fn decode_b64(flag: &str, text: &str) -> Result<Vec<u8>, PilotError> {
+    decode_base64(text.trim()).map_err(|_| {
+        PilotError::failed(format!(
+            "Error: {flag} is not valid base64 (standard alphabet with padding)."
+        ))
+    })
+}
+
+/// Reads the whole input: `file` (`-` or none = standard input), at most [`MAX_INPUT`] bytes.
+///
+/// # Errors
+/// [`PilotError::Io`] naming the file; a failure when the input is too large.
+pub fn read_input(io: &mut Io<'_>, file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, PilotError> {
+    let mut buf = Zeroizing::new(Vec::new());
+    let (what, result) = match file {
+        Some(path) if path != Path::new("-") => {
+            let what = format!("read {}", path.display());
+            let result =
+                std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf));
+            (what, result)
+        }
+        _ => (
+            "read standard input".to_owned(),
+            io.stdin.take(MAX_INPUT + 1).read_to_end(&mut buf),
+        ),
+    };
+    result.map_err(|e| PilotError::io(what, e))?;
+    if buf.len() as u64 > MAX_INPUT {
+        return Err(PilotError::failed(format!(
+            "Error: input is larger than {MAX_INPUT} bytes."
+        )));
+    }
+    Ok(buf)
+}
+
+/// Writes the result to `out` (created or truncated, mode 0600 when created) or stdout.
+///
+/// # Errors
+/// [`PilotError::Io`] naming the file.
+pub fn write_output(io: &mut Io<'_>, out: Option<&Path>, data: &[u8]) -> Result<(), PilotError> {
+    match out {
+        Some(path) if path != Path::new("-") => {
+            let open = || {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(path)
+            };
+            open()
+                .and_then(|mut f| f.write_all(data).and_then(|()| f.flush()))
+                .map_err(|e| PilotError::io(format!("write {}", PathBuf::from(path).display()), e))
+        }
+        _ => write_stdout(io, data),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_from_stdin_and_file() {
+        let mut stdin: &[u8] = b"\x00binary\xffdata\n";
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut io = Io::new(&mut stdin, &mut stdout, &mut stderr);
+        assert_eq!(
+            &**read_input(&mut io, None).unwrap(),
+            b"\x00binary\xffdata\n"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.bin");
+        std::fs::write(&path, b"file bytes").unwrap();
+        assert_eq!(&**read_input(&mut io, Some(&path)).unwrap(), b"file bytes");
+        let err = read_input(&mut io, Some(&dir.path().join("none")))
+            .unwrap_err()
+            .message();
+        assert!(err.contains("none"), "{err}");
+    }
+
+    #[test]
+    fn output_to_stdout_and_private_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut stdin: &[u8] = b"";
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        {
+            let mut io = Io::new(&mut stdin, &mut stdout, &mut stderr);
+            write_output(&mut io, None, b"\x01\x02raw").unwrap();
+            write_output(&mut io, Some(&path), b"secret").unwrap();
+        }
+        assert_eq!(stdout, b"\x01\x02raw");
+        assert!(stderr.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn base64_flags() {
+        assert_eq!(decode_b64("--nonce", "aGk=").unwrap(), b"hi");
+        assert!(
+            decode_b64("--nonce", "aGk")
+                .unwrap_err()
+                .message()
+                .contains("--nonce")
+        );
+    }
+}

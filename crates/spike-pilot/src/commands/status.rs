@@ -1,0 +1,34 @@
+//! `spike status`: the health extension `GET /v1/sys/health` plus both versions.
+
+use crate::Io;
+use crate::cli::StatusArgs;
+use crate::errors::PilotError;
+use crate::output::{self, Format, StatusReport};
+use crate::session::Session;
+
+use super::write_stdout;
+
+/// Runs `spike status`. Exits 0 whenever Nexus answered the health route (sealed or not);
+/// the state is in the output.
+///
+/// # Errors
+/// Connection failures, or a Nexus without the health route (e.g. a Go SPIKE Nexus).
+pub async fn run(
+    args: StatusArgs,
+    session: &mut Session,
+    io: &mut Io<'_>,
+) -> Result<(), PilotError> {
+    let format = Format::parse(&args.format.format)?;
+    let nexus = session.nexus().await?;
+    let health = nexus.health().await.map_err(|e| session.api_error(e))?;
+    let url = session.config().nexus_url.to_string();
+    if !health.is_supported() {
+        return Err(PilotError::failed(format!(
+            "Error: SPIKE Nexus at {url} does not implement /v1/sys/health (HTTP {}); it may be \
+             a Go SPIKE Nexus.",
+            health.status
+        )));
+    }
+    let report = StatusReport::from_health(&url, health.status, &health.body);
+    write_stdout(io, output::status(&report, format).as_bytes())
+}

@@ -1,0 +1,252 @@
+//! [`PilotError`], exit codes, and SPIKE's error-to-message mapping (§11
+//! `stdout.HandleAPIError`).
+
+use spike_client::ClientError;
+use spike_proto::ErrorCode;
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// An API error (Nexus answered with an error) or a validation error.
+pub const EXIT_FAILURE: u8 = 1;
+/// A usage error (clap) or a configuration error.
+pub const EXIT_USAGE: u8 = 2;
+/// Nexus or the SPIFFE Workload API could not be reached, or a TLS identity check failed.
+pub const EXIT_CONNECTION: u8 = 3;
+
+/// The first line SPIKE prints when Nexus answers 503 (`state_not_ready`).
+pub const NOT_READY_MESSAGE: &str = "SPIKE is not ready yet. Please wait a moment and try again.";
+
+/// The follow-up SPIKE prints for a persisting `state_not_ready` (always printed here).
+pub const NOT_INITIALIZED_MESSAGE: &str = "SPIKE is not initialized: SPIKE Nexus has no root \
+key yet. Wait a few seconds and try again, and check the SPIKE Nexus logs. If the problem \
+persists, you may need to manually bootstrap via `spike operator restore`.";
+
+/// The prefix of every Nexus connection failure message (scripts match on it).
+pub const CONNECT_FAILED: &str = "Failed to connect to SPIKE Nexus";
+
+/// Why a command failed. [`PilotError::message`] is what goes to standard error and
+/// [`PilotError::exit_code`] the process status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PilotError {
+    /// A usage error found after argument parsing (missing flags, bad format value).
+    #[error("{0}")]
+    Usage(String),
+    /// The configuration (file or environment) is missing or invalid.
+    #[error("Error: invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// No SPIFFE identity could be obtained from the Workload API.
+    #[error("No SPIFFE identity: the Workload API at {endpoint} {reason}")]
+    Identity {
+        /// The Workload API endpoint that was tried.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A request to Nexus failed.
+    #[error("{}", api_message(source, nexus_url, own_id.as_deref()))]
+    Api {
+        /// The Nexus base URL.
+        nexus_url: String,
+        /// This workload's SPIFFE ID, for hints.
+        own_id: Option<String>,
+        /// The client error (boxed: it is large).
+        source: Box<ClientError>,
+    },
+    /// A validation or command failure; the message is complete (usually `Error: ...`).
+    #[error("{0}")]
+    Failed(String),
+    /// A local I/O failure (reading input, writing output or recovery files).
+    #[error("Error: cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl PilotError {
+    /// A local I/O failure while doing `what`.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A complete failure message (`Error: ...`).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+
+    /// The text printed on standard error.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Config(_) => EXIT_USAGE,
+            Self::Identity { .. } => EXIT_CONNECTION,
+            Self::Api { source, .. } if is_connection_failure(source) => EXIT_CONNECTION,
+            Self::Api { .. } | Self::Failed(_) | Self::Io { .. } => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Whether the client error means Nexus could not be reached or identities did not match.
+pub fn is_connection_failure(err: &ClientError) -> bool {
+    err.is_unreachable() || err.is_tls_rejection() || matches!(err, ClientError::Identity(_))
+}
+
+/// The message for a failed Nexus request, following SPIKE's `HandleAPIError` order (§11),
+/// with the URL and cause appended where SPIKE printed only a generic sentence.
+pub fn api_message(err: &ClientError, nexus_url: &str, own_id: Option<&str>) -> String {
+    if is_connection_failure(err) {
+        return format!("Error: {CONNECT_FAILED} at {nexus_url}: {err}");
+    }
+    match err.error_code() {
+        ErrorCode::StateNotReady => format!("{NOT_READY_MESSAGE}\n{NOT_INITIALIZED_MESSAGE}"),
+        ErrorCode::DataMarshalFailure => "Error: Malformed request.".to_owned(),
+        ErrorCode::DataUnmarshalFailure => format!("Error: Failed to parse API response. ({err})"),
+        ErrorCode::ApiNotFound => "Error: Resource not found.".to_owned(),
+        ErrorCode::ApiBadRequest => "Error: Invalid request.".to_owned(),
+        ErrorCode::DataInvalidInput => "Error: Invalid input provided.".to_owned(),
+        ErrorCode::NetPeerConnection => match err.status() {
+            Some(status) => format!(
+                "Error: {CONNECT_FAILED}. (SPIKE Nexus at {nexus_url} answered HTTP {status})"
+            ),
+            None => format!("Error: {CONNECT_FAILED} at {nexus_url}: {err}"),
+        },
+        ErrorCode::AccessUnauthorized => match own_id {
+            Some(id) => format!(
+                "Error: Unauthorized access. (this workload is {id}; check the policies in SPIKE \
+                 Nexus)"
+            ),
+            None => "Error: Unauthorized access.".to_owned(),
+        },
+        ErrorCode::NetReadingResponseBody => "Error: Failed to read response body.".to_owned(),
+        ErrorCode::EntityNotFound => "Error: Entity not found.".to_owned(),
+        ErrorCode::EntityInvalid => "Error: Invalid entity.".to_owned(),
+        ErrorCode::ApiPostFailed => "Error: Operation failed.".to_owned(),
+        ErrorCode::ObjectCreationFailed => "Error: Failed to create resource.".to_owned(),
+        ErrorCode::CryptoEncryptionFailed => "Error: Encryption failed.".to_owned(),
+        ErrorCode::CryptoDecryptionFailed => "Error: Decryption failed.".to_owned(),
+        ErrorCode::CryptoCipherNotAvailable => "Error: Cipher not available.".to_owned(),
+        ErrorCode::CryptoInvalidEncryptionKeyLength => {
+            "Error: Invalid encryption key length.".to_owned()
+        }
+        _ => format!("Error: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://nexus.test:8553";
+
+    fn msg(err: ClientError) -> (String, u8) {
+        let e = PilotError::Api {
+            nexus_url: URL.into(),
+            own_id: Some("spiffe://spike.test/w".into()),
+            source: Box::new(err),
+        };
+        (e.message(), e.exit_code())
+    }
+
+    #[test]
+    fn maps_like_spike() {
+        let url = || format!("{URL}/v1/store/secrets");
+        let cases = [
+            (
+                ClientError::NotReady { url: url() },
+                NOT_READY_MESSAGE,
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::NotFound { url: url() },
+                "Error: Resource not found.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::BadRequest { url: url() },
+                "Error: Invalid request.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Unauthorized { url: url() },
+                "Error: Unauthorized access.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Peer {
+                    url: url(),
+                    status: 500,
+                },
+                "Error: Failed to connect to SPIKE Nexus.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Api {
+                    url: url(),
+                    code: ErrorCode::EntityNotFound,
+                },
+                "Error: Entity not found.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Api {
+                    url: url(),
+                    code: ErrorCode::DataInvalidInput,
+                },
+                "Error: Invalid input provided.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Connect {
+                    url: url(),
+                    source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                },
+                "Error: Failed to connect to SPIKE Nexus at https://nexus.test:8553: ",
+                EXIT_CONNECTION,
+            ),
+            (
+                ClientError::Timeout {
+                    url: url(),
+                    phase: "connect",
+                    after: std::time::Duration::from_secs(1),
+                },
+                "Failed to connect to SPIKE Nexus at",
+                EXIT_CONNECTION,
+            ),
+        ];
+        for (err, want, code) in cases {
+            let (got, got_code) = msg(err);
+            assert!(got.contains(want), "{got:?} lacks {want:?}");
+            assert_eq!(got_code, code, "{got}");
+        }
+    }
+
+    #[test]
+    fn not_ready_mentions_both_spike_messages() {
+        let (got, _) = msg(ClientError::NotReady { url: URL.into() });
+        assert!(got.contains("not ready") && got.contains("not initialized"));
+    }
+
+    #[test]
+    fn usage_and_identity_codes() {
+        assert_eq!(PilotError::Usage("x".into()).exit_code(), EXIT_USAGE);
+        let e = PilotError::Identity {
+            endpoint: "unix:/nope".into(),
+            reason: "does not exist".into(),
+        };
+        assert_eq!(e.exit_code(), EXIT_CONNECTION);
+        assert_eq!(
+            e.message(),
+            "No SPIFFE identity: the Workload API at unix:/nope does not exist"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! [`Session`]: the configuration plus a lazily obtained SPIFFE identity and Nexus client.
+//!
+//! Commands validate their input first and only then ask for [`Session::nexus`], so argument
+//! and input errors never need the Workload API. Both connection steps are bounded: the
+//! SVID by `spiffe_timeout`, each request by `timeout`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use spike_client::{ClientError, ClientOptions, NexusClient};
+use spike_identity::{Identity, IdentityError, IdentityOptions, SpiffeId};
+use spike_proto::Role;
+
+use crate::config::Config;
+use crate::errors::PilotError;
+
+/// Upper bound on the connect and TLS handshake phases.
+const MAX_CONNECT: Duration = Duration::from_secs(10);
+
+/// One CLI invocation's connection state.
+pub struct Session {
+    config: Config,
+    identity: Option<Identity>,
+    nexus: Option<NexusClient>,
+}
+
+impl Session {
+    /// A session that has not connected yet.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            identity: None,
+            nexus: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This workload's SPIFFE ID, once connected.
+    pub fn own_id(&self) -> Option<String> {
+        self.identity.as_ref().map(|i| i.own_id().to_string())
+    }
+
+    /// Wraps a client error with the context needed for its message.
+    pub fn api_error(&self, source: ClientError) -> PilotError {
+        PilotError::Api {
+            nexus_url: self.config.nexus_url.to_string(),
+            own_id: self.own_id(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The Nexus client, obtaining the SVID first if needed.
+    ///
+    /// # Errors
+    /// [`PilotError::Identity`] when the Workload API gives no SVID in time,
+    /// [`PilotError::Api`] when the TLS configuration cannot be built.
+    pub async fn nexus(&mut self) -> Result<NexusClient, PilotError> {
+        if let Some(client) = &self.nexus {
+            return Ok(client.clone());
+        }
+        let identity = match &self.identity {
+            Some(identity) => identity.clone(),
+            None => {
+                let identity = connect_identity(&self.config).await?;
+                self.identity = Some(identity.clone());
+                identity
+            }
+        };
+        let timeout = self.config.timeout;
+        let options = ClientOptions {
+            connect_timeout: timeout.min(MAX_CONNECT),
+            handshake_timeout: timeout.min(MAX_CONNECT),
+            response_header_timeout: timeout,
+            request_timeout: timeout,
+            ..ClientOptions::default()
+        };
+        let client = NexusClient::new(
+            &identity,
+            self.config.nexus_url.clone(),
+            &self.config.trust_roots,
+            options,
+        )
+        .map_err(|e| self.api_error(e))?;
+        self.nexus = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Stops the Workload API watcher, if one was started.
+    pub async fn close(self) {
+        if let Some(identity) = self.identity {
+            identity.shutdown().await;
+        }
+    }
+}
+
+/// The filesystem path of a `unix:` endpoint.
+pub fn unix_socket_path(endpoint: &str) -> Option<&str> {
+    let rest = endpoint.strip_prefix("unix:")?;
+    Some(rest.strip_prefix("//").unwrap_or(rest))
+}
+
+async fn connect_identity(config: &Config) -> Result<Identity, PilotError> {
+    let endpoint = config.endpoint.clone();
+    let fail = |reason: String| PilotError::Identity {
+        endpoint: endpoint.clone(),
+        reason,
+    };
+    if let Some(path) = unix_socket_path(&endpoint)
+        && !Path::new(path).exists()
+    {
+        return Err(fail(
+            "does not exist: no socket at that path (is the SPIRE agent running? set \
+             SPIFFE_ENDPOINT_SOCKET or spiffe_endpoint_socket in the configuration file)"
+                .to_owned(),
+        ));
+    }
+    let domains: Vec<String> = config
+        .trust_roots
+        .roots(Role::Nexus)
+        .iter()
+        .filter_map(|root| root.as_str().split('/').next().map(str::to_owned))
+        .collect();
+    let trust_domains = spike_identity::parse_trust_domains(&domains)
+        .map_err(|e| fail(format!("cannot be used: {e}")))?;
+    let expected_id = match &config.spiffe_id {
+        Some(id) => Some(
+            SpiffeId::new(id).map_err(|e| fail(format!("cannot be used: bad SPIFFE ID: {e}")))?,
+        ),
+        None => None,
+    };
+    let options = IdentityOptions {
+        endpoint: Some(endpoint.clone()),
+        timeout: config.spiffe_timeout,
+        expected_id,
+        trust_domains: Some(trust_domains),
+    };
+    Identity::connect_with(options)
+        .await
+        .map_err(|err| match err {
+            IdentityError::Timeout {
+                timeout, expected, ..
+            } => fail(format!(
+                "gave no usable X.509-SVID{} within {timeout:?} (is the SPIRE agent running, is \
+                 the socket reachable, and is this workload registered?)",
+                expected.map(|id| format!(" for {id}")).unwrap_or_default()
+            )),
+            other => fail(format!("failed: {other}")),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths() {
+        assert_eq!(unix_socket_path("unix:///tmp/a.sock"), Some("/tmp/a.sock"));
+        assert_eq!(unix_socket_path("unix:/tmp/a.sock"), Some("/tmp/a.sock"));
+        assert_eq!(unix_socket_path("tcp://127.0.0.1:1"), None);
+    }
+}
