@@ -6,6 +6,8 @@ mod cli;
 #[cfg(test)]
 mod config;
 #[cfg(test)]
+mod config_examples;
+#[cfg(test)]
 mod delivery;
 #[cfg(test)]
 mod support;

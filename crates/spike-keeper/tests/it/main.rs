@@ -6,6 +6,8 @@ mod api;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod config_examples;
+#[cfg(test)]
 mod support;
 #[cfg(test)]
 mod tls;

@@ -3,7 +3,11 @@
 #[cfg(test)]
 mod api;
 #[cfg(test)]
+mod bootstrap_e2e;
+#[cfg(test)]
 mod cli;
+#[cfg(test)]
+mod config_examples;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]

@@ -137,7 +137,7 @@ fn body_framing() {
     ));
     assert!(matches!(
         decode_request::<SecretGetRequest>(br#"{"path":"a"} {}"#),
-        Err(ProtoError::Json(_))
+        Err(ProtoError::Json { .. })
     ));
     assert!(decode_request::<SecretGetRequest>(br#"{"path":"a"}x"#).is_err());
     assert!(decode_request::<SecretGetRequest>(br#"{"path":"a""#).is_err());

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Bare-metal install of the SPIKE appliance (no Nix): binaries, systemd units with their paths
+# filled in, default configs, and `spike.target` enabled.
+#
+#   scripts/install.sh [options]             install (as root)
+#   scripts/install.sh --uninstall [--root DIR]
+#                                            remove everything but the data, which it names
+# Options:
+#   --root DIR          install into another root (an image or container tree); default /
+#   --prefix DIR        default /usr/local (bin, libexec, lib/systemd/system, share/doc)
+#   --from DIR          SPIKE binaries (default: target/release, built by `cargo build --release`)
+#   --spire-from DIR    spire-server and spire-agent (default: scripts/build-spire.sh)
+#   --keepers N         keeper instances on this host (default 3)
+#   --threshold T       Shamir threshold (default 2)
+#   --trust-domain TD   SPIFFE trust domain (default spike.internal)
+#   --no-enable         do not enable spike.target
+#   --force-config      overwrite existing files in /etc/spike and /etc/spire
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+ROOT=/ PREFIX=/usr/local FROM="$here/target/release" SPIRE_FROM="" KEEPERS=3 THRESHOLD=2
+TD=spike.internal ENABLE=1 FORCE_CONFIG=0 UNINSTALL=0
+while (($#)); do
+  case "$1" in
+    --root) ROOT="$2"; shift 2 ;;
+    --prefix) PREFIX="$2"; shift 2 ;;
+    --from) FROM="$2"; shift 2 ;;
+    --spire-from) SPIRE_FROM="$2"; shift 2 ;;
+    --keepers) KEEPERS="$2"; shift 2 ;;
+    --threshold) THRESHOLD="$2"; shift 2 ;;
+    --trust-domain) TD="$2"; shift 2 ;;
+    --no-enable) ENABLE=0; shift ;;
+    --force-config) FORCE_CONFIG=1; shift ;;
+    --uninstall) UNINSTALL=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
+  esac
+done
+[[ "$KEEPERS" =~ ^[1-9]$ ]] || { echo "install.sh: --keepers must be 1..9 (got $KEEPERS)" >&2; exit 64; }
+[[ "$THRESHOLD" =~ ^[1-9]$ ]] && ((THRESHOLD <= KEEPERS)) \
+  || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
+[[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
+
+R="${ROOT%/}"
+BINDIR="$PREFIX/bin" LIBEXECDIR="$PREFIX/libexec" UNITDIR="$PREFIX/lib/systemd/system"
+DOCDIR="$PREFIX/share/doc/spike" SYSCONFDIR=/etc
+BINARIES=(spike-nexus spike-keeper spike-bootstrap spike)
+UNITS=(spire-server.service spire-agent.service spike-spire-join.service spike-register.service
+       spike-keeper@.socket spike-keeper@.service spike-nexus.socket spike-nexus.service
+       spike-nexus-health.socket spike-bootstrap.service spike-ready.service spike.target)
+say() { echo "install.sh: $*" >&2; }
+
+if ((UNINSTALL)); then
+  if [[ "$R" == "" ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now spike.target spike-nexus.socket 'spike-keeper@*.socket' 2>/dev/null || true
+  fi
+  for u in "${UNITS[@]}"; do rm -f "$R$UNITDIR/$u"; done
+  rm -f "$R/etc/systemd/system/multi-user.target.wants/spike.target"
+  rm -rf "$R/etc/systemd/system/spike.target.wants" "$R/etc/systemd/system/sockets.target.wants/spike-"*
+  for b in "${BINARIES[@]}" spire-server spire-agent; do rm -f "$R$BINDIR/$b"; done
+  rm -rf "$R$LIBEXECDIR/spike" "$R$DOCDIR" "$R/etc/spike" "$R/etc/spire"
+  say "removed binaries, units and configuration."
+  say "kept the data (remove it yourself if you mean to):"
+  for d in /var/lib/spike-nexus /var/lib/private/spike-nexus /var/lib/spike-bootstrap \
+           /var/lib/private/spike-bootstrap /var/lib/spire-server /var/lib/spire-agent; do
+    [[ -e "$R$d" ]] && say "  $R$d"
+  done
+  exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || { say "must run as root"; exit 1; }
+for b in "${BINARIES[@]}"; do
+  [[ -x "$FROM/$b" ]] || { say "missing $FROM/$b (run: cargo build --release)"; exit 1; }
+done
+[[ -n "$SPIRE_FROM" ]] || SPIRE_FROM="$("$here/scripts/build-spire.sh")"
+
+fill() { # src dst mode
+  sed -e "s|@bindir@|$BINDIR|g" -e "s|@libexecdir@|$LIBEXECDIR|g" -e "s|@sysconfdir@|$SYSCONFDIR|g" \
+      -e "s|@docdir@|$DOCDIR|g" -e "s|@trust_domain@|$TD|g" -e "s|@keepers@|$KEEPERS|g" \
+      -e "s|@threshold@|$THRESHOLD|g" -e "s|@keeper_peers@|$PEERS|g" "$1" > "$2.tmp"
+  chmod "$3" "$2.tmp"
+  mv "$2.tmp" "$2"
+}
+config() { # src dst: never overwrite an operator's edits unless --force-config
+  if [[ -e "$2" && $FORCE_CONFIG -eq 0 ]]; then say "keeping existing $2"; else fill "$1" "$2" 0644; fi
+}
+PEERS=""
+for ((i = 1; i <= KEEPERS; i++)); do PEERS+="${PEERS:+, }\"https://127.0.0.1:844$i\""; done
+
+say "binaries -> $R$BINDIR"
+install -d -m 0755 "$R$BINDIR" "$R$LIBEXECDIR/spike" "$R$UNITDIR" "$R$DOCDIR" "$R/etc/spike" "$R/etc/spire"
+for b in "${BINARIES[@]}"; do install -m 0755 "$FROM/$b" "$R$BINDIR/$b"; done
+install -m 0755 "$SPIRE_FROM/spire-server" "$SPIRE_FROM/spire-agent" "$R$BINDIR/"
+say "units -> $R$UNITDIR"
+for u in "${UNITS[@]}"; do fill "$here/units/$u" "$R$UNITDIR/$u" 0644; done
+for s in "$here"/units/libexec/*; do fill "$s" "$R$LIBEXECDIR/spike/$(basename "$s")" 0755; done
+install -m 0644 "$here/README.md" "$R$DOCDIR/README.md"
+say "configuration -> $R/etc/spike, $R/etc/spire"
+for c in "$here"/units/etc/spike/*; do config "$c" "$R/etc/spike/$(basename "$c")"; done
+for c in "$here"/units/etc/spire/*; do config "$c" "$R/etc/spire/$(basename "$c")"; done
+
+if ((ENABLE)); then
+  say "enabling spike.target with $KEEPERS keepers (threshold $THRESHOLD)"
+  sysctl_root=()
+  [[ "$R" != "" ]] && sysctl_root=(--root="$R")
+  keeper_sockets=()
+  for ((i = 1; i <= KEEPERS; i++)); do keeper_sockets+=("spike-keeper@$i.socket"); done
+  systemctl "${sysctl_root[@]}" enable spike.target spire-server.service spire-agent.service \
+    spike-register.service spike-nexus.socket spike-nexus-health.socket spike-nexus.service spike-bootstrap.service \
+    spike-ready.service "${keeper_sockets[@]}" >/dev/null 2>&1 \
+    || { say "systemctl enable failed"; exit 1; }
+  if [[ "$R" == "" && -d /run/systemd/system ]]; then systemctl daemon-reload; fi
+fi
+say "done. Start it with: systemctl start spike.target"

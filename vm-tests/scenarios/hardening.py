@@ -1,0 +1,45 @@
+# vm-test: {"nodes": {"machine": {"keepers": 3, "threshold": 2}}}
+# Hardening: exposure scores, no core dumps, no key or secret value in the journal or the
+# database file, and one unit cannot read another's state.
+start_all()
+machine.wait_for_unit("spike.target", timeout=300)
+
+with subtest("systemd-analyze security exposure is within budget"):
+    # --threshold is on the 0-100 scale: 15 = 1.5, 5 = 0.5, 20 = 2.0.
+    for unit, threshold in (("spike-nexus.service", 15), ("spike-keeper@1.service", 5),
+                            ("spike-bootstrap.service", 20)):
+        out = machine.succeed(f"systemd-analyze security --no-pager {unit} | tail -1")
+        log(f"MEASURE exposure {unit}: {out.strip()}")
+        machine.succeed(f"systemd-analyze security --no-pager --threshold={threshold} {unit} >/dev/null")
+
+with subtest("no core dumps"):
+    for unit in ("spike-nexus.service", "spike-keeper@1.service"):
+        assert machine.get_unit_info(unit)["LimitCORE"] == "0", unit
+        pid = machine.succeed(f"systemctl show -p MainPID --value {unit}").strip()
+        # PR_SET_DUMPABLE=0 makes the kernel hand /proc/<pid>/ to root instead of the unit's user.
+        owner = machine.succeed(f"stat -c %u /proc/{pid}/environ").strip()
+        assert owner == "0", f"{unit}: /proc/{pid} owned by {owner}: the process is dumpable"
+    pid = machine.succeed("systemctl show -p MainPID --value spike-keeper@1.service").strip()
+    machine.succeed(f"kill -SEGV {pid}")
+    machine.wait_until_succeeds("systemctl is-active spike-keeper@1.service", timeout=60)
+    machine.fail("ls /var/lib/systemd/coredump/* 2>/dev/null | grep -q .")
+    machine.fail("find / -xdev -name 'core*' -newer /etc/spike/nexus.toml -type f 2>/dev/null | grep -q .")
+
+with subtest("the root key and secret values never reach the journal or the database file"):
+    machine.succeed("spike secret put canary/path canary=VALUE-3f1c9a7e-canary")
+    machine.succeed("systemctl kill -s USR1 spike-nexus.service || true")
+    machine.fail("journalctl --no-pager | grep -q 'VALUE-3f1c9a7e-canary'")
+    machine.fail("grep -rqa 'VALUE-3f1c9a7e-canary' /var/lib/private/spike-nexus/")
+    machine.fail("grep -rqa 'canary/path' /var/lib/private/spike-nexus/")
+    # The recovery shards are the root key in another form; they must not be logged either.
+    machine.fail("journalctl --no-pager | grep -Eq 'spike:[0-9]+:[0-9a-f]{64}'")
+
+with subtest("one unit cannot read another's state"):
+    machine.fail(
+        "systemd-run --wait --pipe -q -p DynamicUser=yes -p ProtectSystem=strict "
+        "cat /var/lib/private/spike-nexus/spike.db > /dev/null"
+    )
+    machine.fail(
+        "systemd-run --wait --pipe -q -p DynamicUser=yes ls /var/lib/private/spike-bootstrap/"
+    )
+    machine.succeed("test $(stat -c %a /var/lib/private) = 700")
