@@ -74,6 +74,34 @@ rec {
     }:
     map (i: "https://${host}:${toString (keeperPort basePort i)}") instances;
 
+  # "host:port", with brackets around an IPv6 address.
+  hostPort =
+    host: port:
+    if builtins.match ".*:.*" host != null && builtins.substring 0 1 host != "[" then
+      "[${host}]:${toString port}"
+    else
+      "${host}:${toString port}";
+
+  # The address to dial for a socket listening on `addr`: the wildcard addresses mean loopback.
+  dialHost =
+    addr:
+    if addr == "0.0.0.0" || addr == "" then
+      "127.0.0.1"
+    else if addr == "::" || addr == "[::]" then
+      "[::1]"
+    else if builtins.match ".*:.*" addr != null && builtins.substring 0 1 addr != "[" then
+      "[${addr}]"
+    else
+      addr;
+
+  # The port of a Go-style listen address (":8553", "10.0.0.1:8553", "[::1]:8553").
+  listenPort =
+    addr:
+    let
+      m = builtins.match ".*:([0-9]+)" addr;
+    in
+    if m == null then null else builtins.head m;
+
   # A Go-style listen address (":8553", "127.0.0.1:8553", "[::1]:8553") as a systemd
   # ListenStream= value ("8553" means every address, as ":8553" does in Go).
   goListenToSystemd =

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Bring up the SPIKE appliance in an nspawn machine (delivered with the appliance issue).
+# The SPIKE appliance in an nspawn machine on this host (Debian 12, as root).
+#
+#   sudo scripts/appliance.sh up        build what is missing, boot SPIRE + keepers + Nexus +
+#                                       bootstrap, wait for spike.target, store and read a secret
+#   sudo scripts/appliance.sh status    unit states, seal status, and what is missing
+#   sudo scripts/appliance.sh spike ... run the spike CLI inside the machine
+#   sudo scripts/appliance.sh shell     a root shell inside the machine
+#   sudo scripts/appliance.sh down      stop it (data kept); destroy: stop and delete the data
 set -euo pipefail
-cat >&2 <<'MSG'
-appliance.sh: not available yet.
-When complete, `sudo scripts/appliance.sh up` will: build the binaries and SPIRE when missing,
-debootstrap a cached Debian root, boot SPIRE + keepers + Nexus + bootstrap in a systemd-nspawn
-machine, wait for spike.target, store and read a secret with `spike`, and print how to continue.
-MSG
-exit 2
+exec python3 "$(dirname "$0")/../vm-tests/driver/appliance.py" "$@"

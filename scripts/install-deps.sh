@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Install the host packages the project's tests need (Debian 12). Idempotent.
+# Usage: scripts/install-deps.sh [--appliance]
 set -euo pipefail
+# --appliance adds what the nspawn machines need (systemd-nspawn, debootstrap, ip).
+pkgs=(ca-certificates build-essential pkg-config)
+[[ "${1:-}" == --appliance ]] && pkgs+=(systemd-container debootstrap iproute2 util-linux)
 need=()
-for pkg in ca-certificates build-essential pkg-config; do
+for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then

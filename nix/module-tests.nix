@@ -1,0 +1,180 @@
+# Tests of nixos-modules/ under lib.evalModules (see nix/eval-modules.nix), with nixpkgs' lib
+# from a checkout of nixpkgs or nixpkgs.lib:
+#   nix-instantiate --eval --strict nix/module-tests.nix --arg lib 'import /path/to/nixpkgs.lib/lib'
+# Evaluates to the list of failures ([] when every case passes).
+{ lib }:
+let
+  eval = configuration: import ./eval-modules.nix { inherit lib configuration; };
+  case = name: actual: expected: { inherit name actual expected; };
+  has = sub: msgs: lib.any (lib.hasInfix sub) msgs;
+
+  # The README's quick start: one box, 5 keepers, threshold 3.
+  box = eval {
+    services.spike = {
+      trustDomain = "example.org";
+      spire.enable = true;
+      keepers = {
+        enable = true;
+        instances = lib.range 1 5;
+      };
+      shamir.threshold = 3;
+      nexus.enable = true;
+    };
+  };
+  c = box.config;
+  peers = map (p: "https://127.0.0.1:${toString p}") (lib.range 8441 8445);
+
+  bad = extra: (eval (lib.recursiveUpdate {
+    services.spike = {
+      trustDomain = "example.org";
+      spire.enable = true;
+      keepers = {
+        enable = true;
+        instances = lib.range 1 5;
+      };
+      nexus.enable = true;
+    };
+  } extra)).failedAssertions;
+
+  keeperHost = eval {
+    services.spike = {
+      trustDomain = "example.org";
+      keepers = {
+        enable = true;
+        instances = [ 2 ];
+        listenAddress = "0.0.0.0";
+        openFirewall = true;
+      };
+    };
+    services.spire.agent = {
+      enable = true;
+      settings.agent = {
+        trust_domain = "example.org";
+        server_address = "server";
+      };
+    };
+  };
+  k = keeperHost.config;
+
+  moved = (eval {
+    services.spike = {
+      trustDomain = "example.org";
+      spire.enable = true;
+      keepers.enable = true;
+      nexus = {
+        enable = true;
+        settings.listen = "127.0.0.1:9000";
+      };
+      bootstrap.enable = false;
+    };
+  }).config;
+
+  mismatch = bad {
+    services.spike.bootstrap.settings.shamir_threshold = 2;
+  };
+
+  cases = [
+    (case "quick start: no failed assertions" box.failedAssertions [ ])
+    (case "quick start: no warnings" box.warnings [ ])
+    (case "nexus keeper_peers" c.services.spike.nexus.settings.keeper_peers peers)
+    (case "nexus shares" c.services.spike.nexus.settings.shamir_shares 5)
+    (case "nexus threshold" c.services.spike.nexus.settings.shamir_threshold 3)
+    (case "bootstrap agrees" (with c.services.spike.bootstrap.settings; [
+      keeper_peers
+      shamir_shares
+      shamir_threshold
+      nexus_api_url
+    ]) [
+      peers
+      5
+      3
+      "https://127.0.0.1:8553"
+    ])
+    (case "trust roots default to the trust domain" c.services.spike.nexus.settings.trust_roots {
+      nexus = "example.org";
+      keeper = "example.org";
+      bootstrap = "example.org";
+      pilot = "example.org";
+      lite_workload = "example.org";
+    })
+    (case "config files in /etc/spike" (builtins.attrNames c.environment.etc) [
+      "spike/bootstrap.toml"
+      "spike/keeper.toml"
+      "spike/nexus.toml"
+      "spike/pilot.toml"
+    ])
+    (case "configs are checked at build time" c.environment.etc."spike/nexus.toml".source
+      "/nix/store/00000000000000000000000000000000-spike-nexus-checked.toml"
+    )
+    (case "units come from the package" (map toString c.systemd.packages) [ "/nix/store/00000000000000000000000000000000-spike-rs" ])
+    (case "spike.target enabled" c.systemd.targets.spike.wantedBy [ "multi-user.target" ])
+    (case "nexus not restarted by switch" c.systemd.services.spike-nexus.restartIfChanged false)
+    (case "keepers not restarted by switch" (map (i: c.systemd.services."spike-keeper@${toString i}".restartIfChanged) (lib.range 1 5)) (lib.genList (_: false) 5))
+    (case "keeper instances are drop-ins" (lib.unique (map (i: [
+      c.systemd.services."spike-keeper@${toString i}".overrideStrategy
+      c.systemd.sockets."spike-keeper@${toString i}".overrideStrategy
+    ]) (lib.range 1 5))) [ [ "asDropin" "asDropin" ] ])
+    (case "keeper 5 socket" c.systemd.sockets."spike-keeper@5".listenStreams [
+      ""
+      "127.0.0.1:8445"
+    ])
+    (case "nexus socket unchanged" c.systemd.sockets.spike-nexus.listenStreams [ ])
+    (case "workload API socket" c.systemd.services.spike-nexus.environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire-agent/public/api.sock")
+    (case "pilot endpoint" c.services.spike.pilot.settings.spiffe_endpoint_socket "unix:///run/spire-agent/public/api.sock")
+    (case "spire server at the appliance path" c.services.spire.server.settings.server.socket_path "/run/spire-server/private/api.sock")
+    (case "spire server runtime dirs" c.systemd.services.spire-server.serviceConfig.RuntimeDirectory [
+      "spire-server"
+      "spire-server/private"
+    ])
+    (case "spire agent runtime dirs" c.systemd.services.spire-agent.serviceConfig.RuntimeDirectory [
+      "spire-agent"
+      "spire-agent/public"
+    ])
+    (case "agent joined once" c.systemd.services.spire-agent.serviceConfig.EnvironmentFile "-/run/spike-spire-agent-join/token.env")
+    (case "registrations" (map (e: e.selector) c.services.spike.spire.registrations) ([
+      "systemd:id:spike-nexus.service"
+      "systemd:id:spike-bootstrap.service"
+    ] ++ map (i: "systemd:id:spike-keeper@${toString i}.service") (lib.range 1 5) ++ [ "unix:uid:0" ]))
+    (case "registration parent" (lib.unique (map (e: e.parentId) c.services.spike.spire.registrations)) [ "spiffe://example.org/node/local" ])
+    (case "spike-register replaced by a drop-in" (builtins.length c.systemd.services.spike-register.serviceConfig.ExecStart) 2)
+
+    (case "shares vs keepers" (has "services.spike.shamir.shares (4) must equal the number of services.spike.keeperPeers (5)" (bad { services.spike.shamir.shares = 4; })) true)
+    (case "nexus shares vs peers" (has "services.spike.nexus.settings.shamir_shares (4) must equal the number of services.spike.nexus.settings.keeper_peers (5)" (bad { services.spike.nexus.settings.shamir_shares = 4; })) true)
+    (case "threshold range" (has "services.spike.shamir.threshold (6) must be between 1 and services.spike.shamir.shares (5)" (bad { services.spike.shamir.threshold = 6; })) true)
+    (case "threshold zero" (has "services.spike.nexus.settings.shamir_threshold (0) must be between 1" (bad { services.spike.nexus.settings.shamir_threshold = 0; })) true)
+    (case "trust root empty element" (bad { services.spike.nexus.settings.trust_roots.keeper = "a.org,"; }) [
+      "services.spike.nexus.settings.trust_roots.keeper (\"a.org,\") has an empty element"
+    ])
+    (case "trust root spiffe id" (has "services.spike.keepers.settings.trust_roots.nexus" (bad { services.spike.keepers.settings.trust_roots.nexus = "spiffe://a.org/spike/nexus"; })) true)
+    (case "secret in the store" (has "services.spike.spire.agentJoinTokenFile (/nix/store/x-token) is in the Nix store" (bad { services.spike.spire.agentJoinTokenFile = "/nix/store/x-token"; })) true)
+    (case "bootstrap vs nexus" (has "services.spike.bootstrap.settings.{keeper_peers,shamir_shares,shamir_threshold} must equal" mismatch) true)
+    (case "duplicate keeper" (has "keeper_peers lists a keeper twice" (bad { services.spike.keeperPeers = [ "https://a:1" "https://a:1" ]; services.spike.shamir.shares = 2; })) true)
+
+    (case "keeper host: socket on every address" k.systemd.sockets."spike-keeper@2".listenStreams [
+      ""
+      "0.0.0.0:8442"
+    ])
+    (case "keeper host: firewall" k.networking.firewall.allowedTCPPorts [ 8442 ])
+    (case "keeper host: registration masked" k.systemd.services.spike-register.enable false)
+    (case "keeper host: no appliance target" (k.systemd.targets ? spike) false)
+    (case "keeper host: no nexus config" (builtins.attrNames k.environment.etc) [ "spike/keeper.toml" ])
+    (case "keeper host: nixpkgs' agent socket" k.systemd.services."spike-keeper@2".environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire/agent/public/api.sock")
+    (case "keeper host: no extra runtime dirs" (k.systemd.services ? spire-agent) false)
+    (case "keeper host: assertions" keeperHost.failedAssertions [ ])
+
+    (case "moved nexus: socket" moved.systemd.sockets.spike-nexus.listenStreams [
+      ""
+      "127.0.0.1:9000"
+    ])
+    (case "moved nexus: pilot url" moved.services.spike.pilot.settings.nexus_url "https://127.0.0.1:9000")
+    (case "bootstrap off: masked" moved.systemd.services.spike-bootstrap.enable false)
+    (case "bootstrap off: not registered" (map (e: e.spiffeId) moved.services.spike.spire.registrations) [
+      "spiffe://example.org/spike/nexus"
+      "spiffe://example.org/spike/keeper/1"
+      "spiffe://example.org/spike/keeper/2"
+      "spiffe://example.org/spike/keeper/3"
+      "spiffe://example.org/spike/pilot/role/superuser"
+    ])
+  ];
+in
+map (c: { inherit (c) name actual expected; }) (builtins.filter (c: c.actual != c.expected) cases)
