@@ -30,6 +30,7 @@ let
     coreutils = stubPath "coreutils";
     gnused = stubPath "gnused";
     gnugrep = stubPath "gnugrep";
+    openssl = stubPath "openssl";
   }
   // pkgsOverrides;
 
@@ -103,9 +104,11 @@ let
   };
 
   # nixpkgs' services.spire.{server,agent}: the options SPIKE's modules set or read.
+  # (only the server module has openFirewall)
   spireOptions =
-    section: socketDefault: extra:
-    {
+    section: socketDefault: topExtra: extra:
+    topExtra
+    // {
       enable = mkOption {
         type = types.bool;
         default = false;
@@ -168,11 +171,21 @@ let
         type = types.attrsOf unit;
         default = { };
       };
+      # Set by the VM tests' nodes (vm-tests/*.nix); not looked into here.
+      virtualisation = mkOption {
+        type = types.attrsOf types.anything;
+        default = { };
+      };
       networking.firewall.allowedTCPPorts = mkOption {
         type = types.listOf types.port;
         default = [ ];
       };
       services.spire.server = spireOptions "server" "/run/spire/server/private/api.sock" {
+        openFirewall = mkOption {
+          type = types.bool;
+          default = false;
+        };
+      } {
         bind_address = mkOption {
           type = types.str;
           default = "[::]";
@@ -182,7 +195,7 @@ let
           default = 8081;
         };
       };
-      services.spire.agent = spireOptions "agent" "/run/spire/agent/public/api.sock" {
+      services.spire.agent = spireOptions "agent" "/run/spire/agent/public/api.sock" { } {
         server_address = mkOption { type = types.str; };
         server_port = mkOption {
           type = types.port;
@@ -203,7 +216,7 @@ let
   inherit (evaluated) config;
 in
 {
-  inherit config;
+  inherit config pkgs;
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
   inherit (config) warnings;
 }

@@ -69,6 +69,27 @@ let
     };
   }).config;
 
+  memory = eval {
+    services.spike = {
+      trustDomain = "example.org";
+      nexus = {
+        enable = true;
+        settings.backend_store = "memory";
+      };
+    };
+  };
+
+  # The nodes of the VM tests (vm-tests/*.nix), with the stand-in pkgs of eval-modules.nix.
+  stubPkgs = (eval { }).pkgs;
+  vmNode = node: eval node;
+  scenarioNodes = (import ../vm-tests/scenario.nix "fresh_boot" { inherit lib; }).nodes;
+  multiHost = import ../vm-tests/multi_host.nix {
+    inherit lib;
+    pkgs = stubPkgs;
+  };
+  multiServer = (vmNode multiHost.nodes.server).config;
+  multiKeeper = (vmNode multiHost.nodes.keeper2).config;
+
   mismatch = bad {
     services.spike.bootstrap.settings.shamir_threshold = 2;
   };
@@ -161,6 +182,53 @@ let
     (case "keeper host: nixpkgs' agent socket" k.systemd.services."spike-keeper@2".environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire/agent/public/api.sock")
     (case "keeper host: no extra runtime dirs" (k.systemd.services ? spire-agent) false)
     (case "keeper host: assertions" keeperHost.failedAssertions [ ])
+
+    (case "memory backend: assertions" memory.failedAssertions [ ])
+    (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [
+      keeper_peers
+      shamir_shares
+      shamir_threshold
+    ]) [
+      null
+      null
+      null
+    ])
+    (case "memory backend: no bootstrap" memory.config.systemd.services.spike-bootstrap.enable false)
+
+    (case "vm test fresh_boot: one node" (builtins.attrNames scenarioNodes) [ "machine" ])
+    (case "vm test fresh_boot: node evaluates" (vmNode scenarioNodes.machine).failedAssertions [ ])
+    (case "vm test fresh_boot: 3 keepers, threshold 2" (with (vmNode scenarioNodes.machine).config.services.spike.nexus.settings; [
+      shamir_shares
+      shamir_threshold
+    ]) [
+      3
+      2
+    ])
+    (case "vm test multi_host: nodes" (builtins.attrNames multiHost.nodes) [
+      "keeper1"
+      "keeper2"
+      "keeper3"
+      "server"
+    ])
+    (case "vm test multi_host: nodes evaluate" (lib.concatMap (n: (vmNode n).failedAssertions) (builtins.attrValues multiHost.nodes)) [ ])
+    (case "vm test multi_host: remote keepers" multiServer.services.spike.nexus.settings.keeper_peers [
+      "https://keeper1:8441"
+      "https://keeper2:8442"
+      "https://keeper3:8443"
+    ])
+    (case "vm test multi_host: keepers registered by the scenario, not the module" (map (e: e.spiffeId) (multiServer.services.spike.spire.registrations ++ multiServer.services.spike.spire.extraRegistrations)) [
+      "spiffe://spike.internal/spike/nexus"
+      "spiffe://spike.internal/spike/bootstrap"
+      "spiffe://spike.internal/spike/pilot/role/superuser"
+    ])
+    (case "vm test multi_host: keeper agent reads the scenario's token" multiKeeper.systemd.services.spire-agent.serviceConfig.EnvironmentFile "-/run/spire-agent-join/token.env")
+    (case "vm test multi_host: nexus may dial the keepers" multiServer.systemd.services.spike-nexus.serviceConfig.IPAddressAllow [ "192.168.1.0/24" ])
+    (case "vm test multi_host: keeper socket" multiKeeper.systemd.sockets."spike-keeper@2".listenStreams [ "" "0.0.0.0:8442" ])
+    (case "vm test multi_host: keeper agent socket" multiKeeper.systemd.services."spike-keeper@2".environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire-agent/public/api.sock")
+    (case "vm test multi_host: keeper agent runtime dirs" multiKeeper.systemd.services.spire-agent.serviceConfig.RuntimeDirectory [
+      "spire-agent"
+      "spire-agent/public"
+    ])
 
     (case "moved nexus: socket" moved.systemd.sockets.spike-nexus.listenStreams [
       ""

@@ -29,11 +29,12 @@ in
   options.services.spike.bootstrap = {
     enable = lib.mkOption {
       type = lib.types.bool;
-      default = cfg.nexus.enable;
-      defaultText = lib.literalExpression "config.services.spike.nexus.enable";
+      default = cfg.nexus.enable && cfg.nexus.settings.backend_store != "memory";
+      defaultText = lib.literalExpression ''config.services.spike.nexus.enable && config.services.spike.nexus.settings.backend_store != "memory"'';
       description = ''
-        Whether to run SPIKE Bootstrap on this host (it belongs beside Nexus). When Nexus runs
-        here and this is off, spike-bootstrap.service is masked.
+        Whether to run SPIKE Bootstrap on this host (it belongs beside Nexus; the `memory`
+        backend needs none). When Nexus runs here and this is off, spike-bootstrap.service is
+        masked.
       '';
     };
 

@@ -20,6 +20,8 @@ let
     check = ncfg.checkConfig;
   };
   port = h.listenPort ncfg.settings.listen;
+  # The `memory` backend has no keepers: the shard keys are left to the daemon's defaults.
+  unlessMemory = v: if ncfg.settings.backend_store == "memory" then null else v;
 in
 {
   options.services.spike.nexus = {
@@ -54,21 +56,21 @@ in
             description = "`sqlite`: encrypted database; `lite`: encryption as a service; `memory`: nothing persisted, no keepers.";
           };
           keeper_peers = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
-            default = cfg.keeperPeers;
-            defaultText = lib.literalExpression "config.services.spike.keeperPeers";
+            type = lib.types.nullOr (lib.types.listOf lib.types.str);
+            default = unlessMemory cfg.keeperPeers;
+            defaultText = lib.literalMD "`config.services.spike.keeperPeers` (unset with the `memory` backend)";
             description = "Keeper base URLs in shard order.";
           };
           shamir_shares = lib.mkOption {
-            type = lib.types.ints.unsigned;
-            default = cfg.shamir.shares;
-            defaultText = lib.literalExpression "config.services.spike.shamir.shares";
+            type = lib.types.nullOr lib.types.ints.unsigned;
+            default = unlessMemory cfg.shamir.shares;
+            defaultText = lib.literalMD "`config.services.spike.shamir.shares` (unset with the `memory` backend)";
             description = "Total shards, one per keeper.";
           };
           shamir_threshold = lib.mkOption {
-            type = lib.types.ints.unsigned;
-            default = cfg.shamir.threshold;
-            defaultText = lib.literalExpression "config.services.spike.shamir.threshold";
+            type = lib.types.nullOr lib.types.ints.unsigned;
+            default = unlessMemory cfg.shamir.threshold;
+            defaultText = lib.literalMD "`config.services.spike.shamir.threshold` (unset with the `memory` backend)";
             description = "Shards needed to rebuild the root key.";
           };
           log_level = lib.mkOption {

@@ -234,8 +234,9 @@ in
         after = [ "spire-server.service" ];
         requires = [ "spire-server.service" ];
         before = [ "spire-agent.service" ];
-        # Skipped once the agent has attested: its state directory then holds its SVID.
-        unitConfig.ConditionPathExists = "!/var/lib/spire/agent/agent_svid.der";
+        # Skipped once the agent has attested: SPIRE 1.13 then keeps its SVID in agent-data.json
+        # in its state directory (data_dir = $STATE_DIRECTORY).
+        unitConfig.ConditionPathExists = "!/var/lib/spire/agent/agent-data.json";
         path = [
           pkgs.coreutils
           pkgs.gnused

@@ -15,11 +15,18 @@
 #   --trust-domain TD   SPIFFE trust domain (default spike.internal)
 #   --no-enable         do not enable spike.target
 #   --force-config      overwrite existing files in /etc/spike and /etc/spire
+# Several hosts (keepers on their own machines):
+#   --role server --keeper-peers URL,URL,... --allow-net CIDR
+#                       SPIRE server, Nexus and bootstrap; no local keepers; SPIRE and Nexus
+#                       reachable from CIDR
+#   --role keeper --keeper-id N --server-address IP
+#                       a SPIRE agent (joined by the operator) and keeper N listening on :8443
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
 ROOT=/ PREFIX=/usr/local FROM="$here/target/release" SPIRE_FROM="" KEEPERS=3 THRESHOLD=2
-TD=spike.internal ENABLE=1 FORCE_CONFIG=0 UNINSTALL=0
+TD=spike.internal ENABLE=1 FORCE_CONFIG=0 UNINSTALL=0 ROLE=all PEERS_ARG="" ALLOW_NET="" KEEPER_ID=1
+SERVER_ADDRESS=127.0.0.1
 while (($#)); do
   case "$1" in
     --root) ROOT="$2"; shift 2 ;;
@@ -32,6 +39,11 @@ while (($#)); do
     --no-enable) ENABLE=0; shift ;;
     --force-config) FORCE_CONFIG=1; shift ;;
     --uninstall) UNINSTALL=1; shift ;;
+    --role) ROLE="$2"; shift 2 ;;
+    --keeper-peers) PEERS_ARG="$2"; shift 2 ;;
+    --allow-net) ALLOW_NET="$2"; shift 2 ;;
+    --keeper-id) KEEPER_ID="$2"; shift 2 ;;
+    --server-address) SERVER_ADDRESS="$2"; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
@@ -40,6 +52,8 @@ done
 [[ "$THRESHOLD" =~ ^[1-9]$ ]] && ((THRESHOLD <= KEEPERS)) \
   || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
+case "$ROLE" in all|server|keeper) ;; *) echo "install.sh: --role must be all, server or keeper" >&2; exit 64 ;; esac
+[[ "$KEEPER_ID" =~ ^[1-9]$ ]] || { echo "install.sh: --keeper-id must be 1..9" >&2; exit 64; }
 
 R="${ROOT%/}"
 BINDIR="$PREFIX/bin" LIBEXECDIR="$PREFIX/libexec" UNITDIR="$PREFIX/lib/systemd/system"
@@ -56,7 +70,11 @@ if ((UNINSTALL)); then
   fi
   for u in "${UNITS[@]}"; do rm -f "$R$UNITDIR/$u"; done
   rm -f "$R/etc/systemd/system/multi-user.target.wants/spike.target"
-  rm -rf "$R/etc/systemd/system/spike.target.wants" "$R/etc/systemd/system/sockets.target.wants/spike-"*
+  rm -rf "$R/etc/systemd/system/spike.target.wants" "$R/etc/systemd/system/sockets.target.wants/spike-"* \
+    "$R/etc/systemd/system/spike-"*.d
+  for u in "${UNITS[@]}" spire-server.service spike-nexus.socket; do
+    [[ -L "$R/etc/systemd/system/$u" ]] && rm -f "$R/etc/systemd/system/$u"  # masks of --role keeper
+  done
   for b in "${BINARIES[@]}" spire-server spire-agent; do rm -f "$R$BINDIR/$b"; done
   rm -rf "$R$LIBEXECDIR/spike" "$R$DOCDIR" "$R/etc/spike" "$R/etc/spire"
   say "removed binaries, units and configuration."
@@ -85,7 +103,13 @@ config() { # src dst: never overwrite an operator's edits unless --force-config
   if [[ -e "$2" && $FORCE_CONFIG -eq 0 ]]; then say "keeping existing $2"; else fill "$1" "$2" 0644; fi
 }
 PEERS=""
-for ((i = 1; i <= KEEPERS; i++)); do PEERS+="${PEERS:+, }\"https://127.0.0.1:844$i\""; done
+if [[ -n "$PEERS_ARG" ]]; then
+  IFS=, read -ra urls <<< "$PEERS_ARG"
+  ((${#urls[@]} == KEEPERS)) || { say "--keeper-peers lists ${#urls[@]} keepers, --keepers says $KEEPERS"; exit 64; }
+  for u in "${urls[@]}"; do PEERS+="${PEERS:+, }\"$u\""; done
+else
+  for ((i = 1; i <= KEEPERS; i++)); do PEERS+="${PEERS:+, }\"https://127.0.0.1:844$i\""; done
+fi
 
 say "binaries -> $R$BINDIR"
 install -d -m 0755 "$R$BINDIR" "$R$LIBEXECDIR/spike" "$R$UNITDIR" "$R$DOCDIR" "$R/etc/spike" "$R/etc/spire"
@@ -99,15 +123,50 @@ say "configuration -> $R/etc/spike, $R/etc/spire"
 for c in "$here"/units/etc/spike/*; do config "$c" "$R/etc/spike/$(basename "$c")"; done
 for c in "$here"/units/etc/spire/*; do config "$c" "$R/etc/spire/$(basename "$c")"; done
 
+sysctl_root=()
+[[ "$R" != "" ]] && sysctl_root=(--root="$R")
+dropin() { # unit file-name content
+  install -d -m 0755 "$R/etc/systemd/system/$1.d"
+  printf '%s\n' "$3" > "$R/etc/systemd/system/$1.d/$2"
+}
+keeper_sockets=()
+case "$ROLE" in
+  all)
+    for ((i = 1; i <= KEEPERS; i++)); do keeper_sockets+=("spike-keeper@$i.socket"); done ;;
+  server)
+    say "role server: no local keepers; SPIRE and Nexus reachable from ${ALLOW_NET:-nowhere else}"
+    sed -i 's/^SPIKE_KEEPER_COUNT=.*/SPIKE_KEEPER_COUNT=0/' "$R/etc/spike/appliance.env"
+    sed -i 's/bind_address = "127.0.0.1"/bind_address = "0.0.0.0"/' "$R/etc/spire/server.conf"
+    if [[ -n "$ALLOW_NET" ]]; then
+      for u in spike-nexus.service spike-bootstrap.service; do
+        dropin "$u" network.conf "# Keepers on other hosts (install.sh --allow-net).
+[Service]
+IPAddressAllow=$ALLOW_NET"
+      done
+    fi ;;
+  keeper)
+    say "role keeper: keeper $KEEPER_ID on :8443, SPIRE agent joining $SERVER_ADDRESS"
+    sed -i "s/server_address = \"127.0.0.1\"/server_address = \"$SERVER_ADDRESS\"/" "$R/etc/spire/agent.conf"
+    dropin "spike-keeper@$KEEPER_ID.socket" listen.conf "# Reachable by Nexus and bootstrap on other hosts.
+[Socket]
+ListenStream=
+ListenStream=0.0.0.0:8443"
+    # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
+    systemctl "${sysctl_root[@]}" mask spire-server.service spike-spire-join.service spike-register.service \
+      spike-nexus.service spike-nexus.socket spike-nexus-health.socket spike-bootstrap.service \
+      spike-ready.service >/dev/null 2>&1
+    keeper_sockets=("spike-keeper@$KEEPER_ID.socket") ;;
+esac
+
 if ((ENABLE)); then
   say "enabling spike.target with $KEEPERS keepers (threshold $THRESHOLD)"
-  sysctl_root=()
-  [[ "$R" != "" ]] && sysctl_root=(--root="$R")
-  keeper_sockets=()
-  for ((i = 1; i <= KEEPERS; i++)); do keeper_sockets+=("spike-keeper@$i.socket"); done
-  systemctl "${sysctl_root[@]}" enable spike.target spire-server.service spire-agent.service \
-    spike-register.service spike-nexus.socket spike-nexus-health.socket spike-nexus.service spike-bootstrap.service \
-    spike-ready.service "${keeper_sockets[@]}" >/dev/null 2>&1 \
+  if [[ "$ROLE" == keeper ]]; then
+    units=(spike.target spire-agent.service)
+  else
+    units=(spike.target spire-server.service spire-agent.service spike-register.service spike-nexus.socket
+           spike-nexus-health.socket spike-nexus.service spike-bootstrap.service spike-ready.service)
+  fi
+  systemctl "${sysctl_root[@]}" enable "${units[@]}" "${keeper_sockets[@]}" >/dev/null 2>&1 \
     || { say "systemctl enable failed"; exit 1; }
   if [[ "$R" == "" && -d /run/systemd/system ]]; then systemctl daemon-reload; fi
 fi

@@ -5,6 +5,7 @@
 # Usage: scripts/test.sh            (from anywhere; builds SPIRE into the cache when missing)
 # Env:   SPIKE_CACHE_DIR            cache for SPIRE binaries and tools (default ~/.cache/spike-rs)
 #        SPIKE_TEST_SKIP_DENY=1     skip cargo-deny (it is installed into ~/.cargo/bin when missing)
+#        SPIKE_TEST_SKIP_APPLIANCE=1  skip the nspawn appliance scenarios (they need root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,8 +45,21 @@ if [[ "${SPIKE_TEST_SKIP_DENY:-0}" != 1 ]]; then
   cargo deny --log-level error check bans licenses sources
 fi
 
-step "cargo test (workspace, including real SPIRE)"
+step "cargo test (workspace, including real SPIRE and the Go SDK compatibility run)"
 cargo test --workspace --locked
+
+step "Nix: every .nix file parses; pure Nix tests (scripts/check-nix.sh)"
+scripts/check-nix.sh
+
+if [[ "${SPIKE_TEST_SKIP_APPLIANCE:-0}" == 1 ]]; then
+  echo "appliance scenarios skipped (SPIKE_TEST_SKIP_APPLIANCE=1)" >&2
+elif [[ $(id -u) -ne 0 ]]; then
+  echo "the appliance scenarios need root (systemd-nspawn); rerun as root or set SPIKE_TEST_SKIP_APPLIANCE=1" >&2
+  exit 1
+else
+  step "appliance scenarios: real SPIRE and systemd in nspawn machines (vm-tests/run)"
+  vm-tests/run
+fi
 
 echo >&2
 echo "all tests passed in $((SECONDS - t0)) s" >&2

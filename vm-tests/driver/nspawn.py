@@ -160,7 +160,9 @@ class Machine:
         """Run `command` with /bin/sh inside the machine; returns (status, stdout).
 
         stderr is logged, not returned, like the NixOS driver."""
-        argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect",
+        # A fixed description keeps the command line (which may carry test secrets) out of
+        # the machine's journal, as the NixOS backdoor shell does.
+        argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--description=vm-test command",
                 "--service-type=exec", "-p", "StandardInput=null",
                 f"--setenv=PATH={PATH_IN_MACHINE}", "--setenv=HOME=/root",
                 "/bin/sh", "-c", command]

@@ -108,7 +108,7 @@ impl RejectLog {
                 side,
                 reason,
                 trust_roots = %roots,
-                "rejected TLS peer"
+                "rejected TLS peer {peer_str}: {reason} (accepted trust domains: {roots})"
             );
         } else {
             tracing::debug!(peer_spiffe_id = %peer_str, side, reason, "rejected TLS peer again");

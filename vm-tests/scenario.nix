@@ -1,0 +1,37 @@
+# A NixOS VM test that runs vm-tests/scenarios/<name>.py, the same script the nspawn runner
+# (vm-tests/run) executes. The machines come from the script's first line,
+#   # vm-test: {"nodes": {"machine": {"keepers": 3, "threshold": 2}}}
+# each one a single-host appliance (appliance-node.nix). Used by <name>.nix beside this file.
+name:
+{ lib, ... }:
+let
+  script = builtins.readFile (./scenarios + "/${name}.py");
+  firstLine = builtins.head (lib.splitString "\n" script);
+  spec =
+    if lib.hasPrefix "# vm-test:" firstLine then
+      builtins.fromJSON (lib.removePrefix "# vm-test:" firstLine)
+    else
+      {
+        nodes.machine = { };
+      };
+in
+{
+  name = "spike-${lib.replaceStrings [ "_" ] [ "-" ] name}";
+
+  defaults.imports = [ ../nixos-modules ];
+
+  nodes = lib.mapAttrs (
+    _: node:
+    import ./appliance-node.nix {
+      keepers = node.keepers or 3;
+      threshold = node.threshold or 2;
+    }
+  ) spec.nodes;
+
+  testScript = import ./prelude.nix + script;
+
+  # The scripts are shared with vm-tests/driver (which is not typed like the NixOS driver) and
+  # rebind `log` in the prelude: skip the NixOS driver's mypy and pyflakes passes.
+  skipTypeCheck = true;
+  skipLint = true;
+}
