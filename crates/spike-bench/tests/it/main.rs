@@ -1,0 +1,4 @@
+//! spike-bench integration tests: the in-process scenarios end to end.
+
+#[cfg(test)]
+mod selftest;
