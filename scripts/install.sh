@@ -152,7 +152,7 @@ IPAddressAllow=$ALLOW_NET"
 ListenStream=
 ListenStream=0.0.0.0:8443"
     # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
-    systemctl "${sysctl_root[@]}" mask spire-server.service spike-spire-join.service spike-register.service \
+    systemctl "${sysctl_root[@]}" mask spire-server.service spike-register.service \
       spike-nexus.service spike-nexus.socket spike-nexus-health.socket spike-bootstrap.service \
       spike-ready.service >/dev/null 2>&1
     keeper_sockets=("spike-keeper@$KEEPER_ID.socket") ;;
@@ -161,9 +161,9 @@ esac
 if ((ENABLE)); then
   say "enabling spike.target with $KEEPERS keepers (threshold $THRESHOLD)"
   if [[ "$ROLE" == keeper ]]; then
-    units=(spike.target spire-agent.service)
+    units=(spike.target spire-agent.service spike-spire-join.service)
   else
-    units=(spike.target spire-server.service spire-agent.service spike-register.service spike-nexus.socket
+    units=(spike.target spire-server.service spike-spire-join.service spire-agent.service spike-register.service spike-nexus.socket
            spike-nexus-health.socket spike-nexus.service spike-bootstrap.service spike-ready.service)
   fi
   systemctl "${sysctl_root[@]}" enable "${units[@]}" "${keeper_sockets[@]}" >/dev/null 2>&1 \

@@ -21,7 +21,7 @@ with subtest("each keeper host's SPIRE agent joins the server"):
         )
         k.succeed(
             "install -d -m 0700 /run/spire-agent-join /var/lib/spire-agent",
-            f"echo SPIRE_JOIN_TOKEN={token} > /run/spire-agent-join/token.env",
+            f"printf %s {token} > /run/spire-agent-join/token",
             f"cat > /var/lib/spire-agent/bootstrap-bundle.pem <<'PEM'\n{bundle}\nPEM",
             "systemctl reset-failed spire-agent.service; systemctl restart spire-agent.service",
         )

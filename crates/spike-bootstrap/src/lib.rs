@@ -138,7 +138,14 @@ async fn run_inner(config: &BootstrapConfig) -> Result<Outcome, BootstrapError> 
         endpoint: config.spiffe_endpoint_socket.clone(),
         timeout: config.spiffe_source_timeout,
         expected_id: config.spiffe_id.clone(),
-        trust_domains: None,
+        // Accept peers from every trust domain our trust roots name (not only our own).
+        trust_domains: Some(spike_identity::parse_trust_domains(
+            config.trust_roots.trust_domain_names(&[
+                spike_proto::spiffe_id::Role::Nexus,
+                spike_proto::spiffe_id::Role::Keeper,
+                spike_proto::spiffe_id::Role::Bootstrap,
+            ]),
+        )?),
     })
     .await?;
     let own = identity.own_id().to_string();

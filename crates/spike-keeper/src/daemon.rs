@@ -26,7 +26,14 @@ pub async fn run_daemon(
         endpoint: config.spiffe_endpoint_socket.clone(),
         timeout: config.spiffe_source_timeout,
         expected_id: config.spiffe_id.clone(),
-        trust_domains: None,
+        // Accept peers from every trust domain our trust roots name (not only our own).
+        trust_domains: Some(spike_identity::parse_trust_domains(
+            config.trust_roots.trust_domain_names(&[
+                spike_proto::spiffe_id::Role::Nexus,
+                spike_proto::spiffe_id::Role::Bootstrap,
+                spike_proto::spiffe_id::Role::Keeper,
+            ]),
+        )?),
     })
     .await?;
     let listen = config.listen;

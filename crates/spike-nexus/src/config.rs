@@ -262,22 +262,8 @@ impl Config {
     /// The trust domains of every configured trust root (the part before the first `/`),
     /// deduplicated: peers from these domains are accepted at the TLS layer.
     pub fn trust_domain_names(&self) -> Vec<String> {
-        use spike_proto::spiffe_id::Role;
-        let mut out: Vec<String> = Vec::new();
-        for role in Role::ALL {
-            for root in self.trust_roots.roots(role) {
-                let td = root
-                    .as_str()
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                if !td.is_empty() && !out.contains(&td) {
-                    out.push(td);
-                }
-            }
-        }
-        out
+        self.trust_roots
+            .trust_domain_names(&spike_proto::spiffe_id::Role::ALL)
     }
 }
 

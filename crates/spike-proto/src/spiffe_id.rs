@@ -217,6 +217,21 @@ impl TrustRoots {
         }
     }
 
+    /// The distinct trust domains named by the roots of `roles` (the part of each root before
+    /// the first `/`), in order of appearance: the domains whose SVIDs a component must accept.
+    pub fn trust_domain_names(&self, roles: &[Role]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for &role in roles {
+            for root in self.roots(role) {
+                let td = root.as_str().split('/').next().unwrap_or_default();
+                if !td.is_empty() && !out.iter().any(|t| t == td) {
+                    out.push(td.to_owned());
+                }
+            }
+        }
+        out
+    }
+
     fn roots_mut(&mut self, role: Role) -> &mut Vec<TrustRoot> {
         match role {
             Role::Nexus => &mut self.nexus,
@@ -334,6 +349,25 @@ fn go_path_join(root: &str, suffix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn trust_domain_names_are_distinct_and_per_role() {
+        let roots = TrustRoots::from_lookup(|var| match var {
+            "SPIKE_TRUST_ROOT_NEXUS" => Some("a.example, b.example/tenant".to_owned()),
+            "SPIKE_TRUST_ROOT_KEEPER" => Some("a.example".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            roots.trust_domain_names(&[Role::Nexus, Role::Keeper]),
+            vec!["a.example".to_owned(), "b.example".to_owned()]
+        );
+        assert_eq!(
+            roots.trust_domain_names(&[Role::Bootstrap]),
+            vec!["spike.ist".to_owned()]
+        );
+    }
+
     use super::*;
 
     #[test]
