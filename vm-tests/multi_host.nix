@@ -5,7 +5,7 @@
 #
 # As in the nspawn run, the scenario joins each keeper host's agent itself: it generates a join
 # token on the server (node spiffe://spike.internal/node/keeperN), registers keeper N under that
-# node, and writes the token to /run/spire-agent-join/token.env and the server's bundle to
+# node, and writes the token to /run/spire-agent-join/token and the server's bundle to
 # /var/lib/spire-agent/bootstrap-bundle.pem on the keeper host, then restarts its agent. The
 # keeper hosts' agents therefore use the appliance's paths.
 { lib, ... }:
@@ -21,9 +21,19 @@ let
 
   # Until the scenario hands it a token and a bundle, a keeper host's agent fails at start:
   # keep retrying instead of giving up at the start limit.
-  patientAgent = {
+  patientAgent = pkgs: {
     serviceConfig = {
       RestartSec = "2s";
+      # The scenario writes the bare token (as for the appliance's credential); turn it into the
+      # environment that `-expandEnv` reads. EnvironmentFile= is read when ExecStart spawns.
+      ExecStartPre = [
+        "+${pkgs.writeShellScript "spike-vm-join-token" ''
+          if [ -s /run/spire-agent-join/token ]; then
+            printf 'SPIRE_JOIN_TOKEN=%s\n' "$(cat /run/spire-agent-join/token)" > /run/spire-agent-join/token.env
+            chmod 0600 /run/spire-agent-join/token.env
+          fi
+        ''}"
+      ];
       EnvironmentFile = "-/run/spire-agent-join/token.env";
       # The scenario writes the bundle into /var/lib/spire-agent as root; as the agent's state
       # directory it is handed to the agent's user at every start.
@@ -34,7 +44,7 @@ let
 
   keeperNode =
     i:
-    { ... }:
+    { pkgs, ... }:
     {
       services.spike = {
         inherit trustDomain;
@@ -66,7 +76,7 @@ let
           };
         };
       };
-      systemd.services.spire-agent = patientAgent;
+      systemd.services.spire-agent = patientAgent pkgs;
       virtualisation.memorySize = 1024;
     };
 in
