@@ -12,9 +12,11 @@
 //!   (expired, foreign trust domain, no URI SAN).
 //! - [`proto`][]: hand-written prost messages of the Workload API (X.509 part).
 //! - [`workload_api`][]: [`WorkloadApiServer`] and a raw client helper.
+//! - [`config_examples`][]: helpers of the daemons' config-example drift tests.
 //! - [`error`][]: [`TestkitError`].
 
 pub mod ca;
+pub mod config_examples;
 pub mod error;
 pub mod proto;
 pub mod workload_api;
