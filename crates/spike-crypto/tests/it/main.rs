@@ -9,6 +9,8 @@ mod go_interop;
 #[cfg(test)]
 mod go_vectors;
 #[cfg(test)]
+mod no_panic;
+#[cfg(test)]
 mod properties;
 #[cfg(test)]
 mod vectors;

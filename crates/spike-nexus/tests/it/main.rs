@@ -17,6 +17,8 @@ mod kill9;
 #[cfg(test)]
 mod modes;
 #[cfg(test)]
+mod no_panic;
+#[cfg(test)]
 mod seal;
 #[cfg(test)]
 mod store;

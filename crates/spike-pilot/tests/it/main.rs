@@ -6,4 +6,6 @@ mod args;
 #[cfg(test)]
 mod binary;
 #[cfg(test)]
+mod no_panic;
+#[cfg(test)]
 mod support;

@@ -6,6 +6,7 @@
 mod errors;
 mod golden;
 mod negative;
+mod no_panic;
 mod props;
 mod spiffe;
 
