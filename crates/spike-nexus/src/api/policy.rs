@@ -83,7 +83,8 @@ pub async fn get(cx: &mut Cx) -> Result<Response, ApiError> {
     cx.authorize(Action::PolicyGet, "")?;
     validate::name(&req.id).map_err(bad)?;
     let store = cx.unsealed()?.store.clone();
-    let policy = blocking(move || Ok(store.get_policy(&req.id)?)).await?;
+    // Policies are served from the store's in-memory cache: no blocking hop.
+    let policy = store.get_policy(&req.id)?;
     Ok(ok_json(&read_body(&policy)))
 }
 
@@ -114,13 +115,11 @@ pub async fn list(cx: &mut Cx) -> Result<Response, ApiError> {
     let id_filter = Some(req.spiffe_id_pattern).filter(|s| !s.is_empty());
     // Go: when both filters are set, the SPIFFE-ID filter wins.
     let path_filter = Some(req.path_pattern).filter(|s| !s.is_empty() && id_filter.is_none());
-    let items = blocking(move || {
-        Ok(store
-            .list_policies(id_filter.as_deref(), path_filter.as_deref())
-            .iter()
-            .map(|p| PolicyListItem::named(p.name.clone()))
-            .collect::<Vec<_>>())
-    })
-    .await?;
+    // Served from the store's in-memory policy cache: no blocking hop.
+    let items = store
+        .list_policies(id_filter.as_deref(), path_filter.as_deref())
+        .iter()
+        .map(|p| PolicyListItem::named(p.name.clone()))
+        .collect::<Vec<_>>();
     Ok(ok_json(&PolicyListResponse::ok(items)))
 }

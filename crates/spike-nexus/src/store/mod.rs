@@ -5,7 +5,9 @@
 //! - [`sqlite`]: the encrypted SQLite backend (`sqlite` mode, durable).
 //!
 //! Backends are synchronous; callers run them on `spawn_blocking` where they
-//! block. [`Store`] adds the model operations on top: one writer at a time
+//! block; single-secret reads are cheap (SQLite: a primary-key lookup on a
+//! free read connection, normally in the page cache) and run inline.
+//! [`Store`] adds the model operations on top: one writer at a time
 //! for secrets (load, modify, store under a lock) and an in-memory,
 //! write-through cache of compiled policies, so access checks never touch the
 //! database.
@@ -78,12 +80,24 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// A staged secret write, to wait on with [`Backend::wait_durable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a staged write is durable only after wait_durable"]
+pub struct CommitTicket(pub u64);
+
 /// Persistence. Synchronous; callers run it on `spawn_blocking` where it blocks.
 pub trait Backend: Send + Sync + 'static {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
-    /// Loads the secret at `path`; `None` when it does not exist.
+    /// Loads the secret at `path`; `None` when it does not exist. Sees
+    /// durable writes only (never a staged, uncommitted one).
     fn load_secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
+    /// Loads the secret at `path` as the writer sees it, including writes
+    /// staged by [`Backend::stage_secret`] and not yet durable. Only for
+    /// load-modify-store sequences under the store's writer lock.
+    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        self.load_secret(path)
+    }
     /// Stores the whole secret. Durable when it returns `Ok` (SQLite:
     /// committed, WAL, synchronous=FULL). The `pruned` versions are gone from
     /// `secret` and must be gone from storage afterwards.
@@ -93,6 +107,26 @@ pub trait Backend: Send + Sync + 'static {
         secret: &Secret,
         pruned: &[Version],
     ) -> Result<(), StoreError>;
+    /// Stages a [`Backend::store_secret`] write, durable once
+    /// [`Backend::wait_durable`] on the returned ticket returns `Ok` (group
+    /// commit: one sync for every write staged meanwhile). The default
+    /// stores at once.
+    fn stage_secret(
+        &self,
+        path: &str,
+        secret: &Secret,
+        pruned: &[Version],
+    ) -> Result<CommitTicket, StoreError> {
+        self.store_secret(path, secret, pruned)?;
+        Ok(CommitTicket(0))
+    }
+    /// Blocks until the staged write of `ticket` is durable; its error when
+    /// the commit covering it failed (the write is then rolled back). Call
+    /// exactly once per ticket.
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        let _ = ticket;
+        Ok(())
+    }
     /// Every secret path, sorted ascending (including fully deleted secrets).
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError>;
     /// Every policy.
@@ -172,9 +206,9 @@ impl Store {
     ///
     /// Backend errors.
     pub fn put_secret(&self, path: &str, data: SecretData) -> Result<(), StoreError> {
-        let _writer = self.inner.secret_writer.lock();
+        let writer = self.inner.secret_writer.lock();
         let now = OffsetDateTime::now_utc();
-        let (secret, pruned) = match self.inner.backend.load_secret(path)? {
+        let (secret, pruned) = match self.inner.backend.load_secret_for_write(path)? {
             None => (
                 Secret::new_first(data, self.inner.max_versions, now),
                 Vec::new(),
@@ -185,7 +219,9 @@ impl Store {
                 (secret, pruned)
             }
         };
-        self.inner.backend.store_secret(path, &secret, &pruned)
+        let ticket = self.inner.backend.stage_secret(path, &secret, &pruned)?;
+        drop(writer);
+        self.inner.backend.wait_durable(ticket)
     }
 
     /// §7 get: version 0 is the current one.
@@ -222,10 +258,12 @@ impl Store {
     ///
     /// [`StoreError::NotFound`] for an unknown path; backend errors.
     pub fn delete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
-        let _writer = self.inner.secret_writer.lock();
-        let mut secret = self.load(path)?;
+        let writer = self.inner.secret_writer.lock();
+        let mut secret = self.load_for_write(path)?;
         secret.soft_delete(versions, OffsetDateTime::now_utc());
-        self.inner.backend.store_secret(path, &secret, &[])
+        let ticket = self.inner.backend.stage_secret(path, &secret, &[])?;
+        drop(writer);
+        self.inner.backend.wait_durable(ticket)
     }
 
     /// §7 undelete.
@@ -235,15 +273,17 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown path or when nothing was
     /// undeleted; backend errors.
     pub fn undelete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
-        let _writer = self.inner.secret_writer.lock();
-        let mut secret = self.load(path)?;
+        let writer = self.inner.secret_writer.lock();
+        let mut secret = self.load_for_write(path)?;
         secret
             .undelete(versions, OffsetDateTime::now_utc())
             .map_err(|e| match e {
                 ModelError::NothingToUndelete => StoreError::NotFound,
                 other => StoreError::Invalid(other),
             })?;
-        self.inner.backend.store_secret(path, &secret, &[])
+        let ticket = self.inner.backend.stage_secret(path, &secret, &[])?;
+        drop(writer);
+        self.inner.backend.wait_durable(ticket)
     }
 
     /// Every secret path, sorted ascending, including fully deleted secrets.
@@ -356,6 +396,13 @@ impl Store {
     /// Backend errors.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.inner.backend.is_empty()
+    }
+
+    fn load_for_write(&self, path: &str) -> Result<Secret, StoreError> {
+        self.inner
+            .backend
+            .load_secret_for_write(path)?
+            .ok_or(StoreError::NotFound)
     }
 
     fn load(&self, path: &str) -> Result<Secret, StoreError> {

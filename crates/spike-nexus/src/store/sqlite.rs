@@ -26,6 +26,19 @@
 //!   refused with [`StoreError::WrongRootKey`].
 //! - The database runs in WAL mode with `synchronous=FULL`: a write is
 //!   durable once it returns.
+//!
+//! # Group commit
+//!
+//! Writes go through one write connection. A writer stages its row change
+//! in the transaction that is open on it (`BEGIN IMMEDIATE` when none is),
+//! gets a sequence number, and then waits until a `COMMIT` covering that
+//! number has succeeded. The first waiter that finds no commit in flight
+//! leads: it runs `COMMIT` for everything staged so far (one fsync for the
+//! whole batch). When the `COMMIT` fails, the transaction is rolled back and
+//! every writer of the batch gets the error, so an acknowledged write is
+//! always a committed, synced one. Reads other than the writer's own
+//! load-modify-store loads use separate read-only connections, which in WAL
+//! mode see committed data only.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +49,7 @@ use std::time::Duration;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key};
 use hmac::{Hmac, Mac};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -45,7 +58,7 @@ use spike_crypto::aead::{NONCE_SIZE, Nonce, TAG_SIZE, random_nonce};
 use time::OffsetDateTime;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{Backend, BackendKind, StoreError};
+use super::{Backend, BackendKind, CommitTicket, StoreError};
 use crate::model::{
     Permission, Policy, Secret, SecretData, SecretMetadata, SecretVersion, Version,
 };
@@ -53,6 +66,10 @@ use crate::model::{
 /// The schema version this code writes and reads.
 const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bounds on the number of read-only connections (one per CPU within these),
+/// used by loads outside the writer's critical section.
+const MIN_READERS: usize = 4;
+const MAX_READERS: usize = 16;
 const LABEL_INDEX: &[u8] = b"spike-rs/v1/index";
 const LABEL_DATA: &[u8] = b"spike-rs/v1/data";
 const KEYCHECK_PLAINTEXT: &[u8] = b"spike-rs key check v1";
@@ -76,10 +93,77 @@ CREATE TABLE IF NOT EXISTS policies (
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The encrypted SQLite backend; one connection behind a mutex.
+/// The encrypted SQLite backend: one write connection with group commit,
+/// and a few read-only connections that see committed data only.
 pub struct SqliteBackend {
+    /// The write connection (also used by loads under the store's writer lock).
     conn: Mutex<Connection>,
+    /// Read-only connections.
+    readers: Vec<Mutex<Connection>>,
+    /// Group-commit bookkeeping.
+    group: Group,
     keys: Keys,
+}
+
+/// Group-commit state; lock order: `conn`, then `group.state`.
+#[derive(Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    resolved: Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Sequence number of the last staged write (0: none yet).
+    staged: u64,
+    /// Every write up to this number is resolved (committed or failed); the
+    /// open transaction holds exactly the writes in `(resolved, staged]`.
+    resolved: u64,
+    /// A leader is committing.
+    committing: bool,
+    /// Failed batches whose writers have not all collected their error.
+    failures: Vec<Failure>,
+}
+
+struct Failure {
+    first: u64,
+    last: u64,
+    /// Writers of the batch that have not collected the error yet.
+    remaining: u64,
+    message: String,
+}
+
+impl GroupState {
+    /// Marks the open transaction's writes as failed with `message`.
+    fn fail_open(&mut self, message: String) {
+        if self.staged > self.resolved {
+            self.failures.push(Failure {
+                first: self.resolved + 1,
+                last: self.staged,
+                remaining: self.staged - self.resolved,
+                message,
+            });
+            self.resolved = self.staged;
+        }
+    }
+
+    /// The outcome of the resolved write `seq`, collected once by its writer.
+    fn collect(&mut self, seq: u64) -> Result<(), StoreError> {
+        let Some(i) = self
+            .failures
+            .iter()
+            .position(|f| (f.first..=f.last).contains(&seq))
+        else {
+            return Ok(());
+        };
+        let failure = &mut self.failures[i];
+        failure.remaining -= 1;
+        let message = failure.message.clone();
+        if failure.remaining == 0 {
+            self.failures.swap_remove(i);
+        }
+        Err(StoreError::Database(message))
+    }
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -419,8 +503,16 @@ impl SqliteBackend {
             }
         }
 
+        let n_readers = std::thread::available_parallelism()
+            .map_or(MIN_READERS, usize::from)
+            .clamp(MIN_READERS, MAX_READERS);
+        let readers = (0..n_readers)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let backend = SqliteBackend {
             conn: Mutex::new(conn),
+            readers,
+            group: Group::default(),
             keys: Keys::derive(key)?,
         };
         backend.check_key()?;
@@ -467,19 +559,164 @@ impl SqliteBackend {
     }
 
     /// Checkpoints the WAL into the database file and truncates the WAL
-    /// (e.g. at shutdown, so old frames do not linger on disk).
+    /// (e.g. at shutdown, so old frames do not linger on disk). Writes
+    /// staged before the call are committed first.
     ///
     /// # Errors
     ///
     /// [`StoreError::Database`].
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let staged = self.group.state.lock().staged;
+        self.wait_resolved(staged, false)?;
         let conn = self.conn.lock();
+        if !conn.is_autocommit() {
+            return Err(StoreError::Database(
+                "writes are in flight; cannot checkpoint".into(),
+            ));
+        }
         let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
         if busy != 0 {
             return Err(StoreError::Database("WAL checkpoint was blocked".into()));
         }
         Ok(())
     }
+}
+
+impl SqliteBackend {
+    /// A free read-only connection (or, when all are busy, one to wait for).
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for reader in &self.readers {
+            if let Some(guard) = reader.try_lock() {
+                return guard;
+            }
+        }
+        let i = thread_index() % self.readers.len();
+        self.readers[i].lock()
+    }
+
+    /// Runs `write` inside the open write transaction (beginning one when
+    /// none is open) and returns its result with the write's ticket. The
+    /// write is durable only after [`SqliteBackend::wait_resolved`].
+    fn stage<T>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<(T, CommitTicket), StoreError> {
+        let conn = self.conn.lock();
+        if conn.is_autocommit() {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        match write(&conn) {
+            Ok(value) => {
+                let mut state = self.group.state.lock();
+                state.staged += 1;
+                Ok((value, CommitTicket(state.staged)))
+            }
+            Err(e) => {
+                let mut state = self.group.state.lock();
+                if conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back (I/O error,
+                    // disk full...): the writes staged in it are lost.
+                    state.fail_open(e.to_string());
+                    drop(state);
+                    self.group.resolved.notify_all();
+                } else if state.staged == state.resolved {
+                    // Nothing else is staged: do not keep the transaction
+                    // (and SQLite's write lock) open. Best effort.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until write `seq` is resolved, leading a commit when none is
+    /// in flight. With `collect`, returns that write's outcome (each staged
+    /// write's outcome must be collected exactly once).
+    fn wait_resolved(&self, seq: u64, collect: bool) -> Result<(), StoreError> {
+        let mut state = self.group.state.lock();
+        loop {
+            if state.resolved >= seq {
+                return if collect { state.collect(seq) } else { Ok(()) };
+            }
+            if state.committing {
+                self.group.resolved.wait(&mut state);
+                continue;
+            }
+            state.committing = true;
+            MutexGuard::unlocked(&mut state, || self.commit_batch());
+            state.committing = false;
+            self.group.resolved.notify_all();
+        }
+    }
+
+    /// Commits everything staged so far (one fsync), or rolls it back and
+    /// records the failure for the batch's writers.
+    fn commit_batch(&self) {
+        let conn = self.conn.lock();
+        let staged = {
+            let state = self.group.state.lock();
+            if state.staged == state.resolved {
+                return;
+            }
+            state.staged
+        };
+        let result = if conn.is_autocommit() {
+            Err("the write transaction was rolled back".to_owned())
+        } else {
+            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        let mut state = self.group.state.lock();
+        match result {
+            Ok(()) => state.resolved = staged,
+            Err(message) => {
+                if !conn.is_autocommit() {
+                    // Best effort; a failed rollback leaves the transaction
+                    // to be rolled back when the connection closes.
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                state.fail_open(message);
+            }
+        }
+    }
+}
+
+/// A small per-thread number, to spread waits over the read connections.
+fn thread_index() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+/// A read-only connection to the (already set up) database at `path`.
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+/// Loads and opens the secret row at `path` through `conn`.
+fn load_secret_with(
+    keys: &Keys,
+    conn: &Connection,
+    path: &str,
+) -> Result<Option<Secret>, StoreError> {
+    let id = keys.row_id("secret:", path);
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((nonce, ciphertext)) = row else {
+        return Ok(None);
+    };
+    let plaintext = keys.open(T_SECRETS, &id, &nonce, ciphertext)?;
+    decode_secret(path, &plaintext).map(Some)
 }
 
 #[cfg(unix)]
@@ -546,29 +783,30 @@ impl Backend for SqliteBackend {
     }
 
     fn load_secret(&self, path: &str) -> Result<Option<Secret>, StoreError> {
-        let id = self.keys.row_id("secret:", path);
-        let row: Option<(Vec<u8>, Vec<u8>)> = self
-            .conn
-            .lock()
-            .query_row(
-                "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
-                [&id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((nonce, ciphertext)) = row else {
-            return Ok(None);
-        };
-        let plaintext = self.keys.open(T_SECRETS, &id, &nonce, ciphertext)?;
-        decode_secret(path, &plaintext).map(Some)
+        // The SELECT runs under the reader lock; decryption after it.
+        load_secret_with(&self.keys, &self.reader(), path)
+    }
+
+    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        load_secret_with(&self.keys, &self.conn.lock(), path)
     }
 
     fn store_secret(
         &self,
         path: &str,
         secret: &Secret,
-        _pruned: &[Version],
+        pruned: &[Version],
     ) -> Result<(), StoreError> {
+        let ticket = self.stage_secret(path, secret, pruned)?;
+        self.wait_durable(ticket)
+    }
+
+    fn stage_secret(
+        &self,
+        path: &str,
+        secret: &Secret,
+        _pruned: &[Version],
+    ) -> Result<CommitTicket, StoreError> {
         // The row is rewritten whole, so pruned versions are gone with it.
         let id = self.keys.row_id("secret:", path);
         let (nonce, ciphertext) = self
@@ -577,26 +815,33 @@ impl Backend for SqliteBackend {
         let (path_nonce, path_ciphertext) =
             self.keys
                 .seal(T_SECRET_PATHS, &id, plaintext_buffer(path.as_bytes()))?;
-        self.conn.lock().execute(
-            "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
-               ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
-               path_ciphertext = excluded.path_ciphertext",
-            params![
-                id,
-                nonce.as_slice(),
-                ciphertext,
-                path_nonce.as_slice(),
-                path_ciphertext
-            ],
-        )?;
-        Ok(())
+        let ((), ticket) = self.stage(|conn| {
+            conn.execute(
+                "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
+                   ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
+                   path_ciphertext = excluded.path_ciphertext",
+                params![
+                    id,
+                    nonce.as_slice(),
+                    ciphertext,
+                    path_nonce.as_slice(),
+                    path_ciphertext
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(ticket)
+    }
+
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        self.wait_resolved(ticket.0, true)
     }
 
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
         let rows = {
-            let conn = self.conn.lock();
+            let conn = self.reader();
             let mut stmt = conn.prepare("SELECT id, path_nonce, path_ciphertext FROM secrets")?;
             stmt.query_map([], |r| {
                 Ok((
@@ -622,7 +867,7 @@ impl Backend for SqliteBackend {
 
     fn load_policies(&self) -> Result<Vec<Policy>, StoreError> {
         let rows = {
-            let conn = self.conn.lock();
+            let conn = self.reader();
             let mut stmt = conn.prepare("SELECT id, nonce, ciphertext FROM policies")?;
             stmt.query_map([], |r| {
                 Ok((
@@ -648,25 +893,28 @@ impl Backend for SqliteBackend {
     fn store_policy(&self, policy: &Policy) -> Result<(), StoreError> {
         let id = self.keys.row_id("policy:", &policy.name);
         let (nonce, ciphertext) = self.keys.seal(T_POLICIES, &id, encode_policy(policy)?)?;
-        self.conn.lock().execute(
-            "INSERT INTO policies (id, nonce, ciphertext) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext",
-            params![id, nonce.as_slice(), ciphertext],
-        )?;
-        Ok(())
+        let ((), ticket) = self.stage(|conn| {
+            conn.execute(
+                "INSERT INTO policies (id, nonce, ciphertext) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
+                   ciphertext = excluded.ciphertext",
+                params![id, nonce.as_slice(), ciphertext],
+            )?;
+            Ok(())
+        })?;
+        self.wait_durable(ticket)
     }
 
     fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
         let id = self.keys.row_id("policy:", name);
-        let n = self
-            .conn
-            .lock()
-            .execute("DELETE FROM policies WHERE id = ?1", [&id])?;
+        let (n, ticket) =
+            self.stage(|conn| Ok(conn.execute("DELETE FROM policies WHERE id = ?1", [&id])?))?;
+        self.wait_durable(ticket)?;
         Ok(n > 0)
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {
-        is_empty(&self.conn.lock())
+        is_empty(&self.reader())
     }
 }
 
@@ -696,6 +944,93 @@ mod tests {
         let loaded = b.load_secret("a/b").unwrap().unwrap();
         assert_eq!(loaded, s);
         assert!(b.load_secret("a/c").unwrap().is_none());
+    }
+
+    #[test]
+    fn staged_writes_are_invisible_to_readers_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let t1 = b
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .unwrap();
+        let t2 = b
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        assert!(b.load_secret("a").unwrap().is_none());
+        assert!(b.list_secret_paths().unwrap().is_empty());
+        assert!(b.is_empty().unwrap());
+        assert!(b.load_secret_for_write("a").unwrap().is_some());
+        // One commit covers both staged writes.
+        b.wait_durable(t2).unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["a", "b"]);
+        b.wait_durable(t1).unwrap();
+        assert!(b.conn.lock().is_autocommit());
+        let state = b.group.state.lock();
+        assert_eq!((state.staged, state.resolved), (2, 2));
+        assert!(state.failures.is_empty());
+    }
+
+    #[test]
+    fn failed_commit_fails_every_writer_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        // A deferred foreign-key violation makes COMMIT itself fail.
+        b.conn
+            .lock()
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+        let t1 = b
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .unwrap();
+        let t2 = b
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        let (_, t3) = b
+            .stage(|conn| Ok(conn.execute("INSERT INTO child (p) VALUES (42)", [])?))
+            .unwrap();
+        assert!(matches!(b.wait_durable(t1), Err(StoreError::Database(_))));
+        assert!(matches!(b.wait_durable(t3), Err(StoreError::Database(_))));
+        assert!(matches!(b.wait_durable(t2), Err(StoreError::Database(_))));
+        assert!(b.group.state.lock().failures.is_empty());
+        assert!(b.conn.lock().is_autocommit());
+        assert!(b.load_secret_for_write("a").unwrap().is_none());
+        // The next write commits normally.
+        b.store_secret("c", &Secret::new_first(data("3"), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let b =
+            std::sync::Arc::new(SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap());
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let path = format!("t{t}/s{i}");
+                        b.store_secret(&path, &Secret::new_first(data(&path), 3, now), &[])
+                            .unwrap();
+                        // Acknowledged means committed: visible to readers.
+                        assert!(b.load_secret(&path).unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.list_secret_paths().unwrap().len(), 200);
+        b.checkpoint().unwrap();
     }
 
     #[test]
