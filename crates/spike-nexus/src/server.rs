@@ -145,29 +145,9 @@ pub async fn serve_unix(
     options: ServeOptions,
     token: CancellationToken,
 ) -> Result<(), std::io::Error> {
-    let tracker = TaskTracker::new();
-    loop {
-        let stream = tokio::select! {
-            () = token.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the health socket");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        tracker.spawn(serve_connection(
-            stream,
-            router.clone(),
-            None,
-            token.clone(),
-            options.read_header_timeout,
-        ));
-    }
-    drain(tracker, options.grace).await;
-    Ok(())
+    let l = &listener;
+    let accept = move || async move { l.accept().await.map(|(s, _)| s) };
+    serve_plain(accept, "the health socket", router, options, token).await
 }
 
 /// A plain HTTP accept loop over TCP (the metrics listener).
@@ -180,14 +160,32 @@ pub async fn serve_plain_tcp(
     options: ServeOptions,
     token: CancellationToken,
 ) -> Result<(), std::io::Error> {
+    let l = &listener;
+    let accept = move || async move { l.accept().await.map(|(s, _)| s) };
+    serve_plain(accept, "the metrics listener", router, options, token).await
+}
+
+/// The accept loop shared by the plain (no TLS, no peer ID) listeners.
+async fn serve_plain<S, F, Fut>(
+    mut accept: F,
+    what: &'static str,
+    router: Router,
+    options: ServeOptions,
+    token: CancellationToken,
+) -> Result<(), std::io::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
     let tracker = TaskTracker::new();
     loop {
         let stream = tokio::select! {
             () = token.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
+            r = accept() => match r {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the metrics listener");
+                    tracing::warn!(error = %e, "accept failed on {what}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
