@@ -278,39 +278,31 @@ pub fn status(report: &StatusReport, format: Format) -> String {
 
 /// A time as Go's `2006-01-02 15:04:05 MST` (UTC shows `UTC`, other offsets `+hhmm`).
 pub fn human_time(ts: Timestamp) -> String {
-    let t: OffsetDateTime = ts.get();
-    let offset = t.offset();
-    let zone = if offset.is_utc() {
-        "UTC".to_owned()
-    } else {
-        let (h, m, _) = offset.as_hms();
-        let sign = if offset.is_negative() { '-' } else { '+' };
-        format!("{sign}{:02}{:02}", h.unsigned_abs(), m.unsigned_abs())
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {zone}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format_time(ts, ' ', " ", "UTC", "")
 }
 
 /// A time as RFC 3339 without fractional seconds (Go's `time.RFC3339`).
 pub fn rfc3339(ts: Timestamp) -> String {
-    let t = ts.get();
+    format_time(ts, 'T', "", "Z", ":")
+}
+
+/// `YYYY-MM-DD<sep>hh:mm:ss<gap><zone>`; the zone is `utc` or `±hh<colon>mm`.
+fn format_time(ts: Timestamp, sep: char, gap: &str, utc: &str, colon: &str) -> String {
+    let t: OffsetDateTime = ts.get();
     let offset = t.offset();
     let zone = if offset.is_utc() {
-        "Z".to_owned()
+        utc.to_owned()
     } else {
         let (h, m, _) = offset.as_hms();
         let sign = if offset.is_negative() { '-' } else { '+' };
-        format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs())
+        format!(
+            "{sign}{:02}{colon}{:02}",
+            h.unsigned_abs(),
+            m.unsigned_abs()
+        )
     };
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{zone}",
+        "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}{gap}{zone}",
         t.year(),
         u8::from(t.month()),
         t.day(),

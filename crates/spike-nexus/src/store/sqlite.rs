@@ -582,6 +582,9 @@ impl SqliteBackend {
     }
 }
 
+/// A row as stored: `(id, nonce, ciphertext)`.
+type EncryptedRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 impl SqliteBackend {
     /// A free read-only connection (or, when all are busy, one to wait for).
     fn reader(&self) -> MutexGuard<'_, Connection> {
@@ -592,6 +595,16 @@ impl SqliteBackend {
         }
         let i = thread_index() % self.readers.len();
         self.readers[i].lock()
+    }
+
+    /// Every `(id, nonce, ciphertext)` row of `sql`, read on a read connection.
+    fn encrypted_rows(&self, sql: &str) -> Result<Vec<EncryptedRow>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Runs `write` inside the open write transaction (beginning one when
@@ -840,18 +853,7 @@ impl Backend for SqliteBackend {
     }
 
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
-        let rows = {
-            let conn = self.reader();
-            let mut stmt = conn.prepare("SELECT id, path_nonce, path_ciphertext FROM secrets")?;
-            stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
+        let rows = self.encrypted_rows("SELECT id, path_nonce, path_ciphertext FROM secrets")?;
         let mut paths = Vec::with_capacity(rows.len());
         for (id, nonce, ciphertext) in rows {
             let plaintext = self.keys.open(T_SECRET_PATHS, &id, &nonce, ciphertext)?;
@@ -866,18 +868,7 @@ impl Backend for SqliteBackend {
     }
 
     fn load_policies(&self) -> Result<Vec<Policy>, StoreError> {
-        let rows = {
-            let conn = self.reader();
-            let mut stmt = conn.prepare("SELECT id, nonce, ciphertext FROM policies")?;
-            stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
+        let rows = self.encrypted_rows("SELECT id, nonce, ciphertext FROM policies")?;
         let mut policies = Vec::with_capacity(rows.len());
         for (id, nonce, ciphertext) in rows {
             let plaintext = self.keys.open(T_POLICIES, &id, &nonce, ciphertext)?;
