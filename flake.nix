@@ -106,6 +106,7 @@
         // scenario "hardening"
         // scenario "pitfalls"
         // scenario "multi_host"
+        // scenario "power_cut"
       );
 
       devShells = forAllSystems (pkgs: {

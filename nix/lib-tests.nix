@@ -95,6 +95,16 @@ let
           parentId = "spiffe://td/node/local";
           selector = "unix:uid:0";
         }
+        {
+          spiffeId = "spiffe://td/spike/pilot/role/recover";
+          parentId = "spiffe://td/node/local";
+          selector = "systemd:id:spike-recover.service";
+        }
+        {
+          spiffeId = "spiffe://td/spike/pilot/role/restore";
+          parentId = "spiffe://td/node/local";
+          selector = "systemd:id:spike-restore.service";
+        }
       ]
     )
     (case "shell quote" (l.shellQuote "it's") "'it'\\''s'")

@@ -179,10 +179,14 @@ rec {
     bootstrap = "spiffe://${td}/spike/bootstrap";
     keeper = i: "spiffe://${td}/spike/keeper/${toString i}";
     superuser = "spiffe://${td}/spike/pilot/role/superuser";
+    recover = "spiffe://${td}/spike/pilot/role/recover";
+    restore = "spiffe://${td}/spike/pilot/role/restore";
   };
 
   # The SPIRE registration entries of the SPIKE parts on one host, attested by their systemd
-  # unit (selector systemd:id:<unit>); the superuser CLI by unix uid.
+  # unit (selector systemd:id:<unit>); the superuser CLI by unix uid; on the Nexus host, the
+  # operator's way back (recover, restore) by the transient units spike-operator starts, which
+  # only root can start.
   registrations =
     {
       trustDomain,
@@ -199,7 +203,16 @@ rec {
     (if nexus then [ (entry ids.nexus "systemd:id:spike-nexus.service") ] else [ ])
     ++ (if bootstrap then [ (entry ids.bootstrap "systemd:id:spike-bootstrap.service") ] else [ ])
     ++ map (i: entry (ids.keeper i) "systemd:id:spike-keeper@${toString i}.service") keepers
-    ++ map (uid: entry ids.superuser "unix:uid:${toString uid}") superuserUids;
+    ++ map (uid: entry ids.superuser "unix:uid:${toString uid}") superuserUids
+    ++ (
+      if nexus then
+        [
+          (entry ids.recover "systemd:id:spike-recover.service")
+          (entry ids.restore "systemd:id:spike-restore.service")
+        ]
+      else
+        [ ]
+    );
 
   # POSIX shell quoting.
   shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";

@@ -220,6 +220,8 @@ let
       "spiffe://spike.internal/spike/nexus"
       "spiffe://spike.internal/spike/bootstrap"
       "spiffe://spike.internal/spike/pilot/role/superuser"
+      "spiffe://spike.internal/spike/pilot/role/recover"
+      "spiffe://spike.internal/spike/pilot/role/restore"
     ])
     (case "vm test multi_host: keeper agent reads the scenario's token" multiKeeper.systemd.services.spire-agent.serviceConfig.EnvironmentFile "-/run/spire-agent-join/token.env")
     (case "vm test multi_host: nexus may dial the keepers" multiServer.systemd.services.spike-nexus.serviceConfig.IPAddressAllow [ "192.168.1.0/24" ])
@@ -242,6 +244,8 @@ let
       "spiffe://example.org/spike/keeper/2"
       "spiffe://example.org/spike/keeper/3"
       "spiffe://example.org/spike/pilot/role/superuser"
+      "spiffe://example.org/spike/pilot/role/recover"
+      "spiffe://example.org/spike/pilot/role/restore"
     ])
   ];
 in

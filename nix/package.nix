@@ -55,6 +55,7 @@ rustPlatform.buildRustPackage {
       ../units
       ../config-examples
       ../README.md
+      ../docs/operations.md
       ../clippy.toml
       ../rustfmt.toml
     ];
@@ -106,7 +107,10 @@ rustPlatform.buildRustPackage {
         echo "unfilled placeholders above" >&2
         exit 1
       fi
+      # The operator's way back after a power cut, on root's PATH with the other binaries.
+      ln -s $out/libexec/spike/spike-operator $out/bin/spike-operator
       install -m 0644 README.md $out/share/doc/spike/README.md
+      install -m 0644 docs/operations.md $out/share/doc/spike/operations.md
       cp config-examples/*.toml $out/share/doc/spike/
 
       $out/bin/spike man > spike.1

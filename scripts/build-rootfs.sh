@@ -8,8 +8,10 @@ set -euo pipefail
 
 MIRROR="${SPIKE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates"
+# Bump RECIPE when the steps below change, so every machine rebuilds its cached root.
+RECIPE=2
 CACHE="${SPIKE_CACHE_DIR:-$HOME/.cache/spike-rs}"
-key="$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-12)"
+key="$(printf '%s|%s' "$PACKAGES" "$RECIPE" | sha256sum | cut -c1-12)"
 ROOT="$CACHE/rootfs/bookworm-$key"
 
 if [[ -f "$ROOT/.complete" ]]; then
@@ -25,6 +27,14 @@ mkdir -p "$(dirname "$ROOT")"
 debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOT.tmp" "$MIRROR" >&2
 # A machine-id is generated on each boot of the ephemeral copies.
 : > "$ROOT.tmp/etc/machine-id"
+# debootstrap writes no /etc/hosts: without it `localhost` does not resolve inside the
+# machines (the CLI's default URL is https://localhost:8553). These are Debian's defaults.
+cat > "$ROOT.tmp/etc/hosts" <<'HOSTS'
+127.0.0.1	localhost
+::1		localhost ip6-localhost ip6-loopback
+ff02::1		ip6-allnodes
+ff02::2		ip6-allrouters
+HOSTS
 # No getty on the console: the machines are driven through nsenter.
 ln -sf /dev/null "$ROOT.tmp/etc/systemd/system/console-getty.service"
 touch "$ROOT.tmp/.complete"

@@ -76,6 +76,7 @@ if ((UNINSTALL)); then
     [[ -L "$R/etc/systemd/system/$u" ]] && rm -f "$R/etc/systemd/system/$u"  # masks of --role keeper
   done
   for b in "${BINARIES[@]}" spire-server spire-agent; do rm -f "$R$BINDIR/$b"; done
+  rm -f "$R$PREFIX/sbin/spike-operator"
   rm -rf "$R$LIBEXECDIR/spike" "$R$DOCDIR" "$R/etc/spike" "$R/etc/spire"
   say "removed binaries, units and configuration."
   say "kept the data (remove it yourself if you mean to):"
@@ -118,7 +119,11 @@ install -m 0755 "$SPIRE_FROM/spire-server" "$SPIRE_FROM/spire-agent" "$R$BINDIR/
 say "units -> $R$UNITDIR"
 for u in "${UNITS[@]}"; do fill "$here/units/$u" "$R$UNITDIR/$u" 0644; done
 for s in "$here"/units/libexec/*; do fill "$s" "$R$LIBEXECDIR/spike/$(basename "$s")" 0755; done
+# The operator's way back (recover/restore), on root's PATH.
+install -d -m 0755 "$R$PREFIX/sbin"
+ln -sfn "$LIBEXECDIR/spike/spike-operator" "$R$PREFIX/sbin/spike-operator"
 install -m 0644 "$here/README.md" "$R$DOCDIR/README.md"
+install -m 0644 "$here/docs/operations.md" "$R$DOCDIR/operations.md"
 say "configuration -> $R/etc/spike, $R/etc/spire"
 for c in "$here"/units/etc/spike/*; do config "$c" "$R/etc/spike/$(basename "$c")"; done
 for c in "$here"/units/etc/spire/*; do config "$c" "$R/etc/spire/$(basename "$c")"; done

@@ -28,7 +28,14 @@ in
     }
   ) spec.nodes;
 
-  testScript = import ./prelude.nix + script;
+  # The runbook's commands come from docs/operations.md itself (vm-tests/driver/runbook.py).
+  testScript =
+    import ./prelude.nix
+    + builtins.readFile ./driver/runbook.py
+    + "\nrunbook = loader(${
+      builtins.toJSON (builtins.readFile ../docs/operations.md + builtins.readFile ../docs/compatibility.md)
+    })\n\n"
+    + script;
 
   # The scripts are shared with vm-tests/driver (which is not typed like the NixOS driver) and
   # rebind `log` in the prelude: skip the NixOS driver's mypy and pyflakes passes.

@@ -1,17 +1,23 @@
 """The README's appliance command: build what is missing, boot the whole SPIKE constellation in
 an nspawn machine, wait for spike.target, store and read a secret, and say how to go on.
 
-    scripts/appliance.sh up | status | shell | spike ARGS... | down | destroy
+    scripts/appliance.sh up | status | recover DIR | restore DIR | shell | spike ARGS... | down | destroy
+
+Exit status of `status` (and of `up` when it stops waiting): 0 unsealed and serving, 4 sealed
+(the message names the way back), 3 Nexus or the machine unreachable, 1 other errors.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+EXIT_SEALED = 4
+EXIT_UNREACHABLE = 3
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
@@ -49,20 +55,35 @@ def machine(rootfs: Path | None = None, spire: Path | None = None) -> nspawn.Mac
 def running() -> nspawn.Machine:
     m = machine()
     if not m.booted:
-        sys.exit("appliance: not running; start it with: sudo scripts/appliance.sh up")
+        print("appliance: not running; start it with: sudo scripts/appliance.sh up", file=sys.stderr)
+        sys.exit(EXIT_UNREACHABLE)
     return m
 
 
+def health(m: nspawn.Machine) -> dict:
+    """Nexus's live health answer over its local socket, or {} when it does not answer."""
+    import json
+    r = m._nsenter(["spike-nexus", "health", "--socket", "/run/spike/nexus-health.sock"], timeout=20)
+    if r.returncode != 0:
+        return {}
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        return {}
+
+
 def explain(m: nspawn.Machine) -> str:
-    """What the appliance is waiting for, in one paragraph."""
+    """The live state of every unit, with the STATUS= of those running, and the way on."""
     lines = []
     for unit in ("spire-server.service", "spire-agent.service", "spike-nexus.service",
-                 "spike-bootstrap.service", "spike-ready.service"):
+                 "spike-bootstrap.service", "spike-ready.service", "spike.target"):
         info = m.get_unit_info(unit)
-        state = f"{info.get('ActiveState')}/{info.get('SubState')}"
+        active = info.get("ActiveState", "")
+        state = f"{active}/{info.get('SubState')}"
         if info.get("UnitFileState") == "masked" or info.get("LoadState") == "masked":
             state = "MASKED"
-        status = info.get("StatusText", "")
+        # STATUS= of a unit that is not running is history, not state: show it only live.
+        status = info.get("StatusText", "") if active in ("active", "activating", "reloading") else ""
         lines.append(f"  {unit:26} {state:22} {status}")
     text = "\n".join(lines)
     boot = m.get_unit_info("spike-bootstrap.service")
@@ -72,6 +93,18 @@ def explain(m: nspawn.Machine) -> str:
     elif boot.get("ActiveState") == "failed":
         text += "\n  -> bootstrap failed; see: scripts/appliance.sh shell, then journalctl -u spike-bootstrap"
     return text
+
+
+SEALED_WITH_DATA = """appliance: SPIKE Nexus is sealed: it has data, but no keeper holds a shard ({collected}/{threshold}).
+  Keepers keep their shards in RAM only, so after a power cut or a reboot of the whole machine
+  Nexus needs the recovery shards you exported while it was healthy. Restore it with:
+    sudo scripts/appliance.sh restore DIR      # DIR holds spike.recovery.<id>.txt files
+  (inside the machine: spike-operator restore DIR). See docs/operations.md, "After a power cut"."""
+
+
+def sealed_with_data(h: dict) -> bool:
+    return bool(h.get("sealed") and h.get("has_data") and not h.get("store_error")
+                and h.get("shards_collected", 0) < h.get("threshold", 1))
 
 
 def up() -> int:
@@ -95,6 +128,7 @@ def up() -> int:
     step("waiting for spike.target: SPIRE -> keepers + Nexus -> bootstrap -> unsealed")
     deadline = time.monotonic() + 300
     last = ""
+    sealed_since = None
     while True:
         info = m.get_unit_info("spike.target")
         if info.get("ActiveState") == "active":
@@ -103,24 +137,85 @@ def up() -> int:
         if now != last:
             print(now, file=sys.stderr, flush=True)
             last = now
+        h = health(m)
+        # Sealed with data and the keepers empty does not pass by waiting (a power cut):
+        # say so after a short grace (keepers that do hold shards answer within seconds).
+        if sealed_with_data(h) and h.get("keepers_reachable", 0) >= h.get("threshold", 1):
+            sealed_since = sealed_since or time.monotonic()
+            if time.monotonic() - sealed_since > 20:
+                print(SEALED_WITH_DATA.format(collected=h.get("shards_collected", 0),
+                                              threshold=h.get("threshold", "?")), file=sys.stderr)
+                return EXIT_SEALED
+        else:
+            sealed_since = None
+        if h.get("store_error"):
+            print(f"appliance: SPIKE Nexus cannot open its store: {h['store_error']}\n"
+                  "  It retries by itself; free the space or fix the cause (journalctl -u spike-nexus).",
+                  file=sys.stderr)
         if time.monotonic() > deadline:
             print("appliance: spike.target not reached after 300 s; the state above says what is missing",
                   file=sys.stderr)
-            return 1
+            return EXIT_SEALED if h else EXIT_UNREACHABLE
         time.sleep(2)
     step(f"spike.target reached ({time.monotonic() - t0:.0f} s in all)")
     step("storing and reading a secret with `spike`")
-    print(m.succeed("spike secret put demo/hello greeting=hello-from-spike && "
-                    "spike secret get demo/hello greeting"), end="")
+    status, out = m.execute("spike secret put demo/hello greeting=hello-from-spike && "
+                            "spike secret get demo/hello greeting")
+    print(out, end="")
+    if status != 0:
+        print(f"appliance: the demo secret failed (exit {status}); see the message above and "
+              "sudo scripts/appliance.sh status", file=sys.stderr)
+        return status
     print(f"""
-The SPIKE appliance is up. Next steps:
+The SPIKE appliance is up. Export the recovery shards NOW and keep them offline, apart from
+each other: keepers hold shards in RAM only, and after a power cut these files are the only
+way back (docs/operations.md):
+  sudo scripts/appliance.sh recover ~/spike-shards   # writes spike.recovery.<id>.txt, mode 0600
+Next steps:
   sudo scripts/appliance.sh spike secret list      # run the spike CLI inside (as the superuser pilot)
   sudo scripts/appliance.sh shell                  # a root shell inside; try: systemctl status spike-nexus
-  sudo scripts/appliance.sh status                 # unit states and seal status
+  sudo scripts/appliance.sh status                 # live state (exit 0 unsealed, 4 sealed, 3 unreachable)
   sudo scripts/appliance.sh down                   # stop it (data stays under {STATE})
   sudo scripts/appliance.sh destroy                # stop it and delete its data
 Inside, Nexus listens on :8553 (mutual TLS with SPIFFE IDs), health on /run/spike/nexus-health.sock.""")
     return 0
+
+
+def recover(dest: str) -> int:
+    """Export the recovery shards from the running appliance into DIR on this host."""
+    m = running()
+    r = m._nsenter(["spike-operator", "recover", "-"], timeout=120)
+    sys.stderr.write(r.stderr)
+    if r.returncode != 0:
+        return r.returncode
+    shards = r.stdout.split()
+    out = Path(dest)
+    old = os.umask(0o077)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        out.chmod(0o700)
+        for f in out.glob("spike.recovery.*.txt"):
+            f.unlink()
+        for shard in shards:
+            (out / f"spike.recovery.{shard.split(':')[1]}.txt").write_text(shard)
+    finally:
+        os.umask(old)
+    step(f"wrote {len(shards)} recovery shards to {out} (mode 0600). Move them off this host and keep "
+         "them offline, apart from each other.")
+    return 0
+
+
+def restore(src: str) -> int:
+    """Feed the recovery shards in DIR on this host to the appliance's sealed Nexus."""
+    m = running()
+    files = sorted(Path(src).glob("spike.recovery.*.txt"))
+    if not files:
+        print(f"appliance: no spike.recovery.<id>.txt files in {src}", file=sys.stderr)
+        return 1
+    text = "".join(f.read_text().strip() + "\n" for f in files)
+    r = m._nsenter(["spike-operator", "restore", "-"], timeout=300, input=text)
+    sys.stderr.write(r.stderr)
+    return r.returncode
 
 
 def main(argv: list[str]) -> int:
@@ -130,14 +225,20 @@ def main(argv: list[str]) -> int:
     if cmd == "status":
         m = running()
         print(explain(m))
-        print(m.succeed("spike status || true"), end="")
-        return 0
+        status, out = m.execute("spike status 2>&1")
+        print(out, end="")
+        return status
+    if cmd in ("recover", "restore"):
+        if len(argv) != 2:
+            print(f"usage: scripts/appliance.sh {cmd} DIR", file=sys.stderr)
+            return 64
+        return recover(argv[1]) if cmd == "recover" else restore(argv[1])
     if cmd == "shell":
         m = running()
         return subprocess.call(["nsenter", "-t", str(m.pid1), "-a", "/bin/bash", "-l"])
     if cmd == "spike":
         m = running()
-        status, out = m.execute("spike " + " ".join(__import__("shlex").quote(a) for a in argv[1:]))
+        status, out = m.execute("spike " + " ".join(shlex.quote(a) for a in argv[1:]) + " 2>&1")
         print(out, end="")
         return status
     if cmd in ("down", "destroy"):
@@ -158,4 +259,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (nspawn.MachineError, subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        # Never a traceback: name what failed and where to look.
+        print(f"appliance: {e}\n  See: sudo scripts/appliance.sh status", file=sys.stderr)
+        sys.exit(1)

@@ -90,7 +90,10 @@ fn describe(outcome: &Outcome) -> String {
             marker.display()
         ),
         Outcome::Bootstrapped { marker, keepers } => format!(
-            "bootstrap completed: {keepers} keepers seeded, Nexus verified (marker {})",
+            "bootstrap completed: {keepers} keepers seeded, Nexus verified (marker {}). \
+             Keepers hold their shards in RAM only: export the recovery shards now and keep \
+             them offline (as root: spike-operator recover DIR; docs/operations.md), or a \
+             power cut leaves Nexus sealed with no way back.",
             marker.display()
         ),
     }

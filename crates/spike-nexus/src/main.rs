@@ -45,6 +45,15 @@ enum Command {
         #[arg(long, default_value = "300s", value_parser = spike_daemon::config::parse_go_duration)]
         timeout: std::time::Duration,
     },
+    /// Run as spike-ready.service: READY=1 once Nexus is unsealed, exit once it is not.
+    WatchReady {
+        /// The health unix socket.
+        #[arg(long, default_value = "/run/spike/nexus-health.sock")]
+        socket: PathBuf,
+        /// Probe interval while ready (Go duration).
+        #[arg(long, default_value = "1s", value_parser = spike_daemon::config::parse_go_duration)]
+        interval: std::time::Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,10 @@ fn main() -> ExitCode {
     }
     if let Some(Command::WaitUnsealed { socket, timeout }) = &args.command {
         return probe_main(|rt| rt.block_on(probe::wait_unsealed(socket, *timeout)));
+    }
+    if let Some(Command::WatchReady { socket, interval }) = &args.command {
+        let notifier = spike_daemon::notify::Notifier::from_env();
+        return probe_main(|rt| rt.block_on(probe::watch_ready(socket, *interval, &notifier)));
     }
     let config = match config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,

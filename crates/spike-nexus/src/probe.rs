@@ -1,6 +1,9 @@
 //! Local probes of a running Nexus through its health unix socket (no SVID needed):
 //! `spike-nexus health` prints the health answer, `spike-nexus wait-unsealed` blocks until
-//! Nexus is unsealed (used by `spike-ready.service`) and fails with the last status on timeout.
+//! Nexus is unsealed and fails with the last status on timeout, and `spike-nexus watch-ready`
+//! is `spike-ready.service`: it reports `READY=1` once Nexus is unsealed and exits as soon as
+//! Nexus is sealed, stopped or unreachable, so that `spike.target` (bound to it) is active
+//! exactly while Nexus serves secrets. See ARCHITECTURE.md, "Readiness".
 
 use std::path::Path;
 use std::time::Duration;
@@ -46,22 +49,81 @@ pub struct HealthAnswer {
 }
 
 impl HealthAnswer {
-    /// A one-line summary for humans.
+    /// A one-line summary for humans that names the way out of the state.
     pub fn summary(&self) -> String {
         let v: serde_json::Value = serde_json::from_str(&self.body).unwrap_or_default();
-        let collected = v
-            .get("shards_collected")
-            .and_then(|x| x.as_u64())
-            .unwrap_or(0);
-        let threshold = v.get("threshold").and_then(|x| x.as_u64()).unwrap_or(0);
-        match self.code {
-            200 => "unsealed".to_owned(),
-            501 => format!(
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let (collected, threshold) = (num("shards_collected"), num("threshold"));
+        let has_data = v.get("has_data").and_then(serde_json::Value::as_bool) == Some(true);
+        let store_error = v.get("store_error").and_then(serde_json::Value::as_str);
+        match (self.code, store_error) {
+            (200, _) => "unsealed".to_owned(),
+            (_, Some(err)) => format!(
+                "sealed: Nexus cannot open its store: {err} (it retries by itself; see journalctl -u spike-nexus)"
+            ),
+            (501, None) => format!(
                 "sealed: waiting for bootstrap ({collected}/{threshold} shards); is spike-bootstrap.service masked or failing?"
             ),
-            503 => format!("sealed: {collected}/{threshold} shards from keepers"),
-            c => format!("unexpected health status {c}"),
+            (503, None) if has_data && collected < threshold => format!(
+                "sealed: Nexus has data but its root key is not in memory ({collected}/{threshold} shards from keepers); \
+                 after a power cut restore it: spike-operator restore DIR (docs/operations.md)"
+            ),
+            (503, None) => format!("sealed: {collected}/{threshold} shards from keepers"),
+            (c, None) => format!("unexpected health status {c}"),
         }
+    }
+}
+
+/// What `watch-ready` makes of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Nexus answered 200: unsealed and serving.
+    Unsealed,
+    /// Nexus answered, but is not unsealed; the summary says why.
+    Sealed(String),
+    /// Nothing listens on the health socket (Nexus and its sockets are stopped).
+    Gone(String),
+    /// The socket exists but the probe failed or timed out (Nexus restarting or stuck).
+    Unanswered(String),
+}
+
+impl Observation {
+    /// Classifies one probe result.
+    pub fn of(result: &Result<HealthAnswer, ProbeError>) -> Self {
+        match result {
+            Ok(a) if a.code == 200 => Observation::Unsealed,
+            Ok(a) => Observation::Sealed(a.summary()),
+            Err(ProbeError::Connect { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Observation::Gone(result_text(result))
+            }
+            Err(_) => Observation::Unanswered(result_text(result)),
+        }
+    }
+}
+
+fn result_text(result: &Result<HealthAnswer, ProbeError>) -> String {
+    match result {
+        Ok(a) => a.summary(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// How many probes in a row may go unanswered while ready before `watch-ready` gives up
+/// (a socket that exists but does not answer: Nexus restarting after a crash, or stuck).
+pub const UNANSWERED_LIMIT: u32 = 2;
+
+/// Whether a ready watcher must leave the ready state after `obs`; `unanswered` counts the
+/// unanswered probes in a row, this one included.
+pub fn must_leave_ready(obs: &Observation, unanswered: u32) -> bool {
+    match obs {
+        Observation::Unsealed => false,
+        Observation::Sealed(_) | Observation::Gone(_) => true,
+        Observation::Unanswered(_) => unanswered >= UNANSWERED_LIMIT,
     }
 }
 
@@ -161,6 +223,68 @@ pub async fn wait_unsealed(path: &Path, timeout: Duration) -> Result<(), String>
     }
 }
 
+/// `spike-ready.service`: waits (unit "activating", `STATUS=` says for what) until Nexus is
+/// unsealed, then sends `READY=1`, then probes every `interval` and returns as soon as Nexus is
+/// sealed, stopped, or has not answered [`UNANSWERED_LIMIT`] probes in a row. The unit then
+/// goes inactive, and `spike.target`, bound to it, with it; `spike-nexus.service` upholds the
+/// unit, so it starts waiting again by itself while Nexus runs.
+///
+/// # Errors
+/// Never while waiting; the text of the state that ended readiness is logged, not returned.
+pub async fn watch_ready(
+    path: &Path,
+    interval: Duration,
+    notifier: &spike_daemon::notify::Notifier,
+) -> Result<(), String> {
+    let probe_timeout = Duration::from_secs(2);
+    let status = |text: &str| {
+        if let Err(e) = notifier.status(text) {
+            eprintln!("spike-nexus: sd_notify STATUS failed: {e}");
+        }
+    };
+    // Waiting for unsealed.
+    let mut last = String::new();
+    loop {
+        let result = health(path, probe_timeout).await;
+        if Observation::of(&result) == Observation::Unsealed {
+            break;
+        }
+        let now = format!("waiting for Nexus: {}", result_text(&result));
+        if now != last {
+            eprintln!("spike-nexus: {now}");
+            status(&now);
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    notifier
+        .notify(&[
+            spike_daemon::notify::NotifyState::Ready,
+            spike_daemon::notify::NotifyState::Status("Nexus is unsealed and serving"),
+        ])
+        .map_err(|e| format!("sd_notify READY failed: {e}"))?;
+    eprintln!("spike-nexus: Nexus is unsealed and serving; spike.target is active");
+    // Ready: leave as soon as that stops being true.
+    let mut unanswered = 0;
+    loop {
+        tokio::time::sleep(interval).await;
+        let result = health(path, probe_timeout).await;
+        let obs = Observation::of(&result);
+        unanswered = match obs {
+            Observation::Unanswered(_) => unanswered + 1,
+            _ => 0,
+        };
+        if must_leave_ready(&obs, unanswered) {
+            let why = result_text(&result);
+            eprintln!(
+                "spike-nexus: Nexus is no longer serving ({why}); spike.target goes inactive until it is unsealed again"
+            );
+            status(&format!("left ready: {why}"));
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +316,102 @@ mod tests {
             body: r#"{"shards_collected":1,"threshold":2}"#.into(),
         };
         assert_eq!(b.summary(), "sealed: 1/2 shards from keepers");
+        let power_cut = HealthAnswer {
+            code: 503,
+            body: r#"{"initialized":true,"has_data":true,"shards_collected":0,"threshold":2}"#
+                .into(),
+        };
+        let text = power_cut.summary();
+        assert!(
+            text.contains("has data") && text.contains("spike-operator restore"),
+            "{text}"
+        );
+        assert!(!text.contains("bootstrap"), "{text}");
+        let full = HealthAnswer {
+            code: 503,
+            body: r#"{"has_data":true,"store_error":"database or disk is full"}"#.into(),
+        };
+        assert!(
+            full.summary()
+                .contains("cannot open its store: database or disk is full")
+        );
+    }
+
+    #[test]
+    fn ready_is_left_on_seal_on_stop_and_after_repeated_silence() {
+        let sealed = Observation::of(&Ok(HealthAnswer {
+            code: 503,
+            body: "{}".into(),
+        }));
+        assert!(matches!(sealed, Observation::Sealed(_)));
+        assert!(must_leave_ready(&sealed, 0));
+        let gone = Observation::of(&Err(ProbeError::Connect {
+            path: "/run/x".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        }));
+        assert!(matches!(gone, Observation::Gone(_)));
+        assert!(must_leave_ready(&gone, 0));
+        let silent = Observation::of(&Err(ProbeError::Timeout {
+            path: "/run/x".into(),
+            secs: 2,
+        }));
+        assert!(!must_leave_ready(&silent, 1));
+        assert!(must_leave_ready(&silent, UNANSWERED_LIMIT));
+        let ok = Observation::of(&Ok(HealthAnswer {
+            code: 200,
+            body: "{}".into(),
+        }));
+        assert!(!must_leave_ready(&ok, 0));
+    }
+
+    #[tokio::test]
+    async fn watcher_reports_ready_then_leaves_when_the_socket_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("health.sock");
+        let notify = dir.path().join("notify.sock");
+        let manager = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+        manager
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        // A health server that answers 503 once, then 200 twice, then goes away.
+        let server = tokio::spawn(async move {
+            for code in ["503 Service Unavailable", "200 OK", "200 OK"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await.unwrap();
+                let body = "{}";
+                let resp = format!(
+                    "HTTP/1.1 {code}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+            drop(listener);
+        });
+        let notifier = spike_daemon::notify::Notifier::with_socket(&notify);
+        let sock2 = sock.clone();
+        let watcher =
+            tokio::spawn(
+                async move { watch_ready(&sock2, Duration::from_millis(50), &notifier).await },
+            );
+        server.await.unwrap();
+        std::fs::remove_file(&sock).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("the watcher leaves ready once the socket is gone")
+            .unwrap()
+            .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = manager.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if seen.contains("left ready") {
+                break;
+            }
+        }
+        let ready_at = seen.find("READY=1").expect("READY=1 sent");
+        assert!(seen[..ready_at].contains("waiting for Nexus"), "{seen}");
+        assert!(seen[ready_at..].contains("left ready"), "{seen}");
     }
 }
