@@ -72,6 +72,8 @@ with subtest("the runbook's restore, run as written, unseals Nexus; spike.target
     log(f"MEASURE power cut: restore command to unsealed: {time.monotonic() - t:.1f} s")
     machine.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=60)
     log(f"MEASURE power cut: restore command to spike.target active: {time.monotonic() - t:.1f} s")
+    # The shards travelled through pipes: never in the journal (command lines included).
+    machine.fail("journalctl --no-pager | grep -Eq 'spike:[0-9]+:[0-9a-f]{64}'")
 
 with subtest("every acknowledged write is readable"):
     acked = machine.succeed("cat /var/tmp/acked").split()
