@@ -7,7 +7,10 @@
 //! distinct shards are there, they are combined and the key goes through
 //! [`NexusState::unseal`], which verifies it against the database's key check; if it does not
 //! match, other subsets of the collected shards are tried, then the shards are discarded and
-//! collection starts over. Operator restore uses the same unseal path; the loop notices.
+//! collection starts over. When the store cannot be opened (full disk, permissions), the
+//! shards are discarded too and collected again on the next round, so the unseal is retried
+//! with backoff until it succeeds. Operator restore uses the same unseal path; the loop
+//! notices.
 //!
 //! Once unsealed: every keeper gets its shard at once, then every `keeper_update_interval`;
 //! keepers are probed every `keeper_probe_interval`, and one that answers it holds no shard
@@ -26,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, KeeperPeer};
-use crate::state::{NexusState, UnsealError};
+use crate::state::{NexusState, ORIGIN_KEEPERS, UnsealError};
 
 /// Most threshold-subsets tried when a combination does not match the database.
 const MAX_COMBINATIONS: usize = 32;
@@ -192,7 +195,7 @@ async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>, thresh
                 continue;
             }
         };
-        match state.unseal(key, "keepers").await {
+        match state.unseal(key, ORIGIN_KEEPERS).await {
             Ok(()) => return true,
             Err(UnsealError::WrongKey) => {
                 let ids: Vec<u16> = subset.iter().map(Shard::id).collect();
@@ -202,7 +205,11 @@ async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>, thresh
                 );
             }
             Err(e) => {
-                tracing::error!(error = %e, "unseal failed");
+                // The state remembers the failure (health `store_error`, STATUS) and logs it
+                // at error level when it changes; the shards are collected again on the next
+                // round, so the unseal is retried until the store opens (e.g. once disk space
+                // is freed).
+                tracing::debug!(error = %e, "unseal failed; retrying on the next round");
                 return false;
             }
         }

@@ -5,9 +5,20 @@
 //! and operator restore alike: it opens the store with the candidate root key, which verifies
 //! the key against the database's key-check record, and only then switches to unsealed.
 //!
-//! Progress is reported to systemd as `STATUS=` lines: `sealed: waiting for bootstrap (0/2
-//! shards)`, `sealed: 1/2 shards from keepers`, `unsealed` (the denominator is the
-//! threshold, the number of shards needed).
+//! Progress is reported to systemd as `STATUS=` lines (the denominator is the threshold, the
+//! number of shards needed), re-evaluated whenever the collected count, keeper health or the
+//! last unseal failure changes, sent and logged only when the text changes:
+//!
+//! - `sealed: waiting for bootstrap (0/2 shards)`: never bootstrapped;
+//! - `sealed: 1/2 shards from keepers`;
+//! - `sealed: has data but no keeper holds a shard (0/2); restore from the recovery shards:
+//!   spike-operator restore DIR (docs/operations.md)`: the database has data, at least one
+//!   keeper answers, none holds a shard and too few are unreachable to make up the threshold
+//!   (e.g. after a full power cut: keepers keep shards in RAM only);
+//! - `sealed: cannot open the store: database or disk is full (free space under
+//!   /var/lib/spike-nexus; Nexus retries by itself)`: the last unseal failed for a reason
+//!   other than a wrong key (also served as `store_error` in the health body);
+//! - `unsealed`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,8 +67,14 @@ pub enum UnsealError {
     #[error("the reconstructed root key does not match the database's key check")]
     WrongKey,
     /// The store could not be opened.
-    #[error("cannot open the store: {0}")]
-    Store(#[source] StoreError),
+    #[error("cannot open the store {}: {source}", path.display())]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
     /// The data directory could not be created.
     #[error("cannot create the data directory {}: {source}", path.display())]
     DataDir {
@@ -94,6 +111,18 @@ pub struct HealthReport {
     pub keepers_reachable: usize,
     /// The database file exists and is not empty.
     pub has_data: bool,
+    /// Why the last unseal attempt failed, when it failed for a reason other than a wrong
+    /// key (cleared by a successful unseal). No secret values.
+    pub store_error: Option<String>,
+}
+
+/// The last unseal failure that was not a wrong key.
+#[derive(Debug, Clone)]
+struct StoreFailure {
+    /// The full message (health body, log).
+    message: String,
+    /// The `STATUS=` line.
+    status: String,
 }
 
 struct Inner {
@@ -106,6 +135,9 @@ struct Inner {
     metrics: Metrics,
     unsealed_tx: watch::Sender<bool>,
     push_now: Notify,
+    store_failure: Mutex<Option<StoreFailure>>,
+    /// The last `STATUS=` text sent, to send and log changes only.
+    status: Mutex<String>,
 }
 
 /// The shared Nexus state; cheap to clone.
@@ -150,12 +182,19 @@ impl NexusState {
                 metrics,
                 unsealed_tx,
                 push_now: Notify::new(),
+                store_failure: Mutex::new(None),
+                status: Mutex::new(String::new()),
             }),
         };
         if state.is_memory() {
             let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
-            let store = Store::new(backend, state.inner.config.max_secret_versions)
-                .map_err(UnsealError::Store)?;
+            let store =
+                Store::new(backend, state.inner.config.max_secret_versions).map_err(|source| {
+                    UnsealError::Store {
+                        path: PathBuf::new(),
+                        source,
+                    }
+                })?;
             let cipher = Cipher::random().map_err(|_| UnsealError::Join)?;
             state.set_unsealed(Unsealed {
                 store,
@@ -231,15 +270,28 @@ impl NexusState {
         self.report_sealed(collected);
     }
 
-    /// Records the result of probing keeper `id` (1-based).
+    /// Records the result of probing keeper `id` (1-based); re-evaluates the `STATUS=` line
+    /// while sealed when it changed.
     pub fn set_keeper_health(&self, id: u16, reachable: bool, has_shard: bool) {
         if let Some(k) = usize::from(id)
             .checked_sub(1)
             .and_then(|i| self.inner.keepers.get(i))
         {
-            k.reachable.store(reachable, Ordering::Relaxed);
-            k.has_shard.store(reachable && has_shard, Ordering::Relaxed);
+            let was_reachable = k.reachable.swap(reachable, Ordering::Relaxed);
+            let had_shard = k.has_shard.swap(reachable && has_shard, Ordering::Relaxed);
+            if was_reachable != reachable || had_shard != (reachable && has_shard) {
+                self.refresh_sealed_status();
+            }
         }
+    }
+
+    /// Re-evaluates the `STATUS=` line if sealed.
+    fn refresh_sealed_status(&self) {
+        let collected = match &*self.inner.seal.read() {
+            Seal::Sealed { collected } => *collected,
+            Seal::Unsealed(_) => return,
+        };
+        self.report_sealed(collected);
     }
 
     /// The operator-restore shards collected so far (guarded).
@@ -248,17 +300,53 @@ impl NexusState {
     }
 
     fn report_sealed(&self, collected: usize) {
+        let text = self.sealed_status(collected);
+        self.set_status(&text, || {
+            tracing::info!(seal_state = %text, "seal state: {text}");
+        });
+    }
+
+    /// The one-line `STATUS=` text while sealed (see the module docs).
+    fn sealed_status(&self, collected: usize) -> String {
+        if let Some(failure) = &*self.inner.store_failure.lock() {
+            return failure.status.clone();
+        }
         let threshold = self.inner.config.threshold;
-        let text = if collected == 0 && !self.initialized() {
+        if collected == 0 && self.has_data() && self.no_keeper_can_unseal() {
+            return format!(
+                "sealed: has data but no keeper holds a shard (0/{threshold}); restore from the recovery shards: spike-operator restore DIR (docs/operations.md)"
+            );
+        }
+        if collected == 0 && !self.initialized() {
             format!("sealed: waiting for bootstrap ({collected}/{threshold} shards)")
         } else {
             format!("sealed: {collected}/{threshold} shards from keepers")
-        };
-        tracing::info!(seal_state = %text, "seal state");
-        self.notify_status(&text);
+        }
     }
 
-    fn notify_status(&self, text: &str) {
+    /// At least one keeper answers, none holds a shard, and the unreachable ones are too few
+    /// to make up the threshold even if they all held one.
+    fn no_keeper_can_unseal(&self) -> bool {
+        let keepers = &self.inner.keepers;
+        let reachable = keepers
+            .iter()
+            .filter(|k| k.reachable.load(Ordering::Relaxed))
+            .count();
+        let any_shard = keepers.iter().any(|k| k.has_shard.load(Ordering::Relaxed));
+        reachable > 0
+            && !any_shard
+            && keepers.len() - reachable < usize::from(self.inner.config.threshold)
+    }
+
+    /// Sends `text` as `STATUS=` and runs `log` when it differs from the last one sent.
+    fn set_status(&self, text: &str, log: impl FnOnce()) {
+        let mut last = self.inner.status.lock();
+        if *last == text {
+            return;
+        }
+        text.clone_into(&mut last);
+        drop(last);
+        log();
         if let Err(e) = self.inner.notifier.status(text) {
             tracing::debug!(error = %e, "sd_notify STATUS failed");
         }
@@ -267,8 +355,57 @@ impl NexusState {
     fn set_unsealed(&self, unsealed: Unsealed) {
         *self.inner.seal.write() = Seal::Unsealed(Arc::new(unsealed));
         self.inner.unsealed_tx.send_replace(true);
-        self.notify_status("unsealed");
-        tracing::info!(seal_state = "unsealed", "Nexus is unsealed");
+        self.set_status("unsealed", || {
+            tracing::info!(seal_state = "unsealed", "Nexus is unsealed");
+        });
+    }
+
+    /// Remembers why an unseal attempt failed (not for a wrong key), logs it at error level
+    /// when it changed, and puts it on the `STATUS=` line.
+    fn record_store_failure(&self, error: &UnsealError, origin: &'static str) {
+        let message = error.to_string();
+        let data_dir = self.inner.config.data_dir.display();
+        let (what, cause) = match error {
+            UnsealError::Store { source, .. } => ("cannot open the store", store_cause(source)),
+            UnsealError::DataDir { source, .. } => {
+                ("cannot create the data directory", source.to_string())
+            }
+            UnsealError::Join | UnsealError::WrongKey => ("cannot open the store", message.clone()),
+        };
+        let full = matches!(
+            error,
+            UnsealError::Store {
+                source: StoreError::StorageFull(_),
+                ..
+            }
+        );
+        let action = if full {
+            "free space under"
+        } else {
+            // A full disk can also surface as "disk I/O error".
+            "check free space and permissions under"
+        };
+        let retry = if origin == ORIGIN_KEEPERS {
+            "Nexus retries by itself"
+        } else {
+            "then restore again"
+        };
+        let status = format!("sealed: {what}: {cause} ({action} {data_dir}; {retry})");
+        let changed = {
+            let mut slot = self.inner.store_failure.lock();
+            let changed = slot.as_ref().is_none_or(|f| f.message != message);
+            *slot = Some(StoreFailure {
+                message: message.clone(),
+                status,
+            });
+            changed
+        };
+        if changed {
+            tracing::error!(origin, error = %message, "unseal failed: {message}; Nexus stays sealed");
+        } else {
+            tracing::debug!(origin, error = %message, "unseal failed again");
+        }
+        self.refresh_sealed_status();
     }
 
     /// Unseals with `key`: opens the store (verifying the key against the database's key
@@ -280,6 +417,15 @@ impl NexusState {
     /// stays sealed), other variants for I/O failures. In memory mode this is a no-op.
     pub async fn unseal(&self, key: RootKey, origin: &'static str) -> Result<(), UnsealError> {
         let _guard = self.inner.unseal_lock.lock().await;
+        let result = self.unseal_locked(key, origin).await;
+        match &result {
+            Ok(()) | Err(UnsealError::WrongKey) => {}
+            Err(e) => self.record_store_failure(e, origin),
+        }
+        result
+    }
+
+    async fn unseal_locked(&self, key: RootKey, origin: &'static str) -> Result<(), UnsealError> {
         if let Some(current) = self.unsealed() {
             return match &current.root_key {
                 Some(k) if *k == key => Ok(()),
@@ -302,7 +448,7 @@ impl NexusState {
                     })?;
                     SqliteBackend::open(&path, &key2).map_err(|e| match e {
                         StoreError::WrongRootKey => UnsealError::WrongKey,
-                        other => UnsealError::Store(other),
+                        source => UnsealError::Store { path, source },
                     })
                 })
                 .await
@@ -310,8 +456,20 @@ impl NexusState {
                 Arc::new(opened)
             }
         };
-        let store = Store::new(backend, config.max_secret_versions).map_err(UnsealError::Store)?;
+        let store = Store::new(backend, config.max_secret_versions).map_err(|source| {
+            UnsealError::Store {
+                path: config.db_path(),
+                source,
+            }
+        })?;
         let cipher = Cipher::new(&key);
+        // Cleared before the switch, so nobody sees unsealed with a stale store error.
+        if self.inner.store_failure.lock().take().is_some() {
+            tracing::info!(
+                origin,
+                "the store opened; the earlier unseal failure is resolved"
+            );
+        }
         self.set_unsealed(Unsealed {
             store,
             cipher,
@@ -331,11 +489,12 @@ impl NexusState {
     }
 
     /// Whether Nexus was ever bootstrapped: unsealed, or the database exists, or a keeper
-    /// holds a shard.
+    /// holds a shard, or a root key was reconstructed but the store failed to open.
     pub fn initialized(&self) -> bool {
         self.is_memory()
             || self.is_unsealed()
             || self.has_data()
+            || self.inner.store_failure.lock().is_some()
             || self
                 .inner
                 .keepers
@@ -361,6 +520,12 @@ impl NexusState {
                 .filter(|k| k.reachable.load(Ordering::Relaxed))
                 .count(),
             has_data: self.has_data(),
+            store_error: self
+                .inner
+                .store_failure
+                .lock()
+                .as_ref()
+                .map(|f| f.message.clone()),
         }
     }
 
@@ -386,6 +551,18 @@ impl NexusState {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The `origin` of keeper recovery's unseal attempts ([`NexusState::unseal`]), which are
+/// retried on every probe until they succeed.
+pub const ORIGIN_KEEPERS: &str = "keepers";
+
+/// SQLite's own reason for a database failure, without our prefix.
+fn store_cause(e: &StoreError) -> String {
+    match e {
+        StoreError::Database(m) | StoreError::StorageFull(m) => m.clone(),
+        other => other.to_string(),
     }
 }
 

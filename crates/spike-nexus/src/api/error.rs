@@ -23,7 +23,15 @@ pub enum ApiError {
     /// Something failed on our side (500 `api_internal_error`).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A write failed because the storage is full (507 Insufficient Storage, code
+    /// `api_internal_error`, plus the non-SPIKE body field `"detail": "storage_full"`).
+    /// SPIKE answers 500; Go clients treat every non-200 they do not know as a failure.
+    #[error("storage full: {0}")]
+    StorageFull(String),
 }
+
+/// The value of the `detail` body field of a [`ApiError::StorageFull`] answer.
+pub const DETAIL_STORAGE_FULL: &str = "storage_full";
 
 impl ApiError {
     /// A 400 with a log message.
@@ -44,6 +52,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -54,7 +63,39 @@ impl ApiError {
             ApiError::Unauthorized => ErrorCode::AccessUnauthorized,
             ApiError::NotFound => ErrorCode::ApiNotFound,
             ApiError::NotReady => ErrorCode::StateNotReady,
-            ApiError::Internal(_) => ErrorCode::ApiInternal,
+            ApiError::Internal(_) | ApiError::StorageFull(_) => ErrorCode::ApiInternal,
+        }
+    }
+
+    /// The non-SPIKE `detail` body field, for the one error that names its cause to the
+    /// client (a full disk says nothing about secrets or internals). `None` for every other
+    /// error: bodies carry just the SPIKE code.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            ApiError::StorageFull(_) => Some(DETAIL_STORAGE_FULL),
+            _ => None,
+        }
+    }
+}
+
+/// A route's typed error body plus the optional non-SPIKE `detail` field
+/// ([`ApiError::detail`]); Go clients ignore unknown fields.
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorBody<T> {
+    /// The route's SPIKE error body (`{"err": "<code>", ...}`).
+    #[serde(flatten)]
+    pub body: T,
+    /// `storage_full`, or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
+}
+
+impl<T: spike_proto::ApiResponse> ErrorBody<T> {
+    /// The body for `err`.
+    pub fn of(err: &ApiError) -> Self {
+        ErrorBody {
+            body: T::error(err.code()),
+            detail: err.detail(),
         }
     }
 }
@@ -68,6 +109,7 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::NotFound
             }
             StoreError::Invalid(m) => ApiError::BadRequest(m.to_string()),
+            StoreError::StorageFull(m) => ApiError::StorageFull(m),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -87,6 +129,39 @@ mod tests {
             ApiError::internal("x"),
         ] {
             assert_eq!(e.code().http_status(), Some(e.status().as_u16()));
+            assert_eq!(e.detail(), None);
         }
+        // The one documented exception (docs/compatibility.md): a full disk is 507 with
+        // the server-failure code Go clients know, and names itself in `detail`.
+        let full = ApiError::StorageFull("database or disk is full".into());
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(full.code(), ErrorCode::ApiInternal);
+        assert_eq!(full.code().http_status(), Some(500));
+        assert_eq!(full.detail(), Some("storage_full"));
+    }
+
+    #[test]
+    fn storage_full_store_errors_become_507_and_others_do_not() {
+        use crate::store::StoreError;
+        let e = ApiError::from(StoreError::StorageFull("database or disk is full".into()));
+        assert_eq!(e.status().as_u16(), 507);
+        assert_eq!(e.to_string(), "storage full: database or disk is full");
+        let e = ApiError::from(StoreError::Database("disk I/O error".into()));
+        assert_eq!(e.status().as_u16(), 500);
+        assert_eq!(e.detail(), None);
+    }
+
+    #[test]
+    fn error_bodies_carry_detail_only_for_storage_full() {
+        use spike_proto::secrets::SecretPutResponse;
+        let full = ApiError::StorageFull("database or disk is full".into());
+        let body = serde_json::to_value(ErrorBody::<SecretPutResponse>::of(&full)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"err": "api_internal_error", "detail": "storage_full"})
+        );
+        let other = ApiError::internal("database error: disk I/O error");
+        let body = serde_json::to_value(ErrorBody::<SecretPutResponse>::of(&other)).unwrap();
+        assert_eq!(body, serde_json::json!({"err": "api_internal_error"}));
     }
 }

@@ -163,30 +163,30 @@ pub fn octet_stream(bytes: Vec<u8>) -> Response {
     resp
 }
 
-fn typed_error<T: ApiResponse>(status: StatusCode, code: ErrorCode) -> Response {
-    json_response(status, &T::error(code))
+fn typed_error<T: ApiResponse>(status: StatusCode, err: &ApiError) -> Response {
+    json_response(status, &error::ErrorBody::<T>::of(err))
 }
 
-/// The route's typed error body (§2.2.1).
+/// The route's typed error body (§2.2.1), plus `detail` for a full disk.
 fn error_response(route: Route, err: &ApiError) -> Response {
     use spike_proto::{bootstrap as b, cipher as c, operator as o, policy as p, secrets as s};
-    let (status, code) = (err.status(), err.code());
+    let status = err.status();
     match route {
-        Route::SecretPut => typed_error::<s::SecretPutResponse>(status, code),
-        Route::SecretGet => typed_error::<s::SecretGetResponse>(status, code),
-        Route::SecretDelete => typed_error::<s::SecretDeleteResponse>(status, code),
-        Route::SecretUndelete => typed_error::<s::SecretUndeleteResponse>(status, code),
-        Route::SecretList => typed_error::<s::SecretListResponse>(status, code),
-        Route::SecretMetadataGet => typed_error::<s::SecretMetadataResponse>(status, code),
-        Route::PolicyPut => typed_error::<p::PolicyPutResponse>(status, code),
-        Route::PolicyGet => typed_error::<p::PolicyReadResponse>(status, code),
-        Route::PolicyDelete => typed_error::<p::PolicyDeleteResponse>(status, code),
-        Route::PolicyList => typed_error::<p::PolicyListResponse>(status, code),
-        Route::OperatorRecover => typed_error::<o::RecoverResponse>(status, code),
-        Route::OperatorRestore => typed_error::<o::RestoreResponse>(status, code),
-        Route::CipherEncrypt => typed_error::<c::CipherEncryptResponse>(status, code),
-        Route::CipherDecrypt => typed_error::<c::CipherDecryptResponse>(status, code),
-        Route::BootstrapVerify => typed_error::<b::BootstrapVerifyResponse>(status, code),
+        Route::SecretPut => typed_error::<s::SecretPutResponse>(status, err),
+        Route::SecretGet => typed_error::<s::SecretGetResponse>(status, err),
+        Route::SecretDelete => typed_error::<s::SecretDeleteResponse>(status, err),
+        Route::SecretUndelete => typed_error::<s::SecretUndeleteResponse>(status, err),
+        Route::SecretList => typed_error::<s::SecretListResponse>(status, err),
+        Route::SecretMetadataGet => typed_error::<s::SecretMetadataResponse>(status, err),
+        Route::PolicyPut => typed_error::<p::PolicyPutResponse>(status, err),
+        Route::PolicyGet => typed_error::<p::PolicyReadResponse>(status, err),
+        Route::PolicyDelete => typed_error::<p::PolicyDeleteResponse>(status, err),
+        Route::PolicyList => typed_error::<p::PolicyListResponse>(status, err),
+        Route::OperatorRecover => typed_error::<o::RecoverResponse>(status, err),
+        Route::OperatorRestore => typed_error::<o::RestoreResponse>(status, err),
+        Route::CipherEncrypt => typed_error::<c::CipherEncryptResponse>(status, err),
+        Route::CipherDecrypt => typed_error::<c::CipherDecryptResponse>(status, err),
+        Route::BootstrapVerify => typed_error::<b::BootstrapVerifyResponse>(status, err),
     }
 }
 
@@ -194,11 +194,16 @@ fn fallback(status: StatusCode, code: ErrorCode) -> Response {
     json_response(status, &FallbackResponse::error(code))
 }
 
-/// Logs a failed request once, at a level matching its class.
+/// Logs a failed request once, at a level matching its class. Server-side failures carry
+/// their cause in the message text (journalctl prints only MESSAGE by default); the causes
+/// are store and crypto errors, which never hold secret values.
 fn log_error(err: &ApiError, action: &str, peer: &str, request_id: &str) {
     match err {
         ApiError::Internal(msg) => {
-            tracing::error!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed");
+            tracing::error!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed: {msg}");
+        }
+        ApiError::StorageFull(msg) => {
+            tracing::error!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed: storage full: {msg}");
         }
         ApiError::Unauthorized => {
             tracing::info!(action, peer_spiffe_id = peer, request_id, "request denied");

@@ -42,6 +42,11 @@ pub struct HealthBody {
     pub keepers_reachable: usize,
     /// The database exists and is not empty.
     pub has_data: bool,
+    /// Why the last unseal failed, when not for a wrong key (e.g. `cannot open the store
+    /// /var/lib/spike-nexus/spike.db: storage full: database or disk is full`); omitted when
+    /// there is none. Nexus retries by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +78,7 @@ fn body_of(state: &NexusState) -> HealthBody {
         threshold: h.threshold,
         keepers_reachable: h.keepers_reachable,
         has_data: h.has_data,
+        store_error: h.store_error,
     }
 }
 
@@ -127,7 +133,21 @@ mod tests {
             threshold: 2,
             keepers_reachable: 0,
             has_data: false,
+            store_error: None,
         }
+    }
+
+    #[test]
+    fn store_error_is_omitted_when_none() {
+        let v = serde_json::to_value(body(true, true)).unwrap();
+        assert!(v.get("store_error").is_none(), "{v}");
+        let mut b = body(true, true);
+        b.store_error = Some("cannot open the store /x/spike.db: disk I/O error".into());
+        let v = serde_json::to_value(b).unwrap();
+        assert_eq!(
+            v["store_error"],
+            "cannot open the store /x/spike.db: disk I/O error"
+        );
     }
 
     #[test]

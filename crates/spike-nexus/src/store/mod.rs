@@ -59,6 +59,11 @@ pub enum StoreError {
     /// The database failed (I/O, locking, SQL); the message holds no secret values.
     #[error("database error: {0}")]
     Database(String),
+    /// The storage is full (SQLite `SQLITE_FULL`: `write(2)` failed with `ENOSPC`, which
+    /// SQLite's `unixWrite` reports as `SQLITE_FULL`); the message holds SQLite's reason and
+    /// no secret values. Reads keep working.
+    #[error("storage full: {0}")]
+    StorageFull(String),
     /// A record failed to encrypt or to decrypt (corrupted or tampered with).
     #[error("a stored record failed to encrypt or decrypt")]
     Crypto,
@@ -76,7 +81,14 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         // rusqlite messages hold SQL text and SQLite's reason, never bound values.
-        Self::Database(e.to_string())
+        // ENOSPC behind another code (an fsync or truncate failing with `SQLITE_IOERR_*`)
+        // could only be told apart through `sqlite3_system_errno`, which needs `unsafe`;
+        // those stay `Database`.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            Self::StorageFull(e.to_string())
+        } else {
+            Self::Database(e.to_string())
+        }
     }
 }
 

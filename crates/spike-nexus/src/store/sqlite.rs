@@ -50,7 +50,7 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Key};
 use hmac::{Hmac, Mac};
 use parking_lot::{Condvar, Mutex, MutexGuard};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use spike_crypto::RootKey;
@@ -130,18 +130,44 @@ struct Failure {
     last: u64,
     /// Writers of the batch that have not collected the error yet.
     remaining: u64,
-    message: String,
+    error: BatchError,
+}
+
+/// Why a batch failed, handed to each of its writers.
+#[derive(Debug, Clone)]
+enum BatchError {
+    /// [`StoreError::StorageFull`].
+    Full(String),
+    /// [`StoreError::Database`].
+    Other(String),
+}
+
+impl BatchError {
+    fn of(e: &StoreError) -> Self {
+        match e {
+            StoreError::StorageFull(m) => Self::Full(m.clone()),
+            StoreError::Database(m) => Self::Other(m.clone()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    fn to_error(&self) -> StoreError {
+        match self {
+            Self::Full(m) => StoreError::StorageFull(m.clone()),
+            Self::Other(m) => StoreError::Database(m.clone()),
+        }
+    }
 }
 
 impl GroupState {
-    /// Marks the open transaction's writes as failed with `message`.
-    fn fail_open(&mut self, message: String) {
+    /// Marks the open transaction's writes as failed with `error`.
+    fn fail_open(&mut self, error: BatchError) {
         if self.staged > self.resolved {
             self.failures.push(Failure {
                 first: self.resolved + 1,
                 last: self.staged,
                 remaining: self.staged - self.resolved,
-                message,
+                error,
             });
             self.resolved = self.staged;
         }
@@ -158,11 +184,11 @@ impl GroupState {
         };
         let failure = &mut self.failures[i];
         failure.remaining -= 1;
-        let message = failure.message.clone();
+        let error = failure.error.to_error();
         if failure.remaining == 0 {
             self.failures.swap_remove(i);
         }
-        Err(StoreError::Database(message))
+        Err(error)
     }
 }
 
@@ -457,7 +483,7 @@ impl SqliteBackend {
     /// key-check record is missing; [`StoreError::Database`] otherwise.
     pub fn open(path: &Path, key: &RootKey) -> Result<SqliteBackend, StoreError> {
         create_private_file(path)?;
-        let conn = Connection::open(path)?;
+        let conn = open_exclusive(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -629,7 +655,7 @@ impl SqliteBackend {
                 if conn.is_autocommit() {
                     // SQLite rolled the whole transaction back (I/O error,
                     // disk full...): the writes staged in it are lost.
-                    state.fail_open(e.to_string());
+                    state.fail_open(BatchError::of(&e));
                     drop(state);
                     self.group.resolved.notify_all();
                 } else if state.staged == state.resolved {
@@ -674,20 +700,23 @@ impl SqliteBackend {
             state.staged
         };
         let result = if conn.is_autocommit() {
-            Err("the write transaction was rolled back".to_owned())
+            Err(BatchError::Other(
+                "the write transaction was rolled back".to_owned(),
+            ))
         } else {
-            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+            conn.execute_batch("COMMIT")
+                .map_err(|e| BatchError::of(&StoreError::from(e)))
         };
         let mut state = self.group.state.lock();
         match result {
             Ok(()) => state.resolved = staged,
-            Err(message) => {
+            Err(error) => {
                 if !conn.is_autocommit() {
                     // Best effort; a failed rollback leaves the transaction
                     // to be rolled back when the connection closes.
                     let _ = conn.execute_batch("ROLLBACK");
                 }
-                state.fail_open(message);
+                state.fail_open(error);
             }
         }
     }
@@ -703,9 +732,46 @@ fn thread_index() -> usize {
     INDEX.with(|i| *i)
 }
 
+/// The VFS every connection of the store is opened with; see [`open_exclusive`].
+const VFS: &str = "unix-excl";
+
+/// Opens a connection to `path` on SQLite's `unix-excl` VFS.
+///
+/// Why (the appliance died with SIGBUS on `systemctl restart` with a full ext4 of 1 KiB
+/// blocks): with the default `unix` VFS, SQLite keeps the WAL index in a `-shm` file that
+/// it memory-maps (`unixShmMap`). It grows that file by writing one byte at the end of
+/// each new 4 KiB OS page ("to reduce the chances of SIGBUS"), which on a 1 KiB-block
+/// filesystem allocates only the page's last block and leaves holes; when the filesystem
+/// is full, touching a hole through the mapping cannot allocate a block and the kernel
+/// raises SIGBUS, which no error code can report.
+///
+/// Fix: on `unix-excl`, the first lock any read-write connection takes is an exclusive
+/// POSIX lock on the database file, held by the process until its last connection to the
+/// file closes (`unixFileLock` sets `bProcessLock` on the file's shared inode record).
+/// `unixOpenSharedMemory` opens no `-shm` file when `bProcessLock` is set and
+/// `unixShmMap` serves the WAL index from heap memory shared by every connection of this
+/// process to the file (one `unixShmNode` per inode). The WAL index is only opened after
+/// a lock was taken (a read transaction takes SHARED first), so this holds for the writer
+/// and for the read connections alike (they are read-write connections with
+/// `query_only=ON`: a connection opened `SQLITE_OPEN_READONLY` would skip the exclusive
+/// lock). Nothing sets `mmap_size` and the bundled build keeps
+/// `SQLITE_DEFAULT_MMAP_SIZE=0`, so the database file itself is never memory-mapped
+/// either: every disk write is a `write(2)` whose ENOSPC SQLite reports as
+/// `SQLITE_FULL` ([`StoreError::StorageFull`]).
+///
+/// Consequence: while Nexus runs, no other process can read or write the database (it
+/// gets "database is locked"); a second Nexus on the same file fails at unseal.
+fn open_exclusive(path: &Path) -> Result<Connection, StoreError> {
+    Ok(Connection::open_with_flags_and_vfs(
+        path,
+        OpenFlags::default(),
+        VFS,
+    )?)
+}
+
 /// A read-only connection to the (already set up) database at `path`.
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    let conn = open_exclusive(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
@@ -1124,6 +1190,99 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2);
         assert_eq!(sd, 1);
+    }
+
+    #[test]
+    fn wal_index_is_in_heap_memory_not_an_mmapped_shm_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spike.db");
+        let b = SqliteBackend::open(&path, &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        for i in 0..20 {
+            b.store_secret(&format!("s{i}"), &Secret::new_first(data("v"), 3, now), &[])
+                .unwrap();
+        }
+        // Every read connection is in use at once, so each maps the WAL index.
+        let guards: Vec<_> = b.readers.iter().map(|r| r.lock()).collect();
+        for conn in &guards {
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 20);
+        }
+        drop(guards);
+        let mode: String = b
+            .conn
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert!(dir.path().join("spike.db-wal").exists());
+        assert!(!dir.path().join("spike.db-shm").exists());
+
+        // A second backend in this process shares the process's lock and WAL index: it
+        // opens and sees the first one's commits (another process cannot open the file at
+        // all: tests/it/store.rs).
+        let b2 = SqliteBackend::open(&path, &key(1)).unwrap();
+        assert_eq!(b2.list_secret_paths().unwrap().len(), 20);
+        b2.store_secret("from-b2", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        assert!(b.load_secret("from-b2").unwrap().is_some());
+        drop((b, b2));
+        assert!(!dir.path().join("spike.db-shm").exists());
+    }
+
+    #[test]
+    fn sqlite_full_is_storage_full_and_other_errors_are_not() {
+        use rusqlite::ffi;
+        let full = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_FULL), None);
+        assert!(matches!(StoreError::from(full), StoreError::StorageFull(_)));
+        let io = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_IOERR_FSYNC), None);
+        assert!(matches!(StoreError::from(io), StoreError::Database(_)));
+        let busy = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_BUSY), None);
+        assert!(matches!(StoreError::from(busy), StoreError::Database(_)));
+    }
+
+    #[test]
+    fn a_full_database_fails_writes_as_storage_full_and_reads_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        b.store_secret("kept", &Secret::new_first(data("v"), 3, now), &[])
+            .unwrap();
+        // Real SQLite answers SQLITE_FULL once the database would grow past
+        // max_page_count, as it does for ENOSPC.
+        let pages: i64 = b
+            .conn
+            .lock()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        b.conn
+            .lock()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = || data(&"x".repeat(64 * 1024));
+        let err = b
+            .store_secret("big", &Secret::new_first(big(), 3, now), &[])
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::StorageFull(_)), "{err:?}");
+        assert_eq!(err.to_string(), "storage full: database or disk is full");
+        // Group commit: every writer staged in the failed transaction gets the same class.
+        assert!(b.conn.lock().is_autocommit());
+        assert!(b.group.state.lock().failures.is_empty());
+        // Reads keep working, on the readers and on the writer connection.
+        assert!(b.load_secret("kept").unwrap().is_some());
+        assert!(b.load_secret_for_write("kept").unwrap().is_some());
+        assert_eq!(b.list_secret_paths().unwrap(), ["kept"]);
+        assert!(b.load_secret("big").unwrap().is_none());
+        // Space comes back: the next write lands.
+        b.conn
+            .lock()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        b.store_secret("big", &Secret::new_first(big(), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["big", "kept"]);
     }
 
     #[cfg(unix)]

@@ -791,3 +791,70 @@ fn backend_kinds() {
     assert!(b.load_secret("x").unwrap().is_none());
     assert!(!b.delete_policy("x").unwrap());
 }
+
+// ---- One process per database (unix-excl VFS) -----------------------------
+
+const LOCK_CHILD_ENV: &str = "SPIKE_NEXUS_TEST_LOCK_CHILD_DB";
+
+/// Another process: reads the database with plain SQLite (default VFS, as a backup tool
+/// would), then tries to open it as a second Nexus. Does nothing unless started by
+/// [`sqlite_database_is_exclusive_to_one_process`].
+#[test]
+#[ignore = "child process of sqlite_database_is_exclusive_to_one_process"]
+fn sqlite_lock_child() {
+    let Some(db) = std::env::var_os(LOCK_CHILD_ENV) else {
+        return;
+    };
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+    match conn.query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get::<_, i64>(0)) {
+        Ok(n) => println!("READ {n}"),
+        Err(e) => println!("READ-ERR {e}"),
+    }
+    drop(conn);
+    match SqliteBackend::open(Path::new(&db), &key(7)) {
+        Ok(_) => println!("OPENED"),
+        Err(e) => println!("OPEN-ERR {e}"),
+    }
+}
+
+fn run_lock_child(db: &Path) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::sqlite_lock_child",
+            "--nocapture",
+            "--ignored",
+        ])
+        .env(LOCK_CHILD_ENV, db)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn sqlite_database_is_exclusive_to_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spike.db");
+    let store = open_store(&db, &key(7), 3).unwrap();
+    store.put_secret("s", data(&[("v", "x")])).unwrap();
+    // No mmapped WAL index exists (the cause of SIGBUS on a full disk).
+    assert!(!dir.path().join("spike.db-shm").exists());
+
+    let out = run_lock_child(&db);
+    assert!(out.contains("READ-ERR database is locked"), "{out}");
+    assert!(
+        out.contains("OPEN-ERR database error: database is locked"),
+        "{out}"
+    );
+    // Still ours, still working.
+    assert_eq!(val(&store, "s", 0).unwrap(), "x");
+
+    // Once this process closes the database, another one can read and open it.
+    drop(store);
+    let out = run_lock_child(&db);
+    assert!(out.contains("READ 1"), "{out}");
+    assert!(out.contains("OPENED"), "{out}");
+}
