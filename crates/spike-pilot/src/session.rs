@@ -12,10 +12,14 @@ use spike_identity::{Identity, IdentityError, IdentityOptions, SpiffeId};
 use spike_proto::Role;
 
 use crate::config::Config;
-use crate::errors::PilotError;
+use crate::errors::{PilotError, is_sealed};
+use crate::output::StatusReport;
 
 /// Upper bound on the connect and TLS handshake phases.
 const MAX_CONNECT: Duration = Duration::from_secs(10);
+
+/// Upper bound on the health look-up that explains a `state_not_ready` answer.
+const MAX_HEALTH_PROBE: Duration = Duration::from_secs(3);
 
 /// One CLI invocation's connection state.
 pub struct Session {
@@ -50,6 +54,36 @@ impl Session {
             nexus_url: self.config.nexus_url.to_string(),
             own_id: self.own_id(),
             source: Box::new(source),
+        }
+    }
+
+    /// Makes a `state_not_ready` (HTTP 503) answer precise: asks Nexus's health once (best
+    /// effort, bounded) and returns [`PilotError::Sealed`] naming the state and the way out
+    /// (bootstrap, keepers, `spike-operator restore` after a power cut, store error). Any
+    /// other error, or a health look-up that fails, is returned unchanged (its message then
+    /// is the generic sealed text). Called once for every command, at the edge.
+    pub async fn explain(&self, err: PilotError) -> PilotError {
+        let PilotError::Api { source, .. } = &err else {
+            return err;
+        };
+        if !is_sealed(source) {
+            return err;
+        }
+        let Some(nexus) = &self.nexus else {
+            return err;
+        };
+        let bound = self.config.timeout.min(MAX_HEALTH_PROBE);
+        let health = match tokio::time::timeout(bound, nexus.health()).await {
+            Ok(Ok(health)) if health.is_supported() => health,
+            // No health route (a Go Nexus), a failed or a slow look-up: the generic text.
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return err,
+        };
+        let nexus_url = self.config.nexus_url.to_string();
+        let report = StatusReport::from_health(&nexus_url, health.status, &health.body);
+        match report.sealed_state() {
+            Some(state) => PilotError::Sealed { nexus_url, state },
+            // Unsealed since the request: the generic text (try again) fits.
+            None => err,
         }
     }
 
