@@ -2,7 +2,9 @@
 //!
 //! Commands validate their input first and only then ask for [`Session::nexus`], so argument
 //! and input errors never need the Workload API. Both connection steps are bounded: the
-//! SVID by `spiffe_timeout`, each request by `timeout`.
+//! SVID by `spiffe_timeout`, each request by `timeout`. The SVID is fetched with one
+//! Workload API call that is closed after its answer, so the SPIRE agent sees a clean end
+//! of the stream rather than a cancelled one.
 
 use std::path::Path;
 use std::time::Duration;
@@ -123,7 +125,8 @@ impl Session {
         Ok(client)
     }
 
-    /// Stops the Workload API watcher, if one was started.
+    /// Releases the identity. The SVID was fetched once ([`Identity::fetch_once`]), so no
+    /// Workload API stream is open by now; this also stops a watcher if one ever was.
     pub async fn close(self) {
         if let Some(identity) = self.identity {
             identity.shutdown().await;
@@ -172,7 +175,10 @@ async fn connect_identity(config: &Config) -> Result<Identity, PilotError> {
         expected_id,
         trust_domains: Some(trust_domains),
     };
-    Identity::connect_with(options)
+    // One FetchX509SVID call, closed after its first answer: a CLI that lives for a second
+    // must not leave SPIRE a watching stream to cancel mid-attestation at exit (the agent
+    // logs each such cancel as an error).
+    Identity::fetch_once(options)
         .await
         .map_err(|err| match err {
             IdentityError::Timeout {
