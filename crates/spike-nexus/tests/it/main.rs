@@ -9,6 +9,8 @@ mod cli;
 #[cfg(test)]
 mod config_examples;
 #[cfg(test)]
+mod handshake;
+#[cfg(test)]
 mod harness;
 #[cfg(test)]
 mod keepers;
