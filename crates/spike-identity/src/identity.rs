@@ -497,6 +497,43 @@ mod tests {
         assert_eq!(resolve_endpoint(None, None), DEFAULT_ENDPOINT);
     }
 
+    #[tokio::test]
+    async fn svid_expiry_is_read_from_the_leaf() {
+        let pki = spike_testkit::TestPki::new().unwrap();
+        let server = spike_testkit::WorkloadApiServer::start_in_tempdir(
+            &pki,
+            &["spiffe://spike.test/spike/nexus"],
+        )
+        .unwrap();
+        let identity = Identity::fetch_once(IdentityOptions {
+            endpoint: Some(server.endpoint()),
+            timeout: Duration::from_secs(5),
+            ..IdentityOptions::default()
+        })
+        .await
+        .unwrap();
+        let svid = identity.current_svid().unwrap();
+        let expiry = svid_expiry_unix(&svid).unwrap();
+        let validity = i64::try_from(spike_testkit::ca::SVID_VALIDITY.as_secs()).unwrap();
+        let now = now_unix();
+        assert!(
+            expiry > now + validity - 120 && expiry <= now + validity + 120,
+            "expiry {expiry}, now {now}"
+        );
+        let text = svid_expiry_text(&svid);
+        assert_ne!(text, "unknown");
+        assert!(text.contains(&time_year(expiry)), "{text}");
+    }
+
+    /// The calendar year of a Unix time (for a loose check of the formatted expiry).
+    fn time_year(unix: i64) -> String {
+        x509_parser::time::ASN1Time::from_timestamp(unix)
+            .unwrap()
+            .to_datetime()
+            .year()
+            .to_string()
+    }
+
     #[test]
     fn trust_domains_parse() {
         let tds = parse_trust_domains(["spike.ist", "example.org"]).unwrap();

@@ -10,8 +10,11 @@
 //!   `serverAuth`; expiry is checked); DNS names and the TLS server name are ignored;
 //! - finally the [`PeerAuthorizer`] sees the peer's SPIFFE ID.
 //!
-//! A rejected peer is logged at `warn` once per (SPIFFE ID, reason) with the trust roots it
-//! was checked against. Session resumption is off on both sides, because rustls does not
+//! A server rejected by a client is logged at `warn` once per (SPIFFE ID, reason) with the
+//! trust roots it was checked against. A client rejected by a server is logged here at
+//! `debug` only: the handshake error carries its SPIFFE ID ([`PeerRejected`],
+//! [`crate::HandshakeError::describe`]) and the daemons' accept loops log it at `warn` with
+//! the peer address, rate-limited per address. Session resumption is off on both sides, because rustls does not
 //! re-run verifiers on a resumed session (an SVID could outlive its expiry or a revoked
 //! authorization).
 
