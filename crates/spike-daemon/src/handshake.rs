@@ -132,6 +132,53 @@ mod tests {
         assert!(!log.report(SocketAddr::new(ip(3), 40001), &"bad certificate"));
     }
 
+    /// A writer collecting formatted log lines.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_message_names_the_peer_and_the_cause() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let log = HandshakeFailureLog::new("SPIKE Keeper API");
+        let peer = SocketAddr::new(ip(9), 51000);
+        let cause = "client spiffe://spike.test/intruder rejected: SPIFFE ID not authorized";
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(log.report(peer, &cause));
+            assert!(!log.report(peer, &cause));
+        });
+        let text = String::from_utf8(lines.0.lock().clone()).unwrap();
+        let mut out = text.lines();
+        let first = out.next().unwrap();
+        assert!(first.contains(" WARN "), "{first}");
+        assert!(
+            first.contains(
+                "TLS handshake on the SPIKE Keeper API from 192.0.2.9:51000 failed: client \
+                 spiffe://spike.test/intruder rejected: SPIFFE ID not authorized (further \
+                 failures from 192.0.2.9 are logged at debug for 60s)"
+            ),
+            "{first}"
+        );
+        let second = out.next().unwrap();
+        assert!(second.contains("DEBUG"), "{second}");
+        assert!(second.contains("192.0.2.9:51000"), "{second}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn memory_is_bounded_and_expired_entries_make_room() {
         let log = HandshakeFailureLog::with_limits("test API", Duration::from_secs(60), 4);
