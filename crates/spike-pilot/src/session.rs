@@ -82,11 +82,11 @@ impl Session {
         };
         let nexus_url = self.config.nexus_url.to_string();
         let report = StatusReport::from_health(&nexus_url, health.status, &health.body);
-        match report.sealed_state() {
-            Some(state) => PilotError::Sealed { nexus_url, state },
-            // Unsealed since the request: the generic text (try again) fits.
-            None => err,
-        }
+        let state = report.sealed_state().unwrap_or_else(|| {
+            // It unsealed between the request and the health look-up.
+            "unsealed now, but was sealed when the request arrived; try again".to_owned()
+        });
+        PilotError::Sealed { nexus_url, state }
     }
 
     /// The Nexus client, obtaining the SVID first if needed.
