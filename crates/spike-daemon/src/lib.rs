@@ -13,6 +13,8 @@
 //!   key and its origin, Go durations (`parse_go_duration`, `GoDuration`) and Go listen
 //!   addresses (`:8553`).
 //! - [`mod@env`]: the [`EnvSource`] trait, [`ProcessEnv`] and [`MapEnv`].
+//! - [`handshake`]: [`handshake::HandshakeFailureLog`], failed TLS handshakes at `warn` once
+//!   per peer address per minute, in bounded memory (used by Nexus and Keeper).
 //! - [`harden`]: `PR_SET_DUMPABLE=0`, `RLIMIT_CORE=0`, umask 077, `mlockall` by policy.
 //! - [`listen`]: named socket-activation fds (`LISTEN_FDNAMES`) as tokio listeners, with a
 //!   fallback bind; the one place with `unsafe` (adopting an fd number).
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod env;
+pub mod handshake;
 pub mod harden;
 pub mod listen;
 pub mod logging;

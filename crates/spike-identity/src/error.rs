@@ -70,3 +70,20 @@ pub enum HandshakeError {
     #[error("peer presented no SPIFFE ID")]
     NoPeerId,
 }
+
+impl HandshakeError {
+    /// A one-line cause for the accept loop's log: for a peer rejected by SPIFFE policy after
+    /// its certificate was parsed, `client <SPIFFE ID> rejected: <reason>`; otherwise the
+    /// error itself (protocol or I/O failure, timeout).
+    pub fn describe(&self) -> String {
+        match crate::PeerRejected::find(self) {
+            Some(crate::PeerRejected(reason, Some(id))) => {
+                format!("client {id} rejected: {reason}")
+            }
+            Some(crate::PeerRejected(reason, None)) => {
+                format!("client without a SPIFFE ID rejected: {reason}")
+            }
+            None => self.to_string(),
+        }
+    }
+}

@@ -10,8 +10,11 @@
 //!   `serverAuth`; expiry is checked); DNS names and the TLS server name are ignored;
 //! - finally the [`PeerAuthorizer`] sees the peer's SPIFFE ID.
 //!
-//! A rejected peer is logged at `warn` once per (SPIFFE ID, reason) with the trust roots it
-//! was checked against. Session resumption is off on both sides, because rustls does not
+//! A server rejected by a client is logged at `warn` once per (SPIFFE ID, reason) with the
+//! trust roots it was checked against. A client rejected by a server is logged here at
+//! `debug` only: the handshake error carries its SPIFFE ID ([`PeerRejected`],
+//! [`crate::HandshakeError::describe`]) and the daemons' accept loops log it at `warn` with
+//! the peer address, rate-limited per address. Session resumption is off on both sides, because rustls does not
 //! re-run verifiers on a resumed session (an SVID could outlive its expiry or a revoked
 //! authorization).
 
@@ -101,6 +104,18 @@ impl RejectLog {
         roots: &str,
     ) {
         let peer_str = peer.map_or_else(|| String::from("<no SPIFFE ID>"), ToString::to_string);
+        if side == SERVER_SIDE {
+            // The accept loop logs the failed handshake at `warn` with the peer address and
+            // this SPIFFE ID (from [`PeerRejected`]), rate-limited per address; one line each.
+            tracing::debug!(
+                peer_spiffe_id = %peer_str,
+                side,
+                reason,
+                trust_roots = %roots,
+                "rejected TLS client {peer_str}: {reason} (accepted trust domains: {roots})"
+            );
+            return;
+        }
         let first = self.first_time(&peer_str, reason);
         if first {
             tracing::warn!(
@@ -116,16 +131,42 @@ impl RejectLog {
     }
 }
 
-fn reject_error(reason: &'static str) -> rustls::Error {
+fn reject_error(reason: &'static str, peer: Option<&SpiffeId>) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-        PeerRejected(reason),
+        PeerRejected(reason, peer.cloned()),
     ))))
 }
 
-/// The reason attached to a handshake error when a peer is rejected by SPIFFE policy.
+/// The reason attached to a handshake error when a peer is rejected by SPIFFE policy, and
+/// the peer's SPIFFE ID when its certificate carried one.
 #[derive(Debug, thiserror::Error)]
-#[error("peer rejected: {0}")]
-pub struct PeerRejected(pub &'static str);
+pub struct PeerRejected(pub &'static str, pub Option<SpiffeId>);
+
+impl std::fmt::Display for PeerRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.1 {
+            Some(id) => write!(f, "peer {id} rejected: {}", self.0),
+            None => write!(f, "peer without a SPIFFE ID rejected: {}", self.0),
+        }
+    }
+}
+
+impl PeerRejected {
+    /// The `PeerRejected` inside a failed handshake's I/O error, if the peer was rejected by
+    /// SPIFFE policy (as opposed to a protocol or I/O failure).
+    pub fn find(err: &crate::HandshakeError) -> Option<&Self> {
+        let crate::HandshakeError::Tls(io) = err else {
+            return None;
+        };
+        let inner = io.get_ref()?;
+        let rustls::Error::InvalidCertificate(CertificateError::Other(other)) =
+            inner.downcast_ref::<rustls::Error>()?
+        else {
+            return None;
+        };
+        other.0.downcast_ref::<Self>()
+    }
+}
 
 /// Converts the source's current SVID into a rustls `CertifiedKey`, once per rotation.
 #[derive(Debug)]
@@ -245,7 +286,7 @@ impl SpiffeVerifier {
             .inner
             .rejects
             .reject(self.side, peer, reason, &self.roots_description());
-        reject_error(reason)
+        reject_error(reason, peer)
     }
 
     /// Extracts the peer ID and returns the bundle of its (accepted) trust domain.
@@ -290,7 +331,7 @@ impl SpiffeVerifier {
         let verifier =
             WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&self.provider))
                 .build()
-                .map_err(|_| reject_error("trust bundle has no usable authority"))?;
+                .map_err(|_| reject_error("trust bundle has no usable authority", None))?;
         cache.insert(td.clone(), (bundle, Arc::clone(&verifier)));
         Ok(verifier)
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use spike_daemon::handshake::HandshakeFailureLog;
 use spike_daemon::shutdown::{CancellationToken, GraceExpired};
 use spike_identity::MtlsAcceptor;
 use tokio::net::TcpListener;
@@ -48,6 +49,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), GraceExpired> {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let failures = HandshakeFailureLog::new("SPIKE Keeper API");
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -72,6 +74,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let token = shutdown.clone();
+        let failures = failures.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let handshake = tokio::select! {
@@ -81,8 +84,7 @@ pub async fn serve(
             let (tls, peer) = match handshake {
                 Ok(ok) => ok,
                 Err(err) => {
-                    // Rejected peers are already logged once, with their ID, by the verifier.
-                    tracing::debug!(peer_addr = %addr, error = %err, "TLS handshake failed");
+                    failures.report(addr, &err.describe());
                     return;
                 }
             };

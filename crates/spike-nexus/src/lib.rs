@@ -215,8 +215,9 @@ pub async fn start(
     let mut tasks: Tasks<NexusError> = Tasks::new(token.clone());
     {
         let router = api::router(state.clone());
+        let metrics = state.metrics().clone();
         tasks.spawn("api", move |t| async move {
-            server::serve_api(api_listener, acceptor, router, options, t)
+            server::serve_api(api_listener, acceptor, router, options, metrics, t)
                 .await
                 .map_err(NexusError::Io)
         });

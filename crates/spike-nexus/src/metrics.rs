@@ -5,11 +5,15 @@
 //! - `spike_nexus_request_duration_seconds{route}` (histogram),
 //! - `spike_nexus_sealed` (gauge, 1 while sealed), `spike_nexus_initialized` (gauge),
 //! - `spike_nexus_shards_collected` (gauge),
-//! - `spike_nexus_keeper_reachable{keeper}` and `spike_nexus_keeper_has_shard{keeper}` (gauges).
+//! - `spike_nexus_keeper_reachable{keeper}` and `spike_nexus_keeper_has_shard{keeper}` (gauges),
+//! - `spike_nexus_tls_handshake_failures_total` (counter): failed TLS handshakes on the mTLS
+//!   API listener (bad or missing client certificate, rejected SPIFFE ID, timeout, protocol
+//!   error), every one counted even when its log line is rate-limited.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -49,6 +53,7 @@ pub struct Gauges {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
+    handshake_failures: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -70,6 +75,16 @@ impl Metrics {
                 *slot += 1;
             }
         }
+    }
+
+    /// Counts one failed TLS handshake on the mTLS API listener.
+    pub fn record_handshake_failure(&self) {
+        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed TLS handshakes counted so far.
+    pub fn handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
     }
 
     /// The number of requests recorded for `(route, status)`.
@@ -123,6 +138,16 @@ impl Metrics {
                 h.count
             );
         }
+        out.push_str(
+            "# HELP spike_nexus_tls_handshake_failures_total Failed TLS handshakes on the mTLS \
+             API listener.\n",
+        );
+        out.push_str("# TYPE spike_nexus_tls_handshake_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "spike_nexus_tls_handshake_failures_total {}",
+            self.handshake_failures()
+        );
         gauge(
             &mut out,
             "spike_nexus_sealed",
@@ -199,6 +224,15 @@ mod tests {
             "spike_nexus_request_duration_seconds_bucket{route=\"secret_get\",le=\"+Inf\"} 3"
         ));
         assert!(text.contains("spike_nexus_sealed 0"));
+        assert!(text.contains("spike_nexus_tls_handshake_failures_total 0\n"));
+        let clone = m.clone();
+        clone.record_handshake_failure();
+        clone.record_handshake_failure();
+        assert_eq!(m.handshake_failures(), 2);
+        assert!(
+            m.render(&Gauges::default())
+                .contains("spike_nexus_tls_handshake_failures_total 2\n")
+        );
         assert!(text.contains("spike_nexus_keeper_reachable{keeper=\"2\"} 0"));
         assert!(text.contains("spike_nexus_keeper_has_shard{keeper=\"1\"} 1"));
     }

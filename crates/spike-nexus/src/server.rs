@@ -14,6 +14,7 @@ use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use spike_daemon::handshake::HandshakeFailureLog;
 use spike_identity::{MtlsAcceptor, PeerId};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -21,6 +22,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::metrics::Metrics;
 
 /// Settings shared by the accept loops.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +85,11 @@ async fn drain(tracker: TaskTracker, grace: Duration) {
 
 /// The mTLS API accept loop. Returns when `token` is cancelled and connections drained.
 ///
+/// Every failed TLS handshake is counted in `metrics`
+/// (`spike_nexus_tls_handshake_failures_total`) and logged at `warn` once per peer address
+/// per minute ([`HandshakeFailureLog`]) with the address, the cause and, for a client
+/// rejected by SPIFFE policy, its SPIFFE ID.
+///
 /// # Errors
 /// Never fails on per-connection errors (they are logged); returns `Ok` on cancellation.
 pub async fn serve_api(
@@ -89,10 +97,12 @@ pub async fn serve_api(
     acceptor: MtlsAcceptor,
     router: Router,
     options: ServeOptions,
+    metrics: Metrics,
     token: CancellationToken,
 ) -> Result<(), std::io::Error> {
     let slots = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
+    let failures = HandshakeFailureLog::new("SPIKE Nexus API");
     loop {
         let permit = tokio::select! {
             () = token.cancelled() => break,
@@ -115,6 +125,8 @@ pub async fn serve_api(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let token = token.clone();
+        let failures = failures.clone();
+        let metrics = metrics.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let accepted = tokio::select! {
@@ -124,7 +136,8 @@ pub async fn serve_api(
             let (tls, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::debug!(peer_addr = %addr, error = %e, "TLS handshake failed");
+                    metrics.record_handshake_failure();
+                    failures.report(addr, &e.describe());
                     return;
                 }
             };

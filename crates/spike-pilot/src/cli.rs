@@ -12,6 +12,9 @@ Exit status:
   2  usage error (unknown command or flag, missing argument) or invalid configuration
   3  SPIKE Nexus or the SPIFFE Workload API could not be reached, or TLS identities did
      not match
+  4  SPIKE Nexus answered but is sealed: not bootstrapped yet, waiting for its keepers,
+     holding data without its root key (after a power cut: spike-operator restore DIR),
+     or unable to open its store; the message says which
 
 Data is written to standard output only; errors and prompts go to standard error.
 
@@ -79,6 +82,11 @@ pub enum Command {
         cmd: OperatorCmd,
     },
     /// Show the health of SPIKE Nexus (GET /v1/sys/health).
+    ///
+    /// Exit status: 0 unsealed and serving; 4 SPIKE Nexus answered but is sealed (not
+    /// bootstrapped, sealed waiting for keepers, sealed with data after a power cut, or store
+    /// unavailable; the State line names the way out); 3 SPIKE Nexus unreachable or no SPIFFE
+    /// identity; 1 other errors; 2 usage errors.
     Status(StatusArgs),
     /// Print a shell completion script.
     Completions {

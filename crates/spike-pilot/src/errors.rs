@@ -12,14 +12,27 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Nexus or the SPIFFE Workload API could not be reached, or a TLS identity check failed.
 pub const EXIT_CONNECTION: u8 = 3;
+/// Nexus answered but is sealed: not bootstrapped yet, waiting for its keepers, holding data
+/// without its root key (after a power cut), or unable to open its store.
+pub const EXIT_SEALED: u8 = 4;
 
 /// The first line SPIKE prints when Nexus answers 503 (`state_not_ready`).
 pub const NOT_READY_MESSAGE: &str = "SPIKE is not ready yet. Please wait a moment and try again.";
 
-/// The follow-up SPIKE prints for a persisting `state_not_ready` (always printed here).
-pub const NOT_INITIALIZED_MESSAGE: &str = "SPIKE is not initialized: SPIKE Nexus has no root \
-key yet. Wait a few seconds and try again, and check the SPIKE Nexus logs. If the problem \
-persists, you may need to manually bootstrap via `spike operator restore`.";
+/// The follow-up to [`NOT_READY_MESSAGE`] when Nexus's health could not be read to say more.
+/// It states only what a 503 proves (no root key in memory) and names both ways out.
+pub const SEALED_FALLBACK_MESSAGE: &str = "SPIKE Nexus is sealed (its root key is not in \
+memory); its health could not be read to say why. If it was just started or bootstrapped, wait \
+for SPIKE Bootstrap and the keepers and try again (spike status shows the progress). After a \
+power cut, restore the root key from the recovery shards: spike-operator restore DIR (as root; \
+see docs/operations.md).";
+
+/// The sentence for HTTP 507 (`detail: storage_full`): Nexus's disk is full.
+pub const STORAGE_FULL_HINT: &str = "Reads still work; writes resume by themselves once space \
+is freed under /var/lib/spike-nexus.";
+
+/// Where the cause of an HTTP 5xx answer is logged.
+pub const NEXUS_JOURNAL_HINT: &str = "journalctl -u spike-nexus";
 
 /// The prefix of every Nexus connection failure message (scripts match on it).
 pub const CONNECT_FAILED: &str = "Failed to connect to SPIKE Nexus";
@@ -52,6 +65,22 @@ pub enum PilotError {
         own_id: Option<String>,
         /// The client error (boxed: it is large).
         source: Box<ClientError>,
+    },
+    /// Nexus answered that it is sealed (`state_not_ready`) and its health said why.
+    #[error("{NOT_READY_MESSAGE}\nSPIKE Nexus at {nexus_url} is {state}")]
+    Sealed {
+        /// The Nexus base URL.
+        nexus_url: String,
+        /// The state from the health answer, e.g. `sealed: waiting for bootstrap (0/2
+        /// shards)...` ([`crate::output::StatusReport::sealed_state`]).
+        state: String,
+    },
+    /// The command already printed what is wrong (e.g. `spike status` of a sealed Nexus);
+    /// nothing more goes to standard error, the process exits with `code`.
+    #[error("")]
+    Reported {
+        /// The exit status.
+        code: u8,
     },
     /// A validation or command failure; the message is complete (usually `Error: ...`).
     #[error("{0}")]
@@ -91,6 +120,9 @@ impl PilotError {
             Self::Usage(_) | Self::Config(_) => EXIT_USAGE,
             Self::Identity { .. } => EXIT_CONNECTION,
             Self::Api { source, .. } if is_connection_failure(source) => EXIT_CONNECTION,
+            Self::Api { source, .. } if is_sealed(source) => EXIT_SEALED,
+            Self::Sealed { .. } => EXIT_SEALED,
+            Self::Reported { code } => *code,
             Self::Api { .. } | Self::Failed(_) | Self::Io { .. } => EXIT_FAILURE,
         }
     }
@@ -101,6 +133,11 @@ pub fn is_connection_failure(err: &ClientError) -> bool {
     err.is_unreachable() || err.is_tls_rejection() || matches!(err, ClientError::Identity(_))
 }
 
+/// Whether Nexus answered `state_not_ready` (HTTP 503): it is sealed.
+pub fn is_sealed(err: &ClientError) -> bool {
+    err.error_code() == ErrorCode::StateNotReady
+}
+
 /// The message for a failed Nexus request, following SPIKE's `HandleAPIError` order (§11),
 /// with the URL and cause appended where SPIKE printed only a generic sentence.
 pub fn api_message(err: &ClientError, nexus_url: &str, own_id: Option<&str>) -> String {
@@ -108,16 +145,25 @@ pub fn api_message(err: &ClientError, nexus_url: &str, own_id: Option<&str>) -> 
         return format!("Error: {CONNECT_FAILED} at {nexus_url}: {err}");
     }
     match err.error_code() {
-        ErrorCode::StateNotReady => format!("{NOT_READY_MESSAGE}\n{NOT_INITIALIZED_MESSAGE}"),
+        ErrorCode::StateNotReady => format!("{NOT_READY_MESSAGE}\n{SEALED_FALLBACK_MESSAGE}"),
         ErrorCode::DataMarshalFailure => "Error: Malformed request.".to_owned(),
         ErrorCode::DataUnmarshalFailure => format!("Error: Failed to parse API response. ({err})"),
         ErrorCode::ApiNotFound => "Error: Resource not found.".to_owned(),
         ErrorCode::ApiBadRequest => "Error: Invalid request.".to_owned(),
         ErrorCode::DataInvalidInput => "Error: Invalid input provided.".to_owned(),
+        // Nexus answered, so these are not connection failures.
         ErrorCode::NetPeerConnection => match err.status() {
-            Some(status) => format!(
-                "Error: {CONNECT_FAILED}. (SPIKE Nexus at {nexus_url} answered HTTP {status})"
+            Some(507) => format!(
+                "Error: SPIKE Nexus at {nexus_url} cannot store the change: its disk is full \
+                 (HTTP 507). {STORAGE_FULL_HINT}"
             ),
+            Some(status @ 500..=599) => format!(
+                "Error: SPIKE Nexus at {nexus_url} failed the request (HTTP {status}); the cause \
+                 is in its journal: {NEXUS_JOURNAL_HINT}"
+            ),
+            Some(status) => {
+                format!("Error: SPIKE Nexus at {nexus_url} refused the request (HTTP {status}).")
+            }
             None => format!("Error: {CONNECT_FAILED} at {nexus_url}: {err}"),
         },
         ErrorCode::AccessUnauthorized => match own_id {
@@ -164,7 +210,7 @@ mod tests {
             (
                 ClientError::NotReady { url: url() },
                 NOT_READY_MESSAGE,
-                EXIT_FAILURE,
+                EXIT_SEALED,
             ),
             (
                 ClientError::NotFound { url: url() },
@@ -186,7 +232,26 @@ mod tests {
                     url: url(),
                     status: 500,
                 },
-                "Error: Failed to connect to SPIKE Nexus.",
+                "Error: SPIKE Nexus at https://nexus.test:8553 failed the request (HTTP 500); the \
+                 cause is in its journal: journalctl -u spike-nexus",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Peer {
+                    url: url(),
+                    status: 507,
+                },
+                "Error: SPIKE Nexus at https://nexus.test:8553 cannot store the change: its disk \
+                 is full (HTTP 507). Reads still work; writes resume by themselves once space is \
+                 freed under /var/lib/spike-nexus.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Peer {
+                    url: url(),
+                    status: 413,
+                },
+                "Error: SPIKE Nexus at https://nexus.test:8553 refused the request (HTTP 413).",
                 EXIT_FAILURE,
             ),
             (
@@ -231,9 +296,52 @@ mod tests {
     }
 
     #[test]
-    fn not_ready_mentions_both_spike_messages() {
-        let (got, _) = msg(ClientError::NotReady { url: URL.into() });
-        assert!(got.contains("not ready") && got.contains("not initialized"));
+    fn answered_statuses_are_not_connection_failures() {
+        for status in [500, 502, 507, 413] {
+            let (got, code) = msg(ClientError::Peer {
+                url: URL.into(),
+                status,
+            });
+            assert!(!got.contains(CONNECT_FAILED), "{got}");
+            assert!(got.contains(&format!("(HTTP {status})")), "{got}");
+            assert_eq!(code, EXIT_FAILURE);
+        }
+    }
+
+    #[test]
+    fn not_ready_fallback_does_not_claim_not_initialized() {
+        let (got, code) = msg(ClientError::NotReady { url: URL.into() });
+        assert_eq!(code, EXIT_SEALED);
+        assert!(got.starts_with(NOT_READY_MESSAGE), "{got}");
+        assert!(!got.contains("not initialized"), "{got}");
+        assert!(
+            got.contains("is sealed (its root key is not in memory)"),
+            "{got}"
+        );
+        assert!(
+            got.contains("wait for SPIKE Bootstrap and the keepers"),
+            "{got}"
+        );
+        assert!(got.contains("spike-operator restore DIR"), "{got}");
+    }
+
+    #[test]
+    fn sealed_and_reported() {
+        let e = PilotError::Sealed {
+            nexus_url: URL.into(),
+            state: "sealed: Nexus cannot open its store: disk I/O error".into(),
+        };
+        assert_eq!(e.exit_code(), EXIT_SEALED);
+        assert_eq!(
+            e.message(),
+            format!(
+                "{NOT_READY_MESSAGE}\nSPIKE Nexus at {URL} is sealed: Nexus cannot open its \
+                 store: disk I/O error"
+            )
+        );
+        let quiet = PilotError::Reported { code: EXIT_SEALED };
+        assert_eq!(quiet.exit_code(), EXIT_SEALED);
+        assert!(quiet.message().is_empty());
     }
 
     #[test]

@@ -10,7 +10,12 @@
 //! so a workload can use `spike secret get` under its own identity.
 //!
 //! Exit status: 0 success, 1 API or validation error, 2 usage or configuration error,
-//! 3 connection or identity failure (SPIKE's Go Pilot exits 0 after API errors; §15 row 22).
+//! 3 connection or identity failure, 4 Nexus answered but is sealed (SPIKE's Go Pilot exits 0
+//! after API errors; §15 row 22). `spike status` exits 0 only while Nexus is unsealed and
+//! serving, and 4 when it answered sealed: not bootstrapped, waiting for its keepers, holding
+//! data without its root key (after a power cut: `spike-operator restore DIR`), or unable to
+//! open its store. Any command that gets `state_not_ready` (HTTP 503) reads the health once
+//! and prints the same state, and exits 4.
 //! Data goes to standard output only; errors and prompts go to standard error.
 //!
 //! # Layout
@@ -40,7 +45,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 pub use config::{Config, ConfigError, EnvSource, MapEnv, ProcessEnv};
-pub use errors::{EXIT_CONNECTION, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, PilotError};
+pub use errors::{EXIT_CONNECTION, EXIT_FAILURE, EXIT_OK, EXIT_SEALED, EXIT_USAGE, PilotError};
 
 use crate::cli::{Cli, Command};
 use crate::session::Session;
@@ -138,8 +143,11 @@ where
     match result {
         Ok(()) => EXIT_OK,
         Err(err) => {
-            let _ = writeln!(io.stderr, "{}", err.message());
-            let _ = io.stderr.flush();
+            let message = err.message();
+            if !message.is_empty() {
+                let _ = writeln!(io.stderr, "{message}");
+                let _ = io.stderr.flush();
+            }
             err.exit_code()
         }
     }
@@ -169,6 +177,10 @@ async fn dispatch(cli: Cli, io: &mut Io<'_>, env: &dyn EnvSource) -> Result<(), 
                 }
                 Command::Status(args) => commands::status::run(args, &mut session, io).await,
                 Command::Completions { .. } | Command::Man => Ok(()),
+            };
+            let result = match result {
+                Ok(()) => Ok(()),
+                Err(err) => Err(session.explain(err).await),
             };
             session.close().await;
             result

@@ -206,6 +206,9 @@ pub struct StatusReport {
     pub keepers_reachable: Option<u64>,
     /// Whether the database holds data.
     pub has_data: Option<bool>,
+    /// Why Nexus cannot open its store, when it cannot (absent from older Nexus answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
     /// This CLI's version.
     pub pilot_version: String,
 }
@@ -227,8 +230,54 @@ impl StatusReport {
             threshold: num("threshold"),
             keepers_reachable: num("keepers_reachable"),
             has_data: flag("has_data"),
+            store_error: text("store_error").filter(|e| !e.trim().is_empty()),
             pilot_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
+    }
+}
+
+impl StatusReport {
+    /// `None` while Nexus is unsealed and serving; otherwise why it is sealed and the way out,
+    /// starting with `sealed`. Used by `spike status` and by every command that gets
+    /// `state_not_ready`.
+    pub fn sealed_state(&self) -> Option<String> {
+        fn show(v: Option<u64>) -> String {
+            v.map_or_else(|| "?".to_owned(), |v| v.to_string())
+        }
+        if let Some(cause) = &self.store_error {
+            return Some(format!("sealed: Nexus cannot open its store: {cause}"));
+        }
+        let (k, n) = (show(self.shards_collected), show(self.threshold));
+        match (self.initialized, self.sealed) {
+            (Some(false), _) => Some(format!(
+                "sealed: waiting for bootstrap ({k}/{n} shards). SPIKE Bootstrap has not \
+                 delivered the root key to the keepers yet; check it with journalctl -u \
+                 spike-bootstrap"
+            )),
+            (_, Some(false)) => None,
+            (Some(true), Some(true))
+                if self.has_data == Some(true)
+                    && self.shards_collected.unwrap_or(0) < self.threshold.unwrap_or(u64::MAX) =>
+            {
+                Some(format!(
+                    "sealed: Nexus has data but its root key is not in memory ({k}/{n} shards \
+                     from keepers). After a power cut, restore it from the recovery shards: \
+                     spike-operator restore DIR (as root; see docs/operations.md)"
+                ))
+            }
+            (_, Some(true)) => Some(format!(
+                "sealed: waiting for the keepers ({k}/{n} shards collected, {} keepers \
+                 reachable)",
+                show(self.keepers_reachable)
+            )),
+            (_, None) if self.http_status == 200 => None,
+            (_, None) => Some("sealed (its root key is not in memory)".to_owned()),
+        }
+    }
+
+    /// Whether Nexus is unsealed and serving (`spike status` exits 0).
+    pub fn is_serving(&self) -> bool {
+        self.sealed_state().is_none()
     }
 }
 
@@ -241,12 +290,9 @@ pub fn status(report: &StatusReport, format: Format) -> String {
             fn show<T: ToString>(v: Option<T>) -> String {
                 v.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
             }
-            let state = match (report.initialized, report.sealed) {
-                (Some(false), _) => "not initialized (never bootstrapped)",
-                (_, Some(true)) => "sealed (waiting for the root key)",
-                (Some(true), Some(false)) => "ready",
-                _ => "unknown",
-            };
+            let state = report
+                .sealed_state()
+                .unwrap_or_else(|| "ready (unsealed and serving)".to_owned());
             let mut out = String::new();
             out.push_str(&format!("SPIKE Nexus:       {}\n", report.nexus_url));
             out.push_str(&format!("State:             {state}\n"));
@@ -265,6 +311,9 @@ pub fn status(report: &StatusReport, format: Format) -> String {
                 show(report.keepers_reachable)
             ));
             out.push_str(&format!("Has data:          {}\n", show(report.has_data)));
+            if let Some(cause) = &report.store_error {
+                out.push_str(&format!("Store error:       {cause}\n"));
+            }
             out.push_str(&format!(
                 "Nexus version:     {} (build {})\n",
                 show(report.nexus_version.clone()),
@@ -650,7 +699,11 @@ mod tests {
         });
         let r = StatusReport::from_health("https://n:1", 200, &body);
         let human = status(&r, Format::Human);
-        assert!(human.contains("State:             ready\n"), "{human}");
+        assert!(
+            human.contains("State:             ready (unsealed and serving)\n"),
+            "{human}"
+        );
+        assert!(r.is_serving());
         assert!(human.contains("Shards collected:  0 of 2\n"), "{human}");
         assert!(
             human.contains("Nexus version:     0.1.0 (build dev)\n"),
@@ -665,7 +718,83 @@ mod tests {
             503,
             &serde_json::json!({"initialized": true, "sealed": true}),
         );
-        assert!(status(&sealed, Format::Human).contains("sealed (waiting"));
+        assert!(
+            status(&sealed, Format::Human)
+                .contains("State:             sealed: waiting for the keepers"),
+            "{}",
+            status(&sealed, Format::Human)
+        );
+        assert!(!sealed.is_serving());
+        assert!(json.get("store_error").is_none(), "{json}");
+    }
+
+    fn report(body: Value, http: u16) -> StatusReport {
+        StatusReport::from_health("https://n:1", http, &body)
+    }
+
+    #[test]
+    fn sealed_states_name_the_way_out() {
+        let fresh = report(
+            serde_json::json!({"initialized": false, "sealed": true, "shards_collected": 0,
+                "threshold": 2, "has_data": false}),
+            501,
+        );
+        let state = fresh.sealed_state().unwrap();
+        assert!(
+            state.starts_with("sealed: waiting for bootstrap (0/2 shards)"),
+            "{state}"
+        );
+
+        let power_cut = report(
+            serde_json::json!({"initialized": true, "sealed": true, "shards_collected": 1,
+                "threshold": 2, "keepers_reachable": 3, "has_data": true}),
+            503,
+        );
+        let state = power_cut.sealed_state().unwrap();
+        assert_eq!(
+            state,
+            "sealed: Nexus has data but its root key is not in memory (1/2 shards from keepers). \
+             After a power cut, restore it from the recovery shards: spike-operator restore DIR \
+             (as root; see docs/operations.md)"
+        );
+        assert!(!state.contains("not initialized"));
+        let human = status(&power_cut, Format::Human);
+        assert!(human.contains("spike-operator restore DIR"), "{human}");
+        assert!(!human.contains("not initialized"), "{human}");
+
+        let store = report(
+            serde_json::json!({"initialized": true, "sealed": true, "has_data": true,
+                "shards_collected": 0, "threshold": 2,
+                "store_error": "unable to open database file"}),
+            503,
+        );
+        assert_eq!(
+            store.sealed_state().unwrap(),
+            "sealed: Nexus cannot open its store: unable to open database file"
+        );
+        let json: Value = serde_json::from_str(&status(&store, Format::Json)).unwrap();
+        assert_eq!(json["store_error"], "unable to open database file");
+        assert!(status(&store, Format::Human).contains("Store error:       unable to open"));
+
+        // Tolerant parsing: wrong type or empty is no store error.
+        let odd = report(
+            serde_json::json!({"initialized": true, "sealed": false, "store_error": 5}),
+            200,
+        );
+        assert_eq!(odd.store_error, None);
+        assert!(odd.is_serving());
+        let empty = report(
+            serde_json::json!({"initialized": true, "sealed": false, "store_error": ""}),
+            200,
+        );
+        assert!(empty.is_serving());
+
+        // An answer without the flags: the HTTP status decides.
+        assert!(report(Value::Null, 200).is_serving());
+        assert_eq!(
+            report(Value::Null, 503).sealed_state().as_deref(),
+            Some("sealed (its root key is not in memory)")
+        );
     }
 
     #[test]

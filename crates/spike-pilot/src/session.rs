@@ -2,7 +2,9 @@
 //!
 //! Commands validate their input first and only then ask for [`Session::nexus`], so argument
 //! and input errors never need the Workload API. Both connection steps are bounded: the
-//! SVID by `spiffe_timeout`, each request by `timeout`.
+//! SVID by `spiffe_timeout`, each request by `timeout`. The SVID is fetched with one
+//! Workload API call that is closed after its answer, so the SPIRE agent sees a clean end
+//! of the stream rather than a cancelled one.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,10 +14,14 @@ use spike_identity::{Identity, IdentityError, IdentityOptions, SpiffeId};
 use spike_proto::Role;
 
 use crate::config::Config;
-use crate::errors::PilotError;
+use crate::errors::{PilotError, is_sealed};
+use crate::output::StatusReport;
 
 /// Upper bound on the connect and TLS handshake phases.
 const MAX_CONNECT: Duration = Duration::from_secs(10);
+
+/// Upper bound on the health look-up that explains a `state_not_ready` answer.
+const MAX_HEALTH_PROBE: Duration = Duration::from_secs(3);
 
 /// One CLI invocation's connection state.
 pub struct Session {
@@ -51,6 +57,36 @@ impl Session {
             own_id: self.own_id(),
             source: Box::new(source),
         }
+    }
+
+    /// Makes a `state_not_ready` (HTTP 503) answer precise: asks Nexus's health once (best
+    /// effort, bounded) and returns [`PilotError::Sealed`] naming the state and the way out
+    /// (bootstrap, keepers, `spike-operator restore` after a power cut, store error). Any
+    /// other error, or a health look-up that fails, is returned unchanged (its message then
+    /// is the generic sealed text). Called once for every command, at the edge.
+    pub async fn explain(&self, err: PilotError) -> PilotError {
+        let PilotError::Api { source, .. } = &err else {
+            return err;
+        };
+        if !is_sealed(source) {
+            return err;
+        }
+        let Some(nexus) = &self.nexus else {
+            return err;
+        };
+        let bound = self.config.timeout.min(MAX_HEALTH_PROBE);
+        let health = match tokio::time::timeout(bound, nexus.health()).await {
+            Ok(Ok(health)) if health.is_supported() => health,
+            // No health route (a Go Nexus), a failed or a slow look-up: the generic text.
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return err,
+        };
+        let nexus_url = self.config.nexus_url.to_string();
+        let report = StatusReport::from_health(&nexus_url, health.status, &health.body);
+        let state = report.sealed_state().unwrap_or_else(|| {
+            // It unsealed between the request and the health look-up.
+            "unsealed now, but was sealed when the request arrived; try again".to_owned()
+        });
+        PilotError::Sealed { nexus_url, state }
     }
 
     /// The Nexus client, obtaining the SVID first if needed.
@@ -89,7 +125,8 @@ impl Session {
         Ok(client)
     }
 
-    /// Stops the Workload API watcher, if one was started.
+    /// Releases the identity. The SVID was fetched once ([`Identity::fetch_once`]), so no
+    /// Workload API stream is open by now; this also stops a watcher if one ever was.
     pub async fn close(self) {
         if let Some(identity) = self.identity {
             identity.shutdown().await;
@@ -138,7 +175,10 @@ async fn connect_identity(config: &Config) -> Result<Identity, PilotError> {
         expected_id,
         trust_domains: Some(trust_domains),
     };
-    Identity::connect_with(options)
+    // One FetchX509SVID call, closed after its first answer: a CLI that lives for a second
+    // must not leave SPIRE a watching stream to cancel mid-attestation at exit (the agent
+    // logs each such cancel as an error).
+    Identity::fetch_once(options)
         .await
         .map_err(|err| match err {
             IdentityError::Timeout {

@@ -9,6 +9,8 @@ mod http;
 #[cfg(test)]
 mod mtls;
 #[cfg(test)]
+mod once;
+#[cfg(test)]
 mod spire;
 #[cfg(test)]
 mod support;

@@ -42,8 +42,18 @@ async fn server_rejects_an_unexpected_client_id() {
     let server = keeper.server_config(allow_ids([id(NEXUS)])).unwrap();
     let client = pilot.client_config(allow_any()).unwrap();
     let out = handshake(server, client).await;
-    let err = out.server.unwrap_err().to_string();
-    assert!(err.contains("not authorized"), "{err}");
+    let err = out.server.unwrap_err();
+    assert!(err.to_string().contains("not authorized"), "{err}");
+    // The accept loop's log line names the rejected client's SPIFFE ID and the reason.
+    assert_eq!(
+        err.describe(),
+        format!("client {PILOT} rejected: SPIFFE ID not authorized")
+    );
+    let rejected = spike_identity::PeerRejected::find(&err).unwrap();
+    assert_eq!(
+        rejected.1.as_ref().map(ToString::to_string).as_deref(),
+        Some(PILOT)
+    );
 }
 
 #[tokio::test]

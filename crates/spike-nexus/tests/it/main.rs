@@ -11,6 +11,8 @@ mod config_examples;
 #[cfg(test)]
 mod day_two;
 #[cfg(test)]
+mod handshake;
+#[cfg(test)]
 mod harness;
 #[cfg(test)]
 mod keepers;

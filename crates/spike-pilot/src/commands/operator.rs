@@ -14,7 +14,7 @@ use super::{say, tell, write_stdout};
 use crate::Io;
 use crate::cli::OperatorCmd;
 use crate::config::EnvSource;
-use crate::errors::{PilotError, is_connection_failure};
+use crate::errors::{PilotError, is_connection_failure, is_sealed};
 use crate::session::Session;
 
 /// `SPIKE_PILOT_RECOVERY_DIR`.
@@ -40,7 +40,7 @@ pub async fn run(
             prepare_dir(&dir)?;
             let nexus = session.nexus().await?;
             let shards = nexus.recover().await.map_err(|e| match e {
-                e if is_connection_failure(&e) => session.api_error(e),
+                e if is_connection_failure(&e) || is_sealed(&e) => session.api_error(e),
                 e => PilotError::failed(format!(
                     "Error: Failed to retrieve recovery shards.\n{}",
                     session.api_error(e).message()

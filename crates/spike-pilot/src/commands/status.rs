@@ -2,17 +2,20 @@
 
 use crate::Io;
 use crate::cli::StatusArgs;
-use crate::errors::PilotError;
+use crate::errors::{EXIT_SEALED, PilotError};
 use crate::output::{self, Format, StatusReport};
 use crate::session::Session;
 
 use super::write_stdout;
 
-/// Runs `spike status`. Exits 0 whenever Nexus answered the health route (sealed or not);
-/// the state is in the output.
+/// Runs `spike status`: prints the live health (the state names the way out of a sealed
+/// state) and tells the states apart by exit status.
 ///
 /// # Errors
-/// Connection failures, or a Nexus without the health route (e.g. a Go SPIKE Nexus).
+/// [`PilotError::Reported`] with [`EXIT_SEALED`] (4) after printing the report when Nexus
+/// answered but is sealed (not bootstrapped, waiting for keepers, data without its root key,
+/// store unavailable); connection failures (3); a Nexus without the health route, e.g. a Go
+/// SPIKE Nexus (1).
 pub async fn run(
     args: StatusArgs,
     session: &mut Session,
@@ -30,5 +33,10 @@ pub async fn run(
         )));
     }
     let report = StatusReport::from_health(&url, health.status, &health.body);
-    write_stdout(io, output::status(&report, format).as_bytes())
+    write_stdout(io, output::status(&report, format).as_bytes())?;
+    if report.is_serving() {
+        Ok(())
+    } else {
+        Err(PilotError::Reported { code: EXIT_SEALED })
+    }
 }

@@ -344,6 +344,18 @@ pub(crate) async fn script(cli: &Cli<'_>, w: &World, cluster: Cluster, key: &Roo
         cli.kind,
         run.stderr
     );
+    if matches!(cli.kind, CliKind::Ours) {
+        // Sealed with data after a "power cut": the way out is named, with exit status 4.
+        assert_eq!(run.code, 4, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("Nexus has data but its root key is not in memory")
+                && run.stderr.contains("spike-operator restore DIR"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("not initialized"), "{}", run.stderr);
+    }
     let shard = |id: u16| std::fs::read(dir.join(format!("spike.recovery.{id}.txt"))).unwrap();
     cli.expect(
         RESTORE,

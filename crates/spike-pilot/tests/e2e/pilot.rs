@@ -35,7 +35,7 @@ async fn sealed_nexus_is_not_ready_on_stderr_only() {
     ];
     for (role, args, stdin) in cases {
         let run = cli.run(role, n, args, stdin).await;
-        assert_eq!(run.code, 1, "spike {args:?}: {}", run.stderr);
+        assert_eq!(run.code, 4, "spike {args:?}: {}", run.stderr);
         assert!(
             run.stdout.is_empty(),
             "spike {args:?} printed {:?}",
@@ -47,6 +47,15 @@ async fn sealed_nexus_is_not_ready_on_stderr_only() {
             "spike {args:?}: {}",
             run.stderr
         );
+        // The health says why: never bootstrapped (and never "not initialized" as a guess).
+        assert!(
+            run.stderr.contains(&format!(
+                "SPIKE Nexus at {} is sealed: waiting for bootstrap (0/{THRESHOLD} shards)",
+                n.url()
+            )),
+            "spike {args:?}: {}",
+            run.stderr
+        );
     }
     // recover wrote nothing
     let dir = cli.recovery_dir();
@@ -54,7 +63,8 @@ async fn sealed_nexus_is_not_ready_on_stderr_only() {
 
     // status answers while sealed: HTTP 501, never bootstrapped
     let run = cli.run(SUPERUSER, n, &["status", "-f", "json"], b"").await;
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
     let status = parse(&run.stdout_text());
     assert_eq!(status["http_status"], 501);
     assert_eq!(status["initialized"], false);
@@ -65,9 +75,13 @@ async fn sealed_nexus_is_not_ready_on_stderr_only() {
     assert_eq!(status["nexus_url"], n.url());
     assert_eq!(status["pilot_version"], env!("CARGO_PKG_VERSION"));
     assert!(status["nexus_version"].is_string());
-    let human = cli.ok(SUPERUSER, n, &["status"], b"").await;
+    let run = cli.run(SUPERUSER, n, &["status"], b"").await;
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let human = run.stdout_text();
     assert!(
-        human.contains("not initialized (never bootstrapped)"),
+        human.contains(&format!(
+            "State:             sealed: waiting for bootstrap (0/{THRESHOLD} shards)"
+        )),
         "{human}"
     );
     cluster.stop().await;
