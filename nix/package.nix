@@ -32,6 +32,8 @@ let
     "spike-nexus.service"
     "spike-bootstrap.service"
     "spike-ready.service"
+    "spike-ready.socket"
+    "spike-ready-trigger.service"
     "spike-register.service"
     "spike-spire-join.service"
     "spike.target"

@@ -111,7 +111,8 @@ in
 
   config = lib.mkIf ncfg.enable {
     environment.etc."spike/nexus.toml".source = file;
-    # Served on the fd of spike-nexus-health.socket (the path spike-ready.service polls).
+    # Served on the fd of spike-nexus-health.socket (the path spike-ready.service and
+    # spike-ready-trigger.service poll).
     services.spike.nexus.settings.health_socket = lib.mkDefault "/run/spike/nexus-health.sock";
 
     # The appliance: SPIRE, keepers and Nexus, bootstrap, then ready (units/spike.target).
@@ -125,6 +126,9 @@ in
       ];
     };
     systemd.sockets.spike-nexus-health.wantedBy = [ "sockets.target" ];
+    # Readiness (ARCHITECTURE.md): spike-ready-trigger.service pokes this socket whenever Nexus
+    # is unsealed, which starts spike-ready.service and, through it, spike.target.
+    systemd.sockets.spike-ready.wantedBy = [ "sockets.target" ];
 
     systemd.services.spike-nexus = {
       # Never restarted by `nixos-rebuild switch`: a restart drops the root key held in memory,

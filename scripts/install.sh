@@ -61,7 +61,8 @@ DOCDIR="$PREFIX/share/doc/spike" SYSCONFDIR=/etc
 BINARIES=(spike-nexus spike-keeper spike-bootstrap spike)
 UNITS=(spire-server.service spire-agent.service spike-spire-join.service spike-register.service
        spike-keeper@.socket spike-keeper@.service spike-nexus.socket spike-nexus.service
-       spike-nexus-health.socket spike-bootstrap.service spike-ready.service spike.target)
+       spike-nexus-health.socket spike-bootstrap.service spike-ready.socket spike-ready.service
+       spike-ready-trigger.service spike.target)
 say() { echo "install.sh: $*" >&2; }
 
 if ((UNINSTALL)); then
@@ -159,7 +160,7 @@ ListenStream=0.0.0.0:8443"
     # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
     systemctl "${sysctl_root[@]}" mask spire-server.service spike-register.service \
       spike-nexus.service spike-nexus.socket spike-nexus-health.socket spike-bootstrap.service \
-      spike-ready.service >/dev/null 2>&1
+      spike-ready.service spike-ready.socket spike-ready-trigger.service >/dev/null 2>&1
     keeper_sockets=("spike-keeper@$KEEPER_ID.socket") ;;
 esac
 
@@ -169,10 +170,10 @@ if ((ENABLE)); then
     units=(spike.target spire-agent.service spike-spire-join.service)
   else
     units=(spike.target spire-server.service spike-spire-join.service spire-agent.service spike-register.service spike-nexus.socket
-           spike-nexus-health.socket spike-nexus.service spike-bootstrap.service spike-ready.service)
+           spike-nexus-health.socket spike-nexus.service spike-bootstrap.service spike-ready.socket spike-ready.service)
   fi
   systemctl "${sysctl_root[@]}" enable "${units[@]}" "${keeper_sockets[@]}" >/dev/null 2>&1 \
     || { say "systemctl enable failed"; exit 1; }
   if [[ "$R" == "" && -d /run/systemd/system ]]; then systemctl daemon-reload; fi
 fi
-say "done. Start it with: systemctl start spike.target"
+say "done. Start it with: systemctl start --no-block spike.target; then watch: spike-operator status"

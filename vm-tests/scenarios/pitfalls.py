@@ -26,7 +26,7 @@ with subtest("shuffled start order converges"):
     machine.succeed("sleep 2; systemctl start spire-agent.service")
     machine.succeed("systemctl start spike-bootstrap.service --no-block")
     machine.wait_for_unit("spike-bootstrap.service", timeout=240)
-    machine.succeed("systemctl start spike.target")
+    machine.succeed("systemctl start --no-block spike.target")
     machine.wait_for_unit("spike.target", timeout=240)
 
 with subtest("a trust root missing from config names the rejected SPIFFE ID"):

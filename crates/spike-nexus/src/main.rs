@@ -45,12 +45,28 @@ enum Command {
         #[arg(long, default_value = "300s", value_parser = spike_daemon::config::parse_go_duration)]
         timeout: std::time::Duration,
     },
-    /// Run as spike-ready.service: READY=1 once Nexus is unsealed, exit once it is not.
+    /// Run as spike-ready.service: READY=1 once Nexus is unsealed (fail after --wait), exit
+    /// once it is not.
     WatchReady {
         /// The health unix socket.
         #[arg(long, default_value = "/run/spike/nexus-health.sock")]
         socket: PathBuf,
         /// Probe interval while ready (Go duration).
+        #[arg(long, default_value = "1s", value_parser = spike_daemon::config::parse_go_duration)]
+        interval: std::time::Duration,
+        /// How long to wait for unsealed before failing the start (Go duration).
+        #[arg(long, default_value = "90s", value_parser = spike_daemon::config::parse_go_duration)]
+        wait: std::time::Duration,
+    },
+    /// Run as spike-ready-trigger.service: while Nexus is unsealed, poke spike-ready.socket.
+    TriggerReady {
+        /// The health unix socket.
+        #[arg(long, default_value = "/run/spike/nexus-health.sock")]
+        socket: PathBuf,
+        /// The socket of spike-ready.socket.
+        #[arg(long, default_value = "/run/spike/ready.sock")]
+        trigger: PathBuf,
+        /// Probe interval (Go duration).
         #[arg(long, default_value = "1s", value_parser = spike_daemon::config::parse_go_duration)]
         interval: std::time::Duration,
     },
@@ -81,9 +97,33 @@ fn main() -> ExitCode {
     if let Some(Command::WaitUnsealed { socket, timeout }) = &args.command {
         return probe_main(|rt| rt.block_on(probe::wait_unsealed(socket, *timeout)));
     }
-    if let Some(Command::WatchReady { socket, interval }) = &args.command {
+    if let Some(Command::WatchReady {
+        socket,
+        interval,
+        wait,
+    }) = &args.command
+    {
         let notifier = spike_daemon::notify::Notifier::from_env();
-        return probe_main(|rt| rt.block_on(probe::watch_ready(socket, *interval, &notifier)));
+        return probe_main(|rt| {
+            rt.block_on(async {
+                // The fd named "trigger" of spike-ready.socket, when socket-activated.
+                let trigger = spike_daemon::listen::take_listeners()
+                    .and_then(|mut fds| fds.take_unix("trigger"))
+                    .map_err(|e| e.to_string())?;
+                probe::watch_ready(socket, *interval, *wait, &notifier, trigger).await
+            })
+        });
+    }
+    if let Some(Command::TriggerReady {
+        socket,
+        trigger,
+        interval,
+    }) = &args.command
+    {
+        let notifier = spike_daemon::notify::Notifier::from_env();
+        return probe_main(|rt| {
+            rt.block_on(probe::trigger_ready(socket, trigger, *interval, &notifier))
+        });
     }
     let config = match config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,

@@ -223,37 +223,58 @@ pub async fn wait_unsealed(path: &Path, timeout: Duration) -> Result<(), String>
     }
 }
 
-/// `spike-ready.service`: waits (unit "activating", `STATUS=` says for what) until Nexus is
-/// unsealed, then sends `READY=1`, then probes every `interval` and returns as soon as Nexus is
-/// sealed, stopped, or has not answered [`UNANSWERED_LIMIT`] probes in a row. The unit then
-/// goes inactive, and `spike.target`, bound to it, with it; `spike-nexus.service` upholds the
-/// unit, so it starts waiting again by itself while Nexus runs.
+/// `spike-ready.service`: waits (unit "activating", `STATUS=` says for what) at most `wait`
+/// until Nexus is unsealed, then sends `READY=1`, then probes every `interval` and returns as
+/// soon as Nexus is sealed, stopped, or has not answered [`UNANSWERED_LIMIT`] probes in a row.
+/// The unit then goes inactive, and `spike.target`, bound to it, with it.
+///
+/// Connections on `trigger` (`spike-ready.socket`, which `spike-ready-trigger.service` pokes
+/// whenever Nexus is unsealed) are accepted and dropped for the whole run, so that the socket
+/// never re-activates the unit by itself.
 ///
 /// # Errors
-/// Never while waiting; the text of the state that ended readiness is logged, not returned.
+/// Nexus not unsealed within `wait` (the unit's start then fails, and the start job that
+/// waited on it ends instead of holding the boot), or `READY=1` could not be sent.
 pub async fn watch_ready(
     path: &Path,
     interval: Duration,
+    wait: Duration,
     notifier: &spike_daemon::notify::Notifier,
+    trigger: Option<tokio::net::UnixListener>,
 ) -> Result<(), String> {
+    let _drain = trigger.map(|listener| {
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                drop(conn);
+            }
+        })
+    });
     let probe_timeout = Duration::from_secs(2);
     let status = |text: &str| {
         if let Err(e) = notifier.status(text) {
             eprintln!("spike-nexus: sd_notify STATUS failed: {e}");
         }
     };
-    // Waiting for unsealed.
+    // Waiting for unsealed, for at most `wait`.
+    let deadline = tokio::time::Instant::now() + wait;
     let mut last = String::new();
     loop {
         let result = health(path, probe_timeout).await;
         if Observation::of(&result) == Observation::Unsealed {
             break;
         }
-        let now = format!("waiting for Nexus: {}", result_text(&result));
+        let now = result_text(&result);
         if now != last {
-            eprintln!("spike-nexus: {now}");
-            status(&now);
+            eprintln!("spike-nexus: waiting for Nexus: {now}");
+            status(&format!("waiting for Nexus: {now}"));
             last = now;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "Nexus is not unsealed after {} s ({last}); spike.target stays inactive, and \
+                 spike-ready-trigger.service starts this unit again once Nexus is unsealed",
+                wait.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -282,6 +303,37 @@ pub async fn watch_ready(
             status(&format!("left ready: {why}"));
             return Ok(());
         }
+    }
+}
+
+/// `spike-ready-trigger.service`: probes Nexus every `interval` for as long as Nexus runs
+/// (the unit is bound to it), and while Nexus is unsealed connects to `trigger`
+/// (`spike-ready.socket`), which starts `spike-ready.service` when it is not running. Waiting
+/// for an unseal is thus an active unit, never a start job that would hold the boot.
+pub async fn trigger_ready(
+    path: &Path,
+    trigger: &Path,
+    interval: Duration,
+    notifier: &spike_daemon::notify::Notifier,
+) -> Result<(), String> {
+    let mut last = String::new();
+    loop {
+        let result = health(path, Duration::from_secs(2)).await;
+        let unsealed = Observation::of(&result) == Observation::Unsealed;
+        let mut now = result_text(&result);
+        if unsealed {
+            if let Err(e) = tokio::net::UnixStream::connect(trigger).await {
+                now = format!("unsealed, but {} is not reachable: {e}", trigger.display());
+            }
+        }
+        if now != last {
+            eprintln!("spike-nexus: {now}");
+            if let Err(e) = notifier.status(&now) {
+                eprintln!("spike-nexus: sd_notify STATUS failed: {e}");
+            }
+            last = now;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -391,10 +443,16 @@ mod tests {
         });
         let notifier = spike_daemon::notify::Notifier::with_socket(&notify);
         let sock2 = sock.clone();
-        let watcher =
-            tokio::spawn(
-                async move { watch_ready(&sock2, Duration::from_millis(50), &notifier).await },
-            );
+        let watcher = tokio::spawn(async move {
+            watch_ready(
+                &sock2,
+                Duration::from_millis(50),
+                Duration::from_secs(30),
+                &notifier,
+                None,
+            )
+            .await
+        });
         server.await.unwrap();
         std::fs::remove_file(&sock).unwrap();
         tokio::time::timeout(Duration::from_secs(10), watcher)
@@ -413,5 +471,38 @@ mod tests {
         let ready_at = seen.find("READY=1").expect("READY=1 sent");
         assert!(seen[..ready_at].contains("waiting for Nexus"), "{seen}");
         assert!(seen[ready_at..].contains("left ready"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn watcher_gives_up_after_its_wait_and_drains_the_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("absent.sock");
+        let trigger_path = dir.path().join("trigger.sock");
+        let trigger = tokio::net::UnixListener::bind(&trigger_path).unwrap();
+        let notifier = spike_daemon::notify::Notifier::disabled();
+        let poke = trigger_path.clone();
+        let poker = tokio::spawn(async move {
+            for _ in 0..3 {
+                let mut s = tokio::net::UnixStream::connect(&poke).await.unwrap();
+                // The watcher accepts and drops: the read sees end of file.
+                let mut buf = [0u8; 1];
+                assert_eq!(s.read(&mut buf).await.unwrap(), 0);
+            }
+        });
+        let err = watch_ready(
+            &sock,
+            Duration::from_millis(50),
+            Duration::from_millis(1200),
+            &notifier,
+            Some(trigger),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.contains("not unsealed after 1 s"), "{err}");
+        assert!(
+            err.contains("cannot reach the Nexus health socket"),
+            "{err}"
+        );
+        poker.await.unwrap();
     }
 }
