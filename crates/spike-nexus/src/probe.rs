@@ -321,10 +321,8 @@ pub async fn trigger_ready(
         let result = health(path, Duration::from_secs(2)).await;
         let unsealed = Observation::of(&result) == Observation::Unsealed;
         let mut now = result_text(&result);
-        if unsealed {
-            if let Err(e) = tokio::net::UnixStream::connect(trigger).await {
-                now = format!("unsealed, but {} is not reachable: {e}", trigger.display());
-            }
+        if unsealed && let Err(e) = tokio::net::UnixStream::connect(trigger).await {
+            now = format!("unsealed, but {} is not reachable: {e}", trigger.display());
         }
         if now != last {
             eprintln!("spike-nexus: {now}");
