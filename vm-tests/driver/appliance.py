@@ -10,6 +10,7 @@ Exit status of `status` (and of `up` when it stops waiting): 0 unsealed and serv
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def explain(m: nspawn.Machine) -> str:
     boot = m.get_unit_info("spike-bootstrap.service")
     if boot.get("LoadState") == "masked":
         text += ("\n  -> spike-bootstrap.service is masked: Nexus waits for a root key that nobody generates."
-                 "\n     Unmask it (systemctl unmask spike-bootstrap.service) and start spike.target.")
+                 "\n     Unmask it (systemctl unmask spike-bootstrap.service) and start it"
+                 " (systemctl start --no-block spike-bootstrap.service).")
     elif boot.get("ActiveState") == "failed":
         text += "\n  -> bootstrap failed; see: scripts/appliance.sh shell, then journalctl -u spike-bootstrap"
     return text
@@ -99,12 +101,7 @@ SEALED_WITH_DATA = """appliance: SPIKE Nexus is sealed: it has data, but no keep
   Keepers keep their shards in RAM only, so after a power cut or a reboot of the whole machine
   Nexus needs the recovery shards you exported while it was healthy. Restore it with:
     sudo scripts/appliance.sh restore DIR      # DIR holds spike.recovery.<id>.txt files
-  (inside the machine: spike-operator restore DIR). See docs/operations.md, "After a power cut"."""
-
-
-def sealed_with_data(h: dict) -> bool:
-    return bool(h.get("sealed") and h.get("has_data") and not h.get("store_error")
-                and h.get("shards_collected", 0) < h.get("threshold", 1))
+  (inside the machine: spike-operator restore DIR). See docs/operations.md, "A full power cut"."""
 
 
 def up() -> int:
@@ -138,20 +135,25 @@ def up() -> int:
             print(now, file=sys.stderr, flush=True)
             last = now
         h = health(m)
-        # Sealed with data and the keepers empty does not pass by waiting (a power cut):
-        # say so after a short grace (keepers that do hold shards answer within seconds).
-        if sealed_with_data(h) and h.get("keepers_reachable", 0) >= h.get("threshold", 1):
+        # Sealed with data and no keeper able to unseal it does not pass by waiting (a power
+        # cut). Nexus itself decides that and names the way back in its STATUS=; say so after
+        # a short grace instead of waiting out the deadline.
+        nexus_status = m.get_unit_info("spike-nexus.service").get("StatusText", "")
+        if h.get("sealed") and "spike-operator restore" in nexus_status:
             sealed_since = sealed_since or time.monotonic()
-            if time.monotonic() - sealed_since > 20:
+            if time.monotonic() - sealed_since > 10:
                 print(SEALED_WITH_DATA.format(collected=h.get("shards_collected", 0),
                                               threshold=h.get("threshold", "?")), file=sys.stderr)
                 return EXIT_SEALED
+        elif h.get("store_error"):
+            sealed_since = sealed_since or time.monotonic()
+            if time.monotonic() - sealed_since > 30:
+                print(f"appliance: SPIKE Nexus cannot open its store: {h['store_error']}\n"
+                      "  It retries by itself once the cause is fixed (free space under /var/lib/spike-nexus;\n"
+                      "  see journalctl -u spike-nexus inside: sudo scripts/appliance.sh shell).", file=sys.stderr)
+                return EXIT_SEALED
         else:
             sealed_since = None
-        if h.get("store_error"):
-            print(f"appliance: SPIKE Nexus cannot open its store: {h['store_error']}\n"
-                  "  It retries by itself; free the space or fix the cause (journalctl -u spike-nexus).",
-                  file=sys.stderr)
         if time.monotonic() > deadline:
             print("appliance: spike.target not reached after 300 s; the state above says what is missing",
                   file=sys.stderr)
@@ -181,25 +183,47 @@ Inside, Nexus listens on :8553 (mutual TLS with SPIFFE IDs), health on /run/spik
     return 0
 
 
+SHARD = re.compile(r"^spike:([0-9]+):[0-9a-f]{64}$")
+
+
 def recover(dest: str) -> int:
-    """Export the recovery shards from the running appliance into DIR on this host."""
+    """Export the recovery shards from the running appliance into DIR on this host.
+
+    DIR is created 0700 and each file 0600, with O_EXCL|O_NOFOLLOW so that nothing planted in
+    DIR receives a shard; under sudo both are handed to the invoking user, who must move them
+    off the host."""
     m = running()
     r = m._nsenter(["spike-operator", "recover", "-"], timeout=120)
     sys.stderr.write(r.stderr)
     if r.returncode != 0:
         return r.returncode
     shards = r.stdout.split()
+    if not shards or not all(SHARD.match(x) for x in shards):
+        print("appliance: spike-operator recover returned something that is not a list of shards; "
+              "nothing was written", file=sys.stderr)
+        return 1
     out = Path(dest)
-    old = os.umask(0o077)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        out.chmod(0o700)
-        for f in out.glob("spike.recovery.*.txt"):
-            f.unlink()
-        for shard in shards:
-            (out / f"spike.recovery.{shard.split(':')[1]}.txt").write_text(shard)
-    finally:
-        os.umask(old)
+    if out.is_symlink():
+        print(f"appliance: {out} is a symbolic link; name a directory", file=sys.stderr)
+        return 1
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = out.stat()
+    owner = int(os.environ.get("SUDO_UID", "0"))
+    if st.st_uid not in (0, owner):
+        print(f"appliance: {out} belongs to uid {st.st_uid}; name a directory you own", file=sys.stderr)
+        return 1
+    out.chmod(0o700)
+    for f in out.glob("spike.recovery.*.txt"):
+        f.unlink()
+    for shard in shards:
+        path = out / f"spike.recovery.{SHARD.match(shard).group(1)}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(shard)
+        if "SUDO_UID" in os.environ:
+            os.chown(path, owner, int(os.environ.get("SUDO_GID", "0")))
+    if "SUDO_UID" in os.environ:
+        os.chown(out, owner, int(os.environ.get("SUDO_GID", "0")))
     step(f"wrote {len(shards)} recovery shards to {out} (mode 0600). Move them off this host and keep "
          "them offline, apart from each other.")
     return 0

@@ -28,6 +28,9 @@ with subtest("the disk fills during a write loop; acknowledged writes stay, read
         "  spike secret put full/k$i v=$i$(head -c 600 /dev/zero | tr '\\0' x) >/dev/null 2>/var/tmp/put.err "
         "    || { echo $i > /var/tmp/failed_at; break; }; echo $i >> /var/tmp/acked; done; test -s /var/tmp/failed_at"
     )
+    acked = machine.succeed("cat /var/tmp/acked 2>/dev/null || true").split()
+    assert acked, "no write was acknowledged before the disk filled: the loop did not exercise a filling disk"
+    log(f"MEASURE disk full: {len(acked)} writes acknowledged before the first refused one")
     err = machine.succeed("cat /var/tmp/put.err")
     assert "disk is full" in err, f"the CLI does not name the full disk: {err}"
     assert "Failed to connect" not in err, err

@@ -17,7 +17,8 @@
 //! - [`recovery`]: keeper recovery, periodic shard push and keeper probing.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`audit`]: the per-request audit event.
-//! - [`probe`]: local health-socket probes (`spike-nexus health`, `wait-unsealed`).
+//! - [`probe`]: local health-socket probes (`spike-nexus health`, `wait-unsealed`) and the
+//!   readiness units (`watch-ready`, `trigger-ready`).
 
 pub mod api;
 pub mod audit;
