@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 import nspawn  # noqa: E402
 
 STATE = Path(os.environ.get("SPIKE_APPLIANCE_DIR", "/var/lib/spike-appliance"))
-NAME = "spike-appliance"
+NAME = os.environ.get("SPIKE_APPLIANCE_NAME", "spike-appliance")
 
 
 def step(msg: str) -> None:
@@ -266,9 +266,8 @@ def main(argv: list[str]) -> int:
         print(out, end="")
         return status
     if cmd in ("down", "destroy"):
-        m = running() if (STATE / "pid1").exists() else machine()
         # SIGTERM to systemd-nspawn halts the machine cleanly.
-        subprocess.run(["pkill", "-TERM", "-f", f"systemd-nspawn.*-M {NAME}"], check=False)
+        subprocess.run(["pkill", "-TERM", "-f", f"systemd-nspawn.*-M {NAME} "], check=False)
         time.sleep(3)
         subprocess.run(["umount", "-l", str(STATE / NAME / "root")], check=False)
         (STATE / "pid1").unlink(missing_ok=True)

@@ -44,6 +44,8 @@ with subtest("the runbook's stop-start and backup: Nexus unseals again by itself
     machine.succeed(runbook("backup"))
     machine.succeed("test -s \"$(ls -d /root/spike-backup/*/spike.db | head -n1)\"")
     unsealed()
+    machine.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=60)
+    # Reading the state as the runbook does: every command of it succeeds when healthy.
     machine.succeed(runbook("state"))
     assert machine.succeed("spike secret get apps/a/db password").strip() == "first-value"
 
