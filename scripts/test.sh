@@ -59,6 +59,8 @@ elif [[ $(id -u) -ne 0 ]]; then
 else
   step "appliance scenarios: real SPIRE and systemd in nspawn machines (vm-tests/run)"
   vm-tests/run
+  step "the README's appliance command, power cut and host-side restore (vm-tests/appliance-test)"
+  vm-tests/appliance-test
 fi
 
 echo >&2
