@@ -77,3 +77,23 @@ with subtest("space is freed: writes resume by themselves and spike.target is ac
     assert machine.succeed("spike secret get full/before v").strip() == "kept"
     machine.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=60)
     machine.succeed("spike status")
+
+with subtest("a store that cannot be opened is a named state, and Nexus gets out of it by itself"):
+    # The same path a full disk at start takes when SQLite cannot open the database: forced
+    # here by taking the file's permissions away from Nexus's user.
+    machine.succeed("systemctl stop spike-nexus.service")
+    machine.succeed(f"chmod 000 {STATE}/spike.db")
+    machine.succeed("systemctl start spike-nexus.service")
+    machine.wait_until_succeeds(
+        "spike-nexus health --socket /run/spike/nexus-health.sock | grep -q store_error", timeout=60)
+    machine.fail("systemctl is-active --quiet spike.target")
+    status, out = machine.execute("spike status 2>&1")
+    assert status == 4 and "cannot open its store" in out, f"spike status ({status}): {out}"
+    assert "not initialized" not in out, out
+    status, out = machine.execute("spike secret get full/before v 2>&1")
+    assert status == 4 and "cannot open its store" in out, f"a read ({status}): {out}"
+    machine.wait_until_succeeds(
+        "systemctl show -p StatusText --value spike-nexus.service | grep -q 'cannot open the store'", timeout=30)
+    machine.succeed(f"chmod 600 {STATE}/spike.db")
+    machine.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=90)
+    assert machine.succeed("spike secret get full/after v").strip() == "resumed"

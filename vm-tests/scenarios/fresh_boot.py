@@ -68,3 +68,8 @@ with subtest("SPIKE's Go SDK works with the environment block of docs/compatibil
         assert "ok" in out, out
     else:
         log("SPIKE_GO_SDK_CLIENT not set (NixOS driver): the Go SDK runs in the cargo e2e tests")
+
+with subtest("the CLI closes its Workload API connection cleanly: no errors in the SPIRE agent's journal"):
+    machine.succeed("for i in 1 2 3 4 5 6 7 8 9 10; do spike secret get tenants/demo/db pass >/dev/null; done")
+    out = machine.succeed("journalctl -u spire-agent.service --no-pager | grep -ci 'context canceled' || true")
+    assert out.strip() == "0", f"{out.strip()} 'context canceled' lines in the SPIRE agent's journal"
