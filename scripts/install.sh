@@ -11,7 +11,8 @@
 #   --from DIR          SPIKE binaries (default: target/release, built by `cargo build --release`)
 #   --spire-from DIR    spire-server and spire-agent (default: scripts/build-spire.sh)
 #   --keepers N         keeper instances on this host (default 3)
-#   --threshold T       Shamir threshold (default 2)
+#   --threshold T       Shamir threshold (default: a majority of the keepers, 2 of 3, 3 of 5;
+#                       the NixOS module's default too)
 #   --trust-domain TD   SPIFFE trust domain (default spike.internal)
 #   --no-enable         do not enable spike.target
 #   --force-config      overwrite existing files in /etc/spike and /etc/spire
@@ -24,7 +25,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 
-ROOT=/ PREFIX=/usr/local FROM="$here/target/release" SPIRE_FROM="" KEEPERS=3 THRESHOLD=2
+ROOT=/ PREFIX=/usr/local FROM="$here/target/release" SPIRE_FROM="" KEEPERS=3 THRESHOLD=""
 TD=spike.internal ENABLE=1 FORCE_CONFIG=0 UNINSTALL=0 ROLE=all PEERS_ARG="" ALLOW_NET="" KEEPER_ID=1
 SERVER_ADDRESS=127.0.0.1
 while (($#)); do
@@ -49,6 +50,7 @@ while (($#)); do
   esac
 done
 [[ "$KEEPERS" =~ ^[1-9]$ ]] || { echo "install.sh: --keepers must be 1..9 (got $KEEPERS)" >&2; exit 64; }
+[[ -n "$THRESHOLD" ]] || THRESHOLD=$((KEEPERS / 2 + 1))
 [[ "$THRESHOLD" =~ ^[1-9]$ ]] && ((THRESHOLD <= KEEPERS)) \
   || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
