@@ -92,8 +92,10 @@ rustPlatform.buildRustPackage {
     ''
       install -d $out/lib/systemd/system $out/libexec/spike $out/share/spike/units \
         $out/share/spike/etc/spike $out/share/spike/etc/spire $out/share/doc/spike
+      # The shared sandbox (units/hardening.conf) replaces each unit's hardening placeholder.
       for u in ${lib.escapeShellArgs spikeUnits}; do
-        sed ${spireBin} ${fill} units/"$u" > $out/lib/systemd/system/"$u"
+        sed -e '/^@hardening@$/{r units/hardening.conf' -e 'd;}' ${spireBin} ${fill} units/"$u" \
+          > $out/lib/systemd/system/"$u"
       done
       for u in ${lib.escapeShellArgs spireUnits}; do
         sed ${spireBin} ${fill} units/"$u" > $out/share/spike/units/"$u"

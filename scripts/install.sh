@@ -96,8 +96,9 @@ for b in "${BINARIES[@]}"; do
 done
 [[ -n "$SPIRE_FROM" ]] || SPIRE_FROM="$("$here/scripts/build-spire.sh")"
 
-fill() { # src dst mode
-  sed -e "s|@bindir@|$BINDIR|g" -e "s|@libexecdir@|$LIBEXECDIR|g" -e "s|@sysconfdir@|$SYSCONFDIR|g" \
+fill() { # src dst mode; "@hardening@" alone on a line becomes units/hardening.conf
+  sed -e "/^@hardening@\$/{r $here/units/hardening.conf" -e "d;}" \
+      -e "s|@bindir@|$BINDIR|g" -e "s|@libexecdir@|$LIBEXECDIR|g" -e "s|@sysconfdir@|$SYSCONFDIR|g" \
       -e "s|@docdir@|$DOCDIR|g" -e "s|@trust_domain@|$TD|g" -e "s|@keepers@|$KEEPERS|g" \
       -e "s|@threshold@|$THRESHOLD|g" -e "s|@keeper_peers@|$PEERS|g" "$1" > "$2.tmp"
   chmod "$3" "$2.tmp"
