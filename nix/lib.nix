@@ -62,7 +62,7 @@ rec {
   # The default threshold: a majority of the shares (3 of 5, 2 of 3, 1 of 1).
   majority = shares: shares / 2 + 1;
 
-  # Keeper N listens on basePort + N (spike-keeper@.socket: 127.0.0.1:844%i).
+  # Keeper N listens on basePort + N (scripts/install.sh keeper_port: 8440 + N).
   keeperPort = basePort: instance: basePort + instance;
 
   # The keeper URLs Nexus and Bootstrap dial, in shard order, for keepers on one host.

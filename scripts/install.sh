@@ -49,13 +49,13 @@ while (($#)); do
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
 done
-[[ "$KEEPERS" =~ ^[1-9]$ ]] || { echo "install.sh: --keepers must be 1..9 (got $KEEPERS)" >&2; exit 64; }
+[[ "$KEEPERS" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keepers must be 1..99 (got $KEEPERS)" >&2; exit 64; }
 [[ -n "$THRESHOLD" ]] || THRESHOLD=$((KEEPERS / 2 + 1))
-[[ "$THRESHOLD" =~ ^[1-9]$ ]] && ((THRESHOLD <= KEEPERS)) \
+[[ "$THRESHOLD" =~ ^[1-9][0-9]?$ ]] && ((THRESHOLD <= KEEPERS)) \
   || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
 case "$ROLE" in all|server|keeper) ;; *) echo "install.sh: --role must be all, server or keeper" >&2; exit 64 ;; esac
-[[ "$KEEPER_ID" =~ ^[1-9]$ ]] || { echo "install.sh: --keeper-id must be 1..9" >&2; exit 64; }
+[[ "$KEEPER_ID" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keeper-id must be 1..99" >&2; exit 64; }
 
 R="${ROOT%/}"
 BINDIR="$PREFIX/bin" LIBEXECDIR="$PREFIX/libexec" UNITDIR="$PREFIX/lib/systemd/system"
@@ -107,13 +107,15 @@ fill() { # src dst mode; "@hardening@" alone on a line becomes units/hardening.c
 config() { # src dst: never overwrite an operator's edits unless --force-config
   if [[ -e "$2" && $FORCE_CONFIG -eq 0 ]]; then say "keeping existing $2"; else fill "$1" "$2" 0644; fi
 }
+# The one rule for keeper ports: keeper N listens on 8440 + N (as the NixOS module's keeperPort).
+keeper_port() { echo $((8440 + $1)); }
 PEERS=""
 if [[ -n "$PEERS_ARG" ]]; then
   IFS=, read -ra urls <<< "$PEERS_ARG"
   ((${#urls[@]} == KEEPERS)) || { say "--keeper-peers lists ${#urls[@]} keepers, --keepers says $KEEPERS"; exit 64; }
   for u in "${urls[@]}"; do PEERS+="${PEERS:+, }\"$u\""; done
 else
-  for ((i = 1; i <= KEEPERS; i++)); do PEERS+="${PEERS:+, }\"https://127.0.0.1:844$i\""; done
+  for ((i = 1; i <= KEEPERS; i++)); do PEERS+="${PEERS:+, }\"https://127.0.0.1:$(keeper_port "$i")\""; done
 fi
 
 say "binaries -> $R$BINDIR"
@@ -141,7 +143,12 @@ dropin() { # unit file-name content
 keeper_sockets=()
 case "$ROLE" in
   all)
-    for ((i = 1; i <= KEEPERS; i++)); do keeper_sockets+=("spike-keeper@$i.socket"); done ;;
+    for ((i = 1; i <= KEEPERS; i++)); do
+      keeper_sockets+=("spike-keeper@$i.socket")
+      dropin "spike-keeper@$i.socket" listen.conf "# Keeper $i: port 8440 + $i (install.sh keeper_port).
+[Socket]
+ListenStream=127.0.0.1:$(keeper_port "$i")"
+    done ;;
   server)
     say "role server: no local keepers; SPIRE and Nexus reachable from ${ALLOW_NET:-nowhere else}"
     sed -i 's/^SPIKE_KEEPER_COUNT=.*/SPIKE_KEEPER_COUNT=0/' "$R/etc/spike/appliance.env"
@@ -158,7 +165,6 @@ IPAddressAllow=$ALLOW_NET"
     sed -i "s/server_address = \"127.0.0.1\"/server_address = \"$SERVER_ADDRESS\"/" "$R/etc/spire/agent.conf"
     dropin "spike-keeper@$KEEPER_ID.socket" listen.conf "# Reachable by Nexus and bootstrap on other hosts.
 [Socket]
-ListenStream=
 ListenStream=0.0.0.0:8443"
     # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
     systemctl "${sysctl_root[@]}" mask spire-server.service spike-register.service \
