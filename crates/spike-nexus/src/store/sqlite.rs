@@ -46,15 +46,12 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Key};
-use hmac::{Hmac, Mac};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use spike_crypto::RootKey;
-use spike_crypto::aead::{NONCE_SIZE, Nonce, TAG_SIZE, random_nonce};
+use spike_crypto::aead::{Nonce, TAG_SIZE};
+use spike_crypto::at_rest::{KEYCHECK_TABLE, plaintext_buffer};
+use spike_crypto::{RecordCipher, RootKey};
 use time::OffsetDateTime;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -70,14 +67,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// used by loads outside the writer's critical section.
 const MIN_READERS: usize = 4;
 const MAX_READERS: usize = 16;
-const LABEL_INDEX: &[u8] = b"spike-rs/v1/index";
-const LABEL_DATA: &[u8] = b"spike-rs/v1/data";
-const KEYCHECK_PLAINTEXT: &[u8] = b"spike-rs key check v1";
 
 const T_SECRETS: &str = "secrets";
 const T_SECRET_PATHS: &str = "secrets.path";
 const T_POLICIES: &str = "policies";
-const T_KEYCHECK: &str = "keycheck";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -90,8 +83,6 @@ CREATE TABLE IF NOT EXISTS secrets (
 CREATE TABLE IF NOT EXISTS policies (
   id BLOB PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL) WITHOUT ROWID;
 ";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The encrypted SQLite backend: one write connection with group commit,
 /// and a few read-only connections that see committed data only.
@@ -198,44 +189,29 @@ impl fmt::Debug for SqliteBackend {
     }
 }
 
-/// Keys derived from the root key; both zeroize on drop.
-struct Keys {
-    data: Aes256Gcm,
-    index: HmacSha256,
-}
+/// The at-rest record keys, with errors mapped to [`StoreError`].
+struct Keys(RecordCipher);
 
 impl Keys {
     fn derive(root: &RootKey) -> Result<Self, StoreError> {
-        let data_key = Zeroizing::new(hmac_sha256(root.expose_secret(), &[LABEL_DATA])?);
-        let index_key = Zeroizing::new(hmac_sha256(root.expose_secret(), &[LABEL_INDEX])?);
-        let data = Aes256Gcm::new(&Zeroizing::new(Key::<Aes256Gcm>::from(*data_key)));
-        let index =
-            HmacSha256::new_from_slice(index_key.as_slice()).map_err(|_| StoreError::Crypto)?;
-        Ok(Self { data, index })
+        RecordCipher::derive(root)
+            .map(Self)
+            .map_err(|_| StoreError::Crypto)
     }
 
     fn row_id(&self, prefix: &str, name: &str) -> Vec<u8> {
-        let mut mac = self.index.clone();
-        mac.update(prefix.as_bytes());
-        mac.update(name.as_bytes());
-        mac.finalize().into_bytes().to_vec()
+        self.0.row_id(prefix, name).to_vec()
     }
 
-    /// Seals `plaintext` (consumed: it becomes the ciphertext in place). The
-    /// buffer should already have room for the tag; otherwise growing it
-    /// leaves an unzeroized copy behind.
     fn seal(
         &self,
         table: &str,
         id: &[u8],
-        mut plaintext: Zeroizing<Vec<u8>>,
+        plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<(Nonce, Vec<u8>), StoreError> {
-        let nonce = random_nonce().map_err(|_| StoreError::Crypto)?;
-        plaintext.reserve_exact(TAG_SIZE);
-        self.data
-            .encrypt_in_place(&nonce.into(), &aad(table, id), &mut *plaintext)
-            .map_err(|_| StoreError::Crypto)?;
-        Ok((nonce, std::mem::take(&mut *plaintext)))
+        self.0
+            .seal(table, id, plaintext)
+            .map_err(|_| StoreError::Crypto)
     }
 
     fn open(
@@ -245,36 +221,10 @@ impl Keys {
         nonce: &[u8],
         ciphertext: Vec<u8>,
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        let nonce: Nonce = nonce.try_into().map_err(|_| StoreError::Crypto)?;
-        let mut buffer = Zeroizing::new(ciphertext);
-        self.data
-            .decrypt_in_place(&nonce.into(), &aad(table, id), &mut *buffer)
-            .map_err(|_| StoreError::Crypto)?;
-        Ok(buffer)
+        self.0
+            .open(table, id, nonce, ciphertext)
+            .map_err(|_| StoreError::Crypto)
     }
-}
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], StoreError> {
-    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| StoreError::Crypto)?;
-    for part in parts {
-        mac.update(part);
-    }
-    Ok(mac.finalize().into_bytes().into())
-}
-
-fn aad(table: &str, id: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(table.len() + 1 + id.len());
-    aad.extend_from_slice(table.as_bytes());
-    aad.push(0);
-    aad.extend_from_slice(id);
-    aad
-}
-
-/// A copy of `bytes` with room for the GCM tag, so sealing never reallocates.
-fn plaintext_buffer(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut buffer = Zeroizing::new(Vec::with_capacity(bytes.len() + TAG_SIZE));
-    buffer.extend_from_slice(bytes);
-    buffer
 }
 
 /// Counts bytes, to size the plaintext buffer exactly before serializing.
@@ -547,7 +497,6 @@ impl SqliteBackend {
 
     fn check_key(&self) -> Result<(), StoreError> {
         let conn = self.conn.lock();
-        let id = 1_i64.to_be_bytes();
         let row: Option<(Vec<u8>, Vec<u8>)> = conn
             .query_row(
                 "SELECT nonce, ciphertext FROM keycheck WHERE id = 1",
@@ -557,24 +506,23 @@ impl SqliteBackend {
             .optional()?;
         match row {
             Some((nonce, ciphertext)) => {
-                let plaintext = self
-                    .keys
-                    .open(T_KEYCHECK, &id, &nonce, ciphertext)
-                    .map_err(|_| StoreError::WrongRootKey)?;
-                if plaintext.as_slice() != KEYCHECK_PLAINTEXT {
-                    return Err(StoreError::WrongRootKey);
+                if self.keys.0.check_key(&nonce, ciphertext) {
+                    Ok(())
+                } else {
+                    Err(StoreError::WrongRootKey)
                 }
-                Ok(())
             }
             None => {
                 if !is_empty(&conn)? {
                     return Err(StoreError::Integrity {
-                        path: T_KEYCHECK.to_owned(),
+                        path: KEYCHECK_TABLE.to_owned(),
                     });
                 }
-                let (nonce, ciphertext) =
-                    self.keys
-                        .seal(T_KEYCHECK, &id, plaintext_buffer(KEYCHECK_PLAINTEXT))?;
+                let (nonce, ciphertext) = self
+                    .keys
+                    .0
+                    .seal_key_check()
+                    .map_err(|_| StoreError::Crypto)?;
                 conn.execute(
                     "INSERT INTO keycheck (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
                     params![nonce.as_slice(), ciphertext],
@@ -974,8 +922,6 @@ impl Backend for SqliteBackend {
         is_empty(&self.reader())
     }
 }
-
-const _: () = assert!(NONCE_SIZE == 12);
 
 #[cfg(test)]
 mod tests {
