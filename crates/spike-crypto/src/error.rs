@@ -60,6 +60,13 @@ pub enum AeadError {
     /// A stream-format envelope could not be decoded.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// A key-derivation step refused its key (HMAC accepts every length, so
+    /// this does not happen in practice).
+    #[error("invalid key length {len}")]
+    InvalidKeyLength {
+        /// The length that was given.
+        len: usize,
+    },
 }
 
 /// Errors from decoding the stream format `0x01 || nonce(12) || ciphertext||tag`.

@@ -9,6 +9,9 @@
 //!   redacted `Debug`, read only through `expose_secret()`.
 //! - [`aead`]: [`Cipher`] (AES-256-GCM, 12-byte nonce, appended tag, no AAD),
 //!   the `0x01 || nonce || ct` stream envelope and the metadata nonce salts.
+//! - [`at_rest`]: [`RecordCipher`], the Nexus store's at-rest record format
+//!   (keys derived from the root key, AAD bound to table and row id, HMAC row
+//!   ids, key-check record).
 //! - [`shamir`]: deterministic `split`/`share_for` and strict `combine`.
 //! - [`shard_text`]: the `spike:<id>:<hex>` recovery format.
 //! - [`verify`]: the Bootstrap ↔ Nexus proof helpers (random hex text, SHA-256 hex).
@@ -16,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod at_rest;
 pub mod error;
 pub mod secret;
 pub mod shamir;
@@ -23,5 +27,6 @@ pub mod shard_text;
 pub mod verify;
 
 pub use aead::Cipher;
+pub use at_rest::RecordCipher;
 pub use error::{AeadError, KeyError, ShamirError, ShardError, ShardTextError, StreamError};
 pub use secret::{KEY_SIZE, RootKey, Shard, ShardId, ShardValue};

@@ -3,6 +3,8 @@
 //! - [`memory`]: process-memory backend (`memory` mode, lost on restart).
 //! - [`lite`]: the no-op backend of `lite` mode (loads nothing, stores succeed).
 //! - [`sqlite`]: the encrypted SQLite backend (`sqlite` mode, durable).
+//! - [`records`]: the at-rest record layer every persistent backend shares
+//!   (model types to sealed rows and back, on [`spike_crypto::RecordCipher`]).
 //!
 //! Backends are synchronous; callers run them on `spawn_blocking` where they
 //! block; single-secret reads are cheap (SQLite: a primary-key lookup on a
@@ -14,6 +16,7 @@
 
 pub mod lite;
 pub mod memory;
+pub mod records;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -98,6 +101,50 @@ impl From<rusqlite::Error> for StoreError {
 pub struct CommitTicket(pub u64);
 
 /// Persistence. Synchronous; callers run it on `spawn_blocking` where it blocks.
+///
+/// # Implementing a persistent backend
+///
+/// A backend (SQLite here; a networked SQL database such as PostgreSQL would
+/// work the same way) provides only storage of opaque rows:
+///
+/// - two keyed tables, secrets (`id`, `nonce`, `ciphertext`, `path_nonce`,
+///   `path_ciphertext`) and policies (`id`, `nonce`, `ciphertext`), where
+///   `id` is a 32-byte primary key, plus one key-check row (`nonce`,
+///   `ciphertext`);
+/// - upsert by id, delete by id, lookup by id and a full scan;
+/// - durability: [`Backend::store_secret`] and [`Backend::store_policy`]
+///   return `Ok` only once the write is durable, and reads see durable
+///   writes only ([`Backend::load_secret_for_write`] may also see the
+///   backend's own staged writes);
+/// - on open, the key check: when the key-check row exists, pass it to
+///   [`RecordCodec::check_key`](records::RecordCodec::check_key); when it
+///   does not and the tables are empty, store
+///   [`RecordCodec::seal_key_check`](records::RecordCodec::seal_key_check);
+///   when it does not but records exist, refuse with
+///   [`StoreError::Integrity`].
+///
+/// Everything else comes from [`records::RecordCodec`], built from the root
+/// key: row ids, sealing and opening of secrets, paths and policies, and
+/// their integrity checks. A backend never sees a plaintext path, name,
+/// value or time, and never handles a key. Group commit
+/// ([`Backend::stage_secret`] / [`Backend::wait_durable`]) is optional: the
+/// defaults store at once.
+///
+/// The record format guarantees, for every backend alike:
+///
+/// - row ids are `HMAC-SHA256` of `"secret:" + path` or `"policy:" + name`
+///   under a key derived from the root key: deterministic for one root key
+///   (lookups by id), meaningless without it;
+/// - payloads are AES-256-GCM under another derived key, with a fresh nonce
+///   per write and associated data `kind || 0 || id`, so a row copied to
+///   another id, or a secret's path record used as its secret record, fails
+///   to open ([`StoreError::Crypto`]); an opened record that does not belong
+///   to its id is [`StoreError::Integrity`];
+/// - the key-check record tells a wrong root key
+///   ([`StoreError::WrongRootKey`]) from corruption.
+///
+/// The format is pinned by a golden database test (`tests/it/store.rs`) and
+/// known answers in `spike_crypto::at_rest`; a backend must not change it.
 pub trait Backend: Send + Sync + 'static {
     /// Which backend this is.
     fn kind(&self) -> BackendKind;

@@ -858,3 +858,175 @@ fn sqlite_database_is_exclusive_to_one_process() {
     assert!(out.contains("READ 1"), "{out}");
     assert!(out.contains("OPENED"), "{out}");
 }
+
+// ---- On-disk format golden (rows written by the code of commit 2d5d5f4) -------------
+
+/// The DDL of a database created by the code of commit 2d5d5f4 (`sqlite_master`).
+const GOLDEN_DDL: &str = "
+CREATE TABLE schema_version (
+  id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+CREATE TABLE keycheck (
+  id INTEGER PRIMARY KEY CHECK (id = 1), nonce BLOB NOT NULL, ciphertext BLOB NOT NULL);
+CREATE TABLE secrets (
+  id BLOB PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL,
+  path_nonce BLOB NOT NULL, path_ciphertext BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE policies (
+  id BLOB PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL) WITHOUT ROWID;
+INSERT INTO schema_version (id, version) VALUES (1, 1);
+";
+const GOLDEN_KEYCHECK_NONCE: &str = "8454dc7791268e4f309a8334";
+const GOLDEN_KEYCHECK_CT: &str =
+    "3c534c61c38b99631137930e7f720e369fe82e6bd34fbf787d59982875204c706de9bbc809";
+/// `HMAC-SHA256(HMAC-SHA256(root, "spike-rs/v1/index"), "secret:app/db")`.
+const GOLDEN_SECRET_ID: &str = "8732b69d901bb0724af5b4f5cd10b6fc2493935e3e32b10d4f0ae2c36d44a7db";
+const GOLDEN_SECRET_NONCE: &str = "9f95dab4a085824dfef72b46";
+const GOLDEN_SECRET_CT: &str = concat!(
+    "6fc8df53cea27e813acf0175b76e70f16b721b9aef98e71805d6bdf408d5edcbc535420c517619a829c5b937e5f4477a",
+    "fc2f651676beba7efae4dba611799abc5bd178c88b4cb4824907733b4805391b8c3d12f1117666e9a473d5bab6aa9713",
+    "bbce305ebfd86e4a01558c6899e4af8aae7ee37ad944bb4f5da6942b67ad0ba05503a32c925c0176b3c36d045820fb2a",
+    "e6ddac82dbed10dc72a5c2cfbd55e4cd7f789c47e78993c87d1049326bc62006a7c093f9b772f4d90176a0d25e08b763",
+    "d859e7d2ba074cc1e7fd9fb21e5b9b3a7f8dd40c109ce5a17f406f8fb607574b6f5d0e582bf8e6e508473cb45d8d389e",
+    "77c2194a3e4edb4a3d3c2fceee8510c9d69b71b3c7fc84747a3f7e5f8d98049538f7022af82e67100e16adaeba76e8af",
+    "9968f95111550a968df99e5305c1d25777e81aac1a269a9e44f72c29801506d63b2c5eba18a38ac24785f360d92ad557",
+    "5c048edbcc49b09499b33002ae3978c804a1be7a7dd3d198c385f38597b6544e42c7fc629b972ca6e6edd65f391fc100",
+    "6f59196205fae3a83b368e715f5119763d589afcb314e16fef16004409e9a17d9cb50b80298d3fe0a544adbe3fbcbbae",
+    "e084e8b2d2",
+);
+const GOLDEN_PATH_NONCE: &str = "7c793980598a44c4059887f8";
+const GOLDEN_PATH_CT: &str = "e7473582d37bfa3da4311bcd401173d9f6a8d2f5c002";
+/// `HMAC-SHA256(HMAC-SHA256(root, "spike-rs/v1/index"), "policy:golden")`.
+const GOLDEN_POLICY_ID: &str = "46e97152cae2320d3a22f48c3db448cc6b9399c8d5988377c90937c0bddc788f";
+const GOLDEN_POLICY_NONCE: &str = "d11ac33f51b26ad1f1cbedc3";
+const GOLDEN_POLICY_CT: &str = concat!(
+    "7b45f9b5030a18ddad71b9fd3ec4d94bdb27ffb2606204da55816c06dbcf9403bd6404f39c71b4e29f8dbf97afd80aac",
+    "210f5fe9171851d69c3054efdd601c0f2ef339c7cb201449102ec3fb2e059b1fc360ba72d0b790ad2a5571bf66f8f1c5",
+    "55acc58f4ba267288aa17365c7a984ed7e0119e84f30a1352ec1e1e481ad323d02b725f481398e96bb16155fe31a3ffa",
+    "f6f2a19bc5fc01689dd25c8687bc97aa92b28405130b3453d2f190f41925c7d54117086e0a40d701c5f1d6b6f2deccef",
+    "c80e85d2d1d416c9561e96036da46f806149dd5feedbf914d5269e5716e9b25eb0f7faf6",
+);
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap()
+}
+
+fn golden_times() -> (OffsetDateTime, OffsetDateTime, OffsetDateTime) {
+    let t0 = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+    (
+        t0,
+        t0 + time::Duration::seconds(60),
+        t0 + time::Duration::seconds(120),
+    )
+}
+
+/// The records the golden rows hold (root key `[0x42; 32]`).
+fn golden_records() -> (spike_nexus::model::Secret, Policy) {
+    let (t0, t1, t2) = golden_times();
+    let mut s = spike_nexus::model::Secret::new_first(data(&[("v", "golden-1")]), 10, t0);
+    s.put(data(&[("v", "golden-2"), ("user", "admin")]), t1);
+    s.soft_delete(&[1], t2);
+    let p = Policy::from_stored(
+        "golden".into(),
+        r"^spiffe://example\.org/app$".into(),
+        "^app/".into(),
+        vec![Read, List],
+        t0,
+        t1,
+    )
+    .unwrap();
+    (s, p)
+}
+
+/// Writes the golden database with plain SQLite, as the code of 2d5d5f4 left it.
+fn write_golden_db(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(GOLDEN_DDL).unwrap();
+    conn.execute(
+        "INSERT INTO keycheck (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
+        (unhex(GOLDEN_KEYCHECK_NONCE), unhex(GOLDEN_KEYCHECK_CT)),
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        (
+            unhex(GOLDEN_SECRET_ID),
+            unhex(GOLDEN_SECRET_NONCE),
+            unhex(GOLDEN_SECRET_CT),
+            unhex(GOLDEN_PATH_NONCE),
+            unhex(GOLDEN_PATH_CT),
+        ),
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO policies (id, nonce, ciphertext) VALUES (?1, ?2, ?3)",
+        (
+            unhex(GOLDEN_POLICY_ID),
+            unhex(GOLDEN_POLICY_NONCE),
+            unhex(GOLDEN_POLICY_CT),
+        ),
+    )
+    .unwrap();
+}
+
+/// Every `(id, ciphertext length)` of `sql`, read with plain SQLite.
+fn raw_rows(db: &Path, sql: &str) -> Vec<(Vec<u8>, usize)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?.len()))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// The on-disk format does not change: a database written by an earlier build opens, its
+/// rows decrypt to the records they were written from (key check, HMAC row ids, AAD
+/// `table || 0 || id`, JSON records), and rewriting them lands on the same row ids with
+/// ciphertexts of the same length.
+#[test]
+fn sqlite_golden_database_of_an_earlier_build_opens_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("spike.db");
+    write_golden_db(&db);
+    let (secret, policy) = golden_records();
+
+    assert!(matches!(
+        SqliteBackend::open(&db, &key(0x43)),
+        Err(StoreError::WrongRootKey)
+    ));
+    {
+        let backend = SqliteBackend::open(&db, &key(0x42)).unwrap();
+        assert!(!backend.is_empty().unwrap());
+        assert_eq!(backend.list_secret_paths().unwrap(), ["app/db"]);
+        assert_eq!(backend.load_secret("app/db").unwrap().unwrap(), secret);
+        assert!(backend.load_secret("app/other").unwrap().is_none());
+        assert_eq!(
+            backend.load_policies().unwrap(),
+            std::slice::from_ref(&policy)
+        );
+
+        // Rewriting the same records keeps their row ids and sizes.
+        backend.store_secret("app/db", &secret, &[]).unwrap();
+        backend.store_policy(&policy).unwrap();
+    }
+    assert_eq!(
+        raw_rows(&db, "SELECT id, ciphertext FROM secrets"),
+        [(unhex(GOLDEN_SECRET_ID), GOLDEN_SECRET_CT.len() / 2)]
+    );
+    assert_eq!(
+        raw_rows(&db, "SELECT id, path_ciphertext FROM secrets"),
+        [(unhex(GOLDEN_SECRET_ID), GOLDEN_PATH_CT.len() / 2)]
+    );
+    assert_eq!(
+        raw_rows(&db, "SELECT id, ciphertext FROM policies"),
+        [(unhex(GOLDEN_POLICY_ID), GOLDEN_POLICY_CT.len() / 2)]
+    );
+    assert_eq!(
+        raw_rows(&db, "SELECT nonce, ciphertext FROM keycheck"),
+        [(unhex(GOLDEN_KEYCHECK_NONCE), GOLDEN_KEYCHECK_CT.len() / 2)]
+    );
+    let backend = SqliteBackend::open(&db, &key(0x42)).unwrap();
+    assert_eq!(backend.load_secret("app/db").unwrap().unwrap(), secret);
+    assert_eq!(backend.load_policies().unwrap(), [policy]);
+}

@@ -1,0 +1,622 @@
+//! The encrypted SQLite backend of `sqlite` mode.
+//!
+//! This is our own schema, not SPIKE's (§6.3): every record is one row whose
+//! payload is the AES-256-GCM encryption of a JSON document, so secret paths,
+//! policy names, values and times never appear in plaintext.
+//!
+//! ```sql
+//! schema_version(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER)
+//! keycheck(id INTEGER PRIMARY KEY CHECK (id = 1), nonce BLOB, ciphertext BLOB)
+//! secrets(id BLOB PRIMARY KEY, nonce BLOB, ciphertext BLOB, path_nonce BLOB, path_ciphertext BLOB)
+//! policies(id BLOB PRIMARY KEY, nonce BLOB, ciphertext BLOB)
+//! ```
+//!
+//! The record format (row ids, sealing, key check) is the shared
+//! [`records`](crate::store::records) layer; this backend stores its rows:
+//!
+//! - Row ids are `HMAC-SHA256(index_key, "secret:" + path)` and
+//!   `HMAC-SHA256(index_key, "policy:" + name)`, with
+//!   `index_key = HMAC-SHA256(root key, "spike-rs/v1/index")`.
+//! - Payloads are sealed with `data_key = HMAC-SHA256(root key,
+//!   "spike-rs/v1/data")` (separate from the root key the cipher routes use),
+//!   a fresh 12-byte nonce per write, and associated data `table || 0 || id`,
+//!   so rows can be neither swapped nor opened through the cipher API.
+//! - A secret row holds the whole secret (path, every retained version,
+//!   metadata); pruned versions vanish with the rewrite, and
+//!   `secure_delete=ON` overwrites freed pages. `path_ciphertext` holds just
+//!   the path so listing does not decrypt secret values.
+//! - `keycheck` holds a known plaintext; a root key that cannot open it is
+//!   refused with [`StoreError::WrongRootKey`].
+//! - The database runs in WAL mode with `synchronous=FULL`: a write is
+//!   durable once it returns.
+//!
+//! # Layout
+//!
+//! - `schema`: connection setup (the `unix-excl` VFS, pragmas), DDL, the
+//!   version check and refusal of foreign databases.
+//! - `group_commit`: the write connection and the batching state machine.
+//! - `readers`: the pool of read-only connections.
+//! - this module: [`SqliteBackend`], which puts them together with the
+//!   [`RecordCodec`].
+//!
+//! # Group commit
+//!
+//! Writes go through one write connection. A writer stages its row change
+//! in the transaction that is open on it (`BEGIN IMMEDIATE` when none is),
+//! gets a sequence number, and then waits until a `COMMIT` covering that
+//! number has succeeded. The first waiter that finds no commit in flight
+//! leads: it runs `COMMIT` for everything staged so far (one fsync for the
+//! whole batch). When the `COMMIT` fails, the transaction is rolled back and
+//! every writer of the batch gets the error, so an acknowledged write is
+//! always a committed, synced one. Reads other than the writer's own
+//! load-modify-store loads use separate read-only connections, which in WAL
+//! mode see committed data only.
+
+use std::fmt;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use spike_crypto::RootKey;
+
+use super::records::{RecordCodec, Sealed, SealedPolicy, SealedSecret};
+use super::{Backend, BackendKind, CommitTicket, StoreError};
+use crate::model::{Policy, Secret, Version};
+
+mod group_commit;
+mod readers;
+mod schema;
+
+use group_commit::GroupCommit;
+use readers::Readers;
+
+/// The encrypted SQLite backend: one write connection with group commit,
+/// and a few read-only connections that see committed data only.
+pub struct SqliteBackend {
+    /// The write connection and its group-commit state.
+    writer: GroupCommit,
+    /// Read-only connections.
+    readers: Readers,
+    records: RecordCodec,
+}
+
+impl fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SqliteBackend(<keys redacted>)")
+    }
+}
+
+impl SqliteBackend {
+    /// Opens or creates the database at `path` (created with mode 0600), sets
+    /// WAL, `synchronous=FULL`, `secure_delete=ON` and a busy timeout, creates
+    /// the schema, then checks `key` against the key-check record (writing it
+    /// when the database is new).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WrongRootKey`] when the key-check record does not open
+    /// with `key`; [`StoreError::UnsupportedSchema`] for a database of another
+    /// program or version; [`StoreError::Integrity`] when records exist but the
+    /// key-check record is missing; [`StoreError::Database`] otherwise.
+    pub fn open(path: &Path, key: &RootKey) -> Result<SqliteBackend, StoreError> {
+        let conn = schema::open_writer(path)?;
+        let readers = Readers::open(path)?;
+        let backend = SqliteBackend {
+            writer: GroupCommit::new(conn),
+            readers,
+            records: RecordCodec::new(key)?,
+        };
+        backend.check_key()?;
+        Ok(backend)
+    }
+
+    fn check_key(&self) -> Result<(), StoreError> {
+        let conn = self.writer.conn.lock();
+        let row: Option<(Vec<u8>, Vec<u8>)> = conn
+            .query_row(
+                "SELECT nonce, ciphertext FROM keycheck WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((nonce, ciphertext)) => self.records.check_key(&nonce, ciphertext),
+            None => {
+                if !schema::is_empty(&conn)? {
+                    return Err(StoreError::Integrity {
+                        path: "keycheck".to_owned(),
+                    });
+                }
+                let Sealed { nonce, ciphertext } = self.records.seal_key_check()?;
+                conn.execute(
+                    "INSERT INTO keycheck (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
+                    params![nonce.as_slice(), ciphertext],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Checkpoints the WAL into the database file and truncates the WAL
+    /// (e.g. at shutdown, so old frames do not linger on disk). Writes
+    /// staged before the call are committed first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`].
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let staged = self.writer.staged();
+        self.writer.wait_resolved(staged, false)?;
+        let conn = self.writer.conn.lock();
+        if !conn.is_autocommit() {
+            return Err(StoreError::Database(
+                "writes are in flight; cannot checkpoint".into(),
+            ));
+        }
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(StoreError::Database("WAL checkpoint was blocked".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Loads and opens the secret row at `path` through `conn`.
+fn load_secret_with(
+    records: &RecordCodec,
+    conn: &Connection,
+    path: &str,
+) -> Result<Option<Secret>, StoreError> {
+    let id = records.secret_id(path);
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((nonce, ciphertext)) = row else {
+        return Ok(None);
+    };
+    records.open_secret(path, &id, &nonce, ciphertext).map(Some)
+}
+
+impl Backend for SqliteBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    fn load_secret(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        // The SELECT runs under the reader lock; decryption after it.
+        load_secret_with(&self.records, &self.readers.get(), path)
+    }
+
+    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        load_secret_with(&self.records, &self.writer.conn.lock(), path)
+    }
+
+    fn store_secret(
+        &self,
+        path: &str,
+        secret: &Secret,
+        pruned: &[Version],
+    ) -> Result<(), StoreError> {
+        let ticket = self.stage_secret(path, secret, pruned)?;
+        self.wait_durable(ticket)
+    }
+
+    fn stage_secret(
+        &self,
+        path: &str,
+        secret: &Secret,
+        _pruned: &[Version],
+    ) -> Result<CommitTicket, StoreError> {
+        // The row is rewritten whole, so pruned versions are gone with it.
+        let SealedSecret { id, record, path } = self.records.seal_secret(path, secret)?;
+        let ((), ticket) = self.writer.stage(|conn| {
+            conn.execute(
+                "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
+                   ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
+                   path_ciphertext = excluded.path_ciphertext",
+                params![
+                    id,
+                    record.nonce.as_slice(),
+                    record.ciphertext,
+                    path.nonce.as_slice(),
+                    path.ciphertext
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(ticket)
+    }
+
+    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
+        self.writer.wait_resolved(ticket.0, true)
+    }
+
+    fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .readers
+            .rows("SELECT id, path_nonce, path_ciphertext FROM secrets")?;
+        let mut paths = Vec::with_capacity(rows.len());
+        for (id, nonce, ciphertext) in rows {
+            paths.push(self.records.open_secret_path(&id, &nonce, ciphertext)?);
+        }
+        paths.sort();
+        Ok(paths)
+    }
+
+    fn load_policies(&self) -> Result<Vec<Policy>, StoreError> {
+        let rows = self
+            .readers
+            .rows("SELECT id, nonce, ciphertext FROM policies")?;
+        let mut policies = Vec::with_capacity(rows.len());
+        for (id, nonce, ciphertext) in rows {
+            policies.push(self.records.open_policy(&id, &nonce, ciphertext)?);
+        }
+        Ok(policies)
+    }
+
+    fn store_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        let SealedPolicy { id, record } = self.records.seal_policy(policy)?;
+        let ((), ticket) = self.writer.stage(|conn| {
+            conn.execute(
+                "INSERT INTO policies (id, nonce, ciphertext) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
+                   ciphertext = excluded.ciphertext",
+                params![id, record.nonce.as_slice(), record.ciphertext],
+            )?;
+            Ok(())
+        })?;
+        self.wait_durable(ticket)
+    }
+
+    fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
+        let id = self.records.policy_id(name);
+        let (n, ticket) = self
+            .writer
+            .stage(|conn| Ok(conn.execute("DELETE FROM policies WHERE id = ?1", [&id])?))?;
+        self.wait_durable(ticket)?;
+        Ok(n > 0)
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        schema::is_empty(&self.readers.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::model::SecretData;
+
+    fn key(b: u8) -> RootKey {
+        RootKey::from_bytes(&[b; 32]).unwrap()
+    }
+
+    fn data(v: &str) -> SecretData {
+        [("k".to_owned(), v.to_owned())].into_iter().collect()
+    }
+
+    #[test]
+    fn secret_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let t0 = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        let mut s = Secret::new_first(data("one"), 10, t0);
+        s.put(SecretData::new(), t0 + time::Duration::nanoseconds(1));
+        s.soft_delete(&[1], t0 + time::Duration::seconds(2));
+        b.store_secret("a/b", &s, &[]).unwrap();
+        let loaded = b.load_secret("a/b").unwrap().unwrap();
+        assert_eq!(loaded, s);
+        assert!(b.load_secret("a/c").unwrap().is_none());
+    }
+
+    #[test]
+    fn staged_writes_are_invisible_to_readers_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let t1 = b
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .unwrap();
+        let t2 = b
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        assert!(b.load_secret("a").unwrap().is_none());
+        assert!(b.list_secret_paths().unwrap().is_empty());
+        assert!(b.is_empty().unwrap());
+        assert!(b.load_secret_for_write("a").unwrap().is_some());
+        // One commit covers both staged writes.
+        b.wait_durable(t2).unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["a", "b"]);
+        b.wait_durable(t1).unwrap();
+        assert!(b.writer.conn.lock().is_autocommit());
+        let state = b.writer.state.lock();
+        assert_eq!((state.staged, state.resolved), (2, 2));
+        assert!(state.failures.is_empty());
+    }
+
+    #[test]
+    fn failed_commit_fails_every_writer_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        // A deferred foreign-key violation makes COMMIT itself fail.
+        b.writer.conn
+            .lock()
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+        let t1 = b
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .unwrap();
+        let t2 = b
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        let (_, t3) = b
+            .writer
+            .stage(|conn| Ok(conn.execute("INSERT INTO child (p) VALUES (42)", [])?))
+            .unwrap();
+        assert!(matches!(b.wait_durable(t1), Err(StoreError::Database(_))));
+        assert!(matches!(b.wait_durable(t3), Err(StoreError::Database(_))));
+        assert!(matches!(b.wait_durable(t2), Err(StoreError::Database(_))));
+        assert!(b.writer.state.lock().failures.is_empty());
+        assert!(b.writer.conn.lock().is_autocommit());
+        assert!(b.load_secret_for_write("a").unwrap().is_none());
+        // The next write commits normally.
+        b.store_secret("c", &Secret::new_first(data("3"), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let b =
+            std::sync::Arc::new(SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap());
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        let path = format!("t{t}/s{i}");
+                        b.store_secret(&path, &Secret::new_first(data(&path), 3, now), &[])
+                            .unwrap();
+                        // Acknowledged means committed: visible to readers.
+                        assert!(b.load_secret(&path).unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.list_secret_paths().unwrap().len(), 200);
+        b.checkpoint().unwrap();
+    }
+
+    #[test]
+    fn swapped_rows_do_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        b.store_secret("x", &Secret::new_first(data("x"), 3, now), &[])
+            .unwrap();
+        b.store_secret("y", &Secret::new_first(data("y"), 3, now), &[])
+            .unwrap();
+        let (idx, idy) = (b.records.secret_id("x"), b.records.secret_id("y"));
+        {
+            let conn = b.writer.conn.lock();
+            let (n, c): (Vec<u8>, Vec<u8>) = conn
+                .query_row(
+                    "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
+                    [&idy],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            conn.execute(
+                "UPDATE secrets SET nonce = ?1, ciphertext = ?2 WHERE id = ?3",
+                params![n, c, idx],
+            )
+            .unwrap();
+        }
+        assert!(matches!(b.load_secret("x"), Err(StoreError::Crypto)));
+        assert_eq!(
+            b.load_secret("y").unwrap().unwrap().versions[&1]
+                .data
+                .get("k"),
+            Some("y")
+        );
+    }
+
+    #[test]
+    fn tampered_ciphertext_is_a_crypto_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        b.store_secret("x", &Secret::new_first(data("x"), 3, now), &[])
+            .unwrap();
+        b.writer
+            .conn
+            .lock()
+            .execute(
+                "UPDATE secrets SET ciphertext = zeroblob(length(ciphertext))",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(b.load_secret("x"), Err(StoreError::Crypto)));
+        assert!(matches!(b.list_secret_paths(), Ok(p) if p == ["x"]));
+    }
+
+    #[test]
+    fn missing_keycheck_with_data_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let b = SqliteBackend::open(&path, &key(1)).unwrap();
+            let now = OffsetDateTime::UNIX_EPOCH;
+            b.store_secret("x", &Secret::new_first(data("x"), 3, now), &[])
+                .unwrap();
+            b.writer
+                .conn
+                .lock()
+                .execute("DELETE FROM keycheck", [])
+                .unwrap();
+        }
+        assert!(matches!(
+            SqliteBackend::open(&path, &key(2)),
+            Err(StoreError::Integrity { .. })
+        ));
+    }
+
+    #[test]
+    fn go_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spike.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE secret_metadata (path TEXT PRIMARY KEY);")
+            .unwrap();
+        assert!(matches!(
+            SqliteBackend::open(&path, &key(1)),
+            Err(StoreError::UnsupportedSchema(_))
+        ));
+    }
+
+    #[test]
+    fn pragmas_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let conn = b.writer.conn.lock();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let sd: i64 = conn
+            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(sync, 2);
+        assert_eq!(sd, 1);
+    }
+
+    #[test]
+    fn wal_index_is_in_heap_memory_not_an_mmapped_shm_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spike.db");
+        let b = SqliteBackend::open(&path, &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        for i in 0..20 {
+            b.store_secret(&format!("s{i}"), &Secret::new_first(data("v"), 3, now), &[])
+                .unwrap();
+        }
+        // Every read connection is in use at once, so each maps the WAL index.
+        let guards: Vec<_> = b.readers.conns.iter().map(|r| r.lock()).collect();
+        for conn in &guards {
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM secrets", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 20);
+        }
+        drop(guards);
+        let mode: String = b
+            .writer
+            .conn
+            .lock()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert!(dir.path().join("spike.db-wal").exists());
+        assert!(!dir.path().join("spike.db-shm").exists());
+
+        // A second backend in this process shares the process's lock and WAL index: it
+        // opens and sees the first one's commits (another process cannot open the file at
+        // all: tests/it/store.rs).
+        let b2 = SqliteBackend::open(&path, &key(1)).unwrap();
+        assert_eq!(b2.list_secret_paths().unwrap().len(), 20);
+        b2.store_secret("from-b2", &Secret::new_first(data("2"), 3, now), &[])
+            .unwrap();
+        assert!(b.load_secret("from-b2").unwrap().is_some());
+        drop((b, b2));
+        assert!(!dir.path().join("spike.db-shm").exists());
+    }
+
+    #[test]
+    fn sqlite_full_is_storage_full_and_other_errors_are_not() {
+        use rusqlite::ffi;
+        let full = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_FULL), None);
+        assert!(matches!(StoreError::from(full), StoreError::StorageFull(_)));
+        let io = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_IOERR_FSYNC), None);
+        assert!(matches!(StoreError::from(io), StoreError::Database(_)));
+        let busy = rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_BUSY), None);
+        assert!(matches!(StoreError::from(busy), StoreError::Database(_)));
+    }
+
+    #[test]
+    fn a_full_database_fails_writes_as_storage_full_and_reads_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        b.store_secret("kept", &Secret::new_first(data("v"), 3, now), &[])
+            .unwrap();
+        // Real SQLite answers SQLITE_FULL once the database would grow past
+        // max_page_count, as it does for ENOSPC.
+        let pages: i64 = b
+            .writer
+            .conn
+            .lock()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        b.writer
+            .conn
+            .lock()
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+        let big = || data(&"x".repeat(64 * 1024));
+        let err = b
+            .store_secret("big", &Secret::new_first(big(), 3, now), &[])
+            .unwrap_err();
+        assert!(matches!(&err, StoreError::StorageFull(_)), "{err:?}");
+        assert_eq!(err.to_string(), "storage full: database or disk is full");
+        // Group commit: every writer staged in the failed transaction gets the same class.
+        assert!(b.writer.conn.lock().is_autocommit());
+        assert!(b.writer.state.lock().failures.is_empty());
+        // Reads keep working, on the readers and on the writer connection.
+        assert!(b.load_secret("kept").unwrap().is_some());
+        assert!(b.load_secret_for_write("kept").unwrap().is_some());
+        assert_eq!(b.list_secret_paths().unwrap(), ["kept"]);
+        assert!(b.load_secret("big").unwrap().is_none());
+        // Space comes back: the next write lands.
+        b.writer
+            .conn
+            .lock()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        b.store_secret("big", &Secret::new_first(big(), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["big", "kept"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let _b = SqliteBackend::open(&path, &key(1)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+    }
+}
