@@ -22,6 +22,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serializer};
 
+pub use crate::common::{Alias, Deprecation};
 pub use crate::env::{EnvSource, MapEnv, ProcessEnv};
 
 /// Why a configuration could not be loaded.
@@ -125,6 +126,142 @@ pub fn load_str<T: DeserializeOwned>(
         origin: origin.to_owned(),
     });
     extract(with_env(figment, env, env_map))
+}
+
+/// A loaded configuration with the deprecated keys that were used to write it.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    /// The configuration.
+    pub value: T,
+    /// Deprecated keys found (their values were used under the new names); the daemon logs
+    /// them at `warn` once logging is up, and `check-config` prints them on stderr.
+    pub deprecations: Vec<Deprecation>,
+}
+
+/// Like [`load`], and every deprecated key of `aliases` found in the file is read as its new
+/// key and reported in [`Loaded::deprecations`]. Environment variables map onto the new keys
+/// directly.
+///
+/// # Errors
+///
+/// As [`load`]; also [`ConfigError::Invalid`] naming both keys when a file sets a deprecated
+/// key and its replacement.
+pub fn load_with_aliases<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+    aliases: &[Alias],
+) -> Result<Loaded<T>, ConfigError> {
+    let mut figment = Figment::new();
+    let mut deprecations = Vec::new();
+    if let Some(path) = file {
+        std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let toml = Toml::file_exact(path);
+        let origin = path.display().to_string();
+        let data = match toml.data() {
+            Ok(map) => Ok(rename_aliases(map, aliases, &origin, &mut deprecations)?),
+            Err(e) => Err(e),
+        };
+        figment = figment.merge(Prepared {
+            metadata: toml.metadata(),
+            data,
+        });
+    }
+    let value = extract(with_env(figment, env, env_map))?;
+    Ok(Loaded {
+        value,
+        deprecations,
+    })
+}
+
+/// Like [`load_with_aliases`], with the TOML given as a string (`origin` names it).
+///
+/// # Errors
+///
+/// As [`load_with_aliases`], except that there is no file to read.
+pub fn load_str_with_aliases<T: DeserializeOwned>(
+    toml: &str,
+    origin: &str,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+    aliases: &[Alias],
+) -> Result<Loaded<T>, ConfigError> {
+    let mut deprecations = Vec::new();
+    let provider = NamedToml {
+        text: toml.to_owned(),
+        origin: origin.to_owned(),
+    };
+    let data = match provider.data() {
+        Ok(map) => Ok(rename_aliases(map, aliases, origin, &mut deprecations)?),
+        Err(e) => Err(e),
+    };
+    let figment = Figment::new().merge(Prepared {
+        metadata: provider.metadata(),
+        data,
+    });
+    let value = extract(with_env(figment, env, env_map))?;
+    Ok(Loaded {
+        value,
+        deprecations,
+    })
+}
+
+/// Renames the top-level deprecated keys of one provider's data to their new names.
+fn rename_aliases(
+    mut map: Map<Profile, Dict>,
+    aliases: &[Alias],
+    origin: &str,
+    found: &mut Vec<Deprecation>,
+) -> Result<Map<Profile, Dict>, ConfigError> {
+    let mut issues = Vec::new();
+    for dict in map.values_mut() {
+        for alias in aliases {
+            let Some(value) = dict.remove(alias.old) else {
+                continue;
+            };
+            if dict.contains_key(alias.new) {
+                issues.push(ConfigIssue {
+                    key: alias.new.to_owned(),
+                    origin: origin.to_owned(),
+                    message: format!(
+                        "both `{}` and its deprecated alias `{}` are set; keep only `{}`",
+                        alias.new, alias.old, alias.new
+                    ),
+                });
+                continue;
+            }
+            dict.insert(alias.new.to_owned(), value);
+            found.push(Deprecation {
+                old: alias.old,
+                new: alias.new,
+                origin: origin.to_owned(),
+            });
+        }
+    }
+    if issues.is_empty() {
+        Ok(map)
+    } else {
+        Err(ConfigError::Invalid { issues })
+    }
+}
+
+/// Data read (and alias-renamed) ahead of time, under the original provider's metadata.
+struct Prepared {
+    metadata: Metadata,
+    data: Result<Map<Profile, Dict>, figment::Error>,
+}
+
+impl Provider for Prepared {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.data.clone()
+    }
 }
 
 fn with_env(mut figment: Figment, env: &dyn EnvSource, env_map: &[(&str, &str)]) -> Figment {
