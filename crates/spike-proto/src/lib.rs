@@ -41,7 +41,7 @@
 //! - [`spiffe_id`]: SPIFFE-ID builders, [`TrustRoots`] and role predicates (§3.3).
 //! - [`duration`]: Go durations (`parse_go_duration`, `format_go_duration`) as SPIKE's
 //!   variables write them; shared by the daemons and the CLI.
-//! - [`env`]: the injectable environment ([`env::EnvSource`], [`env::ProcessEnv`],
+//! - [`mod@env`]: the injectable environment ([`env::EnvSource`], [`env::ProcessEnv`],
 //!   [`env::MapEnv`]) every loader reads `SPIKE_*` through; shared by the daemons and the CLI.
 //! - [`error`]: the crate's error type, [`ProtoError`].
 
