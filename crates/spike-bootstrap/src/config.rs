@@ -17,9 +17,13 @@
 //! | `state_dir` | `$STATE_DIRECTORY`, else `"/var/lib/spike-bootstrap"` | — | where the done-marker lives |
 //! | `spiffe_endpoint_socket` | unset | `SPIFFE_ENDPOINT_SOCKET` | Workload API endpoint |
 //! | `spiffe_id` | unset | `SPIKE_BOOTSTRAP_SPIFFE_ID` | pick this SVID when the agent returns several |
-//! | `spiffe_source_timeout` | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the SVID |
+//! | `spiffe_timeout` (deprecated alias `spiffe_source_timeout`) | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the SVID |
 //! | `http_client_timeout` | `"60s"` | `SPIKE_HTTP_CLIENT_TIMEOUT` | bound on one HTTP request |
 //! | `trust_roots.nexus` / `.keeper` / `.bootstrap` | `"spike.ist"` | `SPIKE_TRUST_ROOT_NEXUS` / `_KEEPER` / `_BOOTSTRAP` | comma lists for the role checks |
+//!
+//! The keys Bootstrap shares with the daemons (`spiffe_*`, `[trust_roots]`) and their
+//! deprecated aliases are defined once in [`spike_daemon::common`]; a deprecated key is read as
+//! its new name and reported in [`BootstrapConfig::deprecations`].
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,12 +31,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use spike_client::BaseUrl;
-use spike_daemon::config::GoDuration;
-use spike_daemon::{EnvSource, MapEnv};
+use spike_daemon::EnvSource;
+pub use spike_daemon::common::TrustRootsFile;
+use spike_daemon::common::{Alias, Deprecation, IDENTITY_ALIASES, IdentitySettings};
+use spike_daemon::config::{GoDuration, Loaded};
 use spike_identity::SpiffeId;
 use spike_proto::TrustRoots;
 use spike_proto::spiffe_id::{
-    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS,
+    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS, Role,
 };
 
 use crate::error::BootstrapError;
@@ -65,12 +71,18 @@ pub const ENV_MAP: &[(&str, &str)] = &[
     ("SPIKE_BOOTSTRAP_FORCE", "force"),
     ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
     ("SPIKE_BOOTSTRAP_SPIFFE_ID", "spiffe_id"),
-    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_source_timeout"),
+    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_timeout"),
     ("SPIKE_HTTP_CLIENT_TIMEOUT", "http_client_timeout"),
     (ENV_TRUST_ROOT_NEXUS, "trust_roots.nexus"),
     (ENV_TRUST_ROOT_KEEPER, "trust_roots.keeper"),
     (ENV_TRUST_ROOT_BOOTSTRAP, "trust_roots.bootstrap"),
 ];
+
+/// Deprecated keys Bootstrap still reads (see [`spike_daemon::common`]).
+pub const ALIASES: &[Alias] = IDENTITY_ALIASES;
+
+/// The roles whose `[trust_roots]` Bootstrap reads: its own, and its peers'.
+pub const TRUST_ROLES: &[Role] = &[Role::Nexus, Role::Keeper, Role::Bootstrap];
 
 /// The raw configuration file (see the module docs for every key).
 #[derive(Debug, Clone, Deserialize)]
@@ -109,23 +121,11 @@ pub struct ConfigFile {
     /// Expected own SPIFFE ID.
     pub spiffe_id: Option<String>,
     /// Bounded wait for the SVID.
-    pub spiffe_source_timeout: GoDuration,
+    pub spiffe_timeout: GoDuration,
     /// Bound on one HTTP request.
     pub http_client_timeout: GoDuration,
     /// Trust roots per role.
     pub trust_roots: TrustRootsFile,
-}
-
-/// `[trust_roots]`: comma lists as in `SPIKE_TRUST_ROOT_*`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrustRootsFile {
-    /// `SPIKE_TRUST_ROOT_NEXUS`.
-    pub nexus: Option<String>,
-    /// `SPIKE_TRUST_ROOT_KEEPER`.
-    pub keeper: Option<String>,
-    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`.
-    pub bootstrap: Option<String>,
 }
 
 impl Default for ConfigFile {
@@ -146,7 +146,7 @@ impl Default for ConfigFile {
             state_dir: None,
             spiffe_endpoint_socket: None,
             spiffe_id: None,
-            spiffe_source_timeout: GoDuration(Duration::from_secs(30)),
+            spiffe_timeout: GoDuration(Duration::from_secs(30)),
             http_client_timeout: GoDuration(Duration::from_secs(60)),
             trust_roots: TrustRootsFile::default(),
         }
@@ -231,6 +231,8 @@ pub struct BootstrapConfig {
     pub http_client_timeout: Duration,
     /// Role trust roots.
     pub trust_roots: TrustRoots,
+    /// Deprecated keys the file used (log them at `warn` once logging is up).
+    pub deprecations: Vec<Deprecation>,
 }
 
 impl BootstrapConfig {
@@ -241,8 +243,8 @@ impl BootstrapConfig {
     /// [`BootstrapError::Config`], [`BootstrapError::InvalidConfig`],
     /// [`BootstrapError::KeeperCountMismatch`] or [`BootstrapError::InvalidThreshold`].
     pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Self, BootstrapError> {
-        let raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
-        Self::from_raw(raw, env)
+        let loaded = spike_daemon::config::load_with_aliases(file, env, ENV_MAP, ALIASES)?;
+        Self::from_loaded(loaded, env)
     }
 
     /// Loads from TOML text; see [`BootstrapConfig::load`].
@@ -250,8 +252,18 @@ impl BootstrapConfig {
     /// # Errors
     /// As [`BootstrapConfig::load`].
     pub fn from_toml(toml: &str, env: &dyn EnvSource) -> Result<Self, BootstrapError> {
-        let raw: ConfigFile = spike_daemon::config::load_str(toml, "config", env, ENV_MAP)?;
-        Self::from_raw(raw, env)
+        let loaded =
+            spike_daemon::config::load_str_with_aliases(toml, "config", env, ENV_MAP, ALIASES)?;
+        Self::from_loaded(loaded, env)
+    }
+
+    fn from_loaded(
+        loaded: Loaded<ConfigFile>,
+        env: &dyn EnvSource,
+    ) -> Result<Self, BootstrapError> {
+        let mut config = Self::from_raw(loaded.value, env)?;
+        config.deprecations = loaded.deprecations;
+        Ok(config)
     }
 
     /// The path of the done-marker.
@@ -301,23 +313,16 @@ impl BootstrapConfig {
                 shares,
             });
         }
-        let spiffe_id = raw
-            .spiffe_id
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| SpiffeId::new(s).map_err(|e| invalid("spiffe_id", e.to_string())))
-            .transpose()?;
-        let roots_env: MapEnv = [
-            (ENV_TRUST_ROOT_NEXUS, raw.trust_roots.nexus.clone()),
-            (ENV_TRUST_ROOT_KEEPER, raw.trust_roots.keeper.clone()),
-            (ENV_TRUST_ROOT_BOOTSTRAP, raw.trust_roots.bootstrap.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-        let trust_roots = TrustRoots::from_lookup(|var| roots_env.var(var))
-            .map_err(|e| invalid("trust_roots", e.to_string()))?;
+        let identity = IdentitySettings::parse(
+            raw.spiffe_endpoint_socket.as_deref(),
+            raw.spiffe_id.as_deref(),
+            raw.spiffe_timeout.0,
+        )
+        .map_err(|e| invalid(e.key, e.message))?;
+        let trust_roots = raw
+            .trust_roots
+            .resolve(TRUST_ROLES)
+            .map_err(|e| invalid(e.key, e.message))?;
         if raw.keeper_retry_initial_interval.0 > raw.keeper_retry_max_interval.0 {
             return Err(invalid(
                 "keeper_retry_initial_interval",
@@ -326,7 +331,6 @@ impl BootstrapConfig {
         }
         for (key, d) in [
             ("keeper_timeout", raw.keeper_timeout),
-            ("spiffe_source_timeout", raw.spiffe_source_timeout),
             ("http_client_timeout", raw.http_client_timeout),
             ("verification_timeout", raw.verification_timeout),
         ] {
@@ -356,11 +360,12 @@ impl BootstrapConfig {
             timeout: Some(raw.timeout.0).filter(|d| !d.is_zero()),
             force: raw.force,
             state_dir,
-            spiffe_endpoint_socket: raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty()),
-            spiffe_id,
-            spiffe_source_timeout: raw.spiffe_source_timeout.0,
+            spiffe_endpoint_socket: identity.endpoint,
+            spiffe_id: identity.spiffe_id,
+            spiffe_source_timeout: identity.timeout,
             http_client_timeout: raw.http_client_timeout.0,
             trust_roots,
+            deprecations: Vec::new(),
         })
     }
 }

@@ -33,7 +33,7 @@ use spike_client::{
     BaseUrl, ClientError, ClientOptions, HealthResponse, KeeperClient, NexusClient,
 };
 use spike_crypto::{Cipher, RootKey, shamir};
-use spike_identity::{Identity, IdentityOptions};
+use spike_identity::Identity;
 use spike_proto::{ShardBytes, TrustRoots};
 use tokio::time::Instant;
 
@@ -134,27 +134,24 @@ async fn run_inner(config: &BootstrapConfig) -> Result<Outcome, BootstrapError> 
     if marker::exists(&marker) && !config.force {
         return Ok(Outcome::AlreadyBootstrapped { marker });
     }
-    let identity = Identity::connect_with(IdentityOptions {
+    let settings = spike_daemon::common::IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
+        spiffe_id: config.spiffe_id.clone(),
         timeout: config.spiffe_source_timeout,
-        expected_id: config.spiffe_id.clone(),
-        // Accept peers from every trust domain our trust roots name (not only our own).
-        trust_domains: Some(spike_identity::parse_trust_domains(
-            config.trust_roots.trust_domain_names(&[
-                spike_proto::spiffe_id::Role::Nexus,
-                spike_proto::spiffe_id::Role::Keeper,
-                spike_proto::spiffe_id::Role::Bootstrap,
-            ]),
-        )?),
-    })
-    .await?;
-    let own = identity.own_id().to_string();
-    if !config.trust_roots.is_bootstrap(&own) {
-        return Err(BootstrapError::NotBootstrap {
-            id: own,
-            roots: roots_list(&config.trust_roots, spike_proto::Role::Bootstrap),
-        });
-    }
+    };
+    // Accept peers from every trust domain our trust roots name (not only our own).
+    let identity =
+        spike_daemon::identity::connect(&settings, &config.trust_roots, config::TRUST_ROLES)
+            .await?;
+    spike_daemon::identity::check_own_role(
+        &identity,
+        &config.trust_roots,
+        spike_proto::Role::Bootstrap,
+    )
+    .map_err(|e| BootstrapError::NotBootstrap {
+        id: e.id,
+        roots: e.roots,
+    })?;
     let options = client_options(config);
     let nexus_url = config.nexus_api_url.to_string();
     let nexus = NexusClient::new(
@@ -451,15 +448,6 @@ fn nexus_error(url: &str, err: &ClientError) -> BootstrapError {
         url: url.to_owned(),
         detail: err.to_string(),
     }
-}
-
-fn roots_list(roots: &TrustRoots, role: spike_proto::Role) -> String {
-    roots
-        .roots(role)
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

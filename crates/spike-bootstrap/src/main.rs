@@ -43,6 +43,9 @@ fn main() -> ExitCode {
     };
     config.force |= args.force;
     if let Some(Command::CheckConfig) = args.command {
+        for deprecation in &config.deprecations {
+            eprintln!("spike-bootstrap: warning: {deprecation}");
+        }
         println!(
             "configuration OK: {} keepers, threshold {}, Nexus {}, marker {}",
             config.keepers.len(),
@@ -55,6 +58,9 @@ fn main() -> ExitCode {
     if let Err(err) = spike_daemon::logging::init(&Default::default(), &ProcessEnv) {
         eprintln!("spike-bootstrap: {err}");
         return ExitCode::from(64);
+    }
+    for deprecation in &config.deprecations {
+        tracing::warn!("{deprecation}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

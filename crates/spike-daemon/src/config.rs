@@ -22,6 +22,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serializer};
 
+pub use crate::common::{Alias, Deprecation};
 pub use crate::env::{EnvSource, MapEnv, ProcessEnv};
 
 /// Why a configuration could not be loaded.
@@ -125,6 +126,142 @@ pub fn load_str<T: DeserializeOwned>(
         origin: origin.to_owned(),
     });
     extract(with_env(figment, env, env_map))
+}
+
+/// A loaded configuration with the deprecated keys that were used to write it.
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    /// The configuration.
+    pub value: T,
+    /// Deprecated keys found (their values were used under the new names); the daemon logs
+    /// them at `warn` once logging is up, and `check-config` prints them on stderr.
+    pub deprecations: Vec<Deprecation>,
+}
+
+/// Like [`load`], and every deprecated key of `aliases` found in the file is read as its new
+/// key and reported in [`Loaded::deprecations`]. Environment variables map onto the new keys
+/// directly.
+///
+/// # Errors
+///
+/// As [`load`]; also [`ConfigError::Invalid`] naming both keys when a file sets a deprecated
+/// key and its replacement.
+pub fn load_with_aliases<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+    aliases: &[Alias],
+) -> Result<Loaded<T>, ConfigError> {
+    let mut figment = Figment::new();
+    let mut deprecations = Vec::new();
+    if let Some(path) = file {
+        std::fs::File::open(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let toml = Toml::file_exact(path);
+        let origin = path.display().to_string();
+        let data = match toml.data() {
+            Ok(map) => Ok(rename_aliases(map, aliases, &origin, &mut deprecations)?),
+            Err(e) => Err(e),
+        };
+        figment = figment.merge(Prepared {
+            metadata: toml.metadata(),
+            data,
+        });
+    }
+    let value = extract(with_env(figment, env, env_map))?;
+    Ok(Loaded {
+        value,
+        deprecations,
+    })
+}
+
+/// Like [`load_with_aliases`], with the TOML given as a string (`origin` names it).
+///
+/// # Errors
+///
+/// As [`load_with_aliases`], except that there is no file to read.
+pub fn load_str_with_aliases<T: DeserializeOwned>(
+    toml: &str,
+    origin: &str,
+    env: &dyn EnvSource,
+    env_map: &[(&str, &str)],
+    aliases: &[Alias],
+) -> Result<Loaded<T>, ConfigError> {
+    let mut deprecations = Vec::new();
+    let provider = NamedToml {
+        text: toml.to_owned(),
+        origin: origin.to_owned(),
+    };
+    let data = match provider.data() {
+        Ok(map) => Ok(rename_aliases(map, aliases, origin, &mut deprecations)?),
+        Err(e) => Err(e),
+    };
+    let figment = Figment::new().merge(Prepared {
+        metadata: provider.metadata(),
+        data,
+    });
+    let value = extract(with_env(figment, env, env_map))?;
+    Ok(Loaded {
+        value,
+        deprecations,
+    })
+}
+
+/// Renames the top-level deprecated keys of one provider's data to their new names.
+fn rename_aliases(
+    mut map: Map<Profile, Dict>,
+    aliases: &[Alias],
+    origin: &str,
+    found: &mut Vec<Deprecation>,
+) -> Result<Map<Profile, Dict>, ConfigError> {
+    let mut issues = Vec::new();
+    for dict in map.values_mut() {
+        for alias in aliases {
+            let Some(value) = dict.remove(alias.old) else {
+                continue;
+            };
+            if dict.contains_key(alias.new) {
+                issues.push(ConfigIssue {
+                    key: alias.new.to_owned(),
+                    origin: origin.to_owned(),
+                    message: format!(
+                        "both `{}` and its deprecated alias `{}` are set; keep only `{}`",
+                        alias.new, alias.old, alias.new
+                    ),
+                });
+                continue;
+            }
+            dict.insert(alias.new.to_owned(), value);
+            found.push(Deprecation {
+                old: alias.old,
+                new: alias.new,
+                origin: origin.to_owned(),
+            });
+        }
+    }
+    if issues.is_empty() {
+        Ok(map)
+    } else {
+        Err(ConfigError::Invalid { issues })
+    }
+}
+
+/// Data read (and alias-renamed) ahead of time, under the original provider's metadata.
+struct Prepared {
+    metadata: Metadata,
+    data: Result<Map<Profile, Dict>, figment::Error>,
+}
+
+impl Provider for Prepared {
+    fn metadata(&self) -> Metadata {
+        self.metadata.clone()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.data.clone()
+    }
 }
 
 fn with_env(mut figment: Figment, env: &dyn EnvSource, env_map: &[(&str, &str)]) -> Figment {
@@ -276,194 +413,9 @@ fn issue_from(err: figment::Error) -> ConfigIssue {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Go durations
+// Go durations (the parser is shared with the `spike` CLI through spike-proto)
 
-/// Why a Go duration string was rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum GoDurationError {
-    /// The string was empty.
-    #[error("empty duration")]
-    Empty,
-    /// The string is not a Go duration (`300ms`, `1.5h`, `2h45m`).
-    #[error("invalid duration {input:?}: expected e.g. 300ms, 1.5h, 2h45m")]
-    Invalid {
-        /// The rejected input.
-        input: String,
-    },
-    /// A number had no unit (`5`; only `0` may omit it).
-    #[error("missing unit in duration {input:?} (units: ns, us, µs, ms, s, m, h)")]
-    MissingUnit {
-        /// The rejected input.
-        input: String,
-    },
-    /// A unit other than ns, us, µs, ms, s, m, h.
-    #[error("unknown unit {unit:?} in duration {input:?} (units: ns, us, µs, ms, s, m, h)")]
-    UnknownUnit {
-        /// The unit found.
-        unit: String,
-        /// The rejected input.
-        input: String,
-    },
-    /// A negative duration, which has no meaning for timeouts and intervals.
-    #[error("negative duration {input:?} is not allowed")]
-    Negative {
-        /// The rejected input.
-        input: String,
-    },
-    /// Larger than Go's limit (about 292 years).
-    #[error("duration {input:?} is too large")]
-    Overflow {
-        /// The rejected input.
-        input: String,
-    },
-}
-
-const NANOS_PER_SEC: u128 = 1_000_000_000;
-/// Go's `time.Duration` is an int64 of nanoseconds.
-const GO_MAX_NANOS: u128 = i64::MAX as u128;
-
-fn unit_nanos(unit: &str) -> Option<u128> {
-    Some(match unit {
-        "ns" => 1,
-        "us" | "\u{00b5}s" | "\u{03bc}s" => 1_000,
-        "ms" => 1_000_000,
-        "s" => NANOS_PER_SEC,
-        "m" => 60 * NANOS_PER_SEC,
-        "h" => 3_600 * NANOS_PER_SEC,
-        _ => return None,
-    })
-}
-
-/// Parses a duration the way Go's `time.ParseDuration` does (`300ms`, `1.5h`, `2h45m`, `0`;
-/// units ns, us, µs, ms, s, m, h), except that negative durations are rejected.
-///
-/// # Errors
-///
-/// A [`GoDurationError`] naming the input.
-pub fn parse_go_duration(input: &str) -> Result<Duration, GoDurationError> {
-    let invalid = || GoDurationError::Invalid {
-        input: input.to_owned(),
-    };
-    let overflow = || GoDurationError::Overflow {
-        input: input.to_owned(),
-    };
-    let mut s = input;
-    let mut negative = false;
-    if let Some(rest) = s.strip_prefix('-') {
-        negative = true;
-        s = rest;
-    } else if let Some(rest) = s.strip_prefix('+') {
-        s = rest;
-    }
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(if input.is_empty() {
-            GoDurationError::Empty
-        } else {
-            invalid()
-        });
-    }
-    let mut total: u128 = 0;
-    while !s.is_empty() {
-        // integer part
-        let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
-        let (int_digits, rest) = s.split_at(int_len);
-        s = rest;
-        let mut whole: u128 = 0;
-        for d in int_digits.bytes() {
-            whole = whole
-                .checked_mul(10)
-                .and_then(|w| w.checked_add(u128::from(d - b'0')))
-                .filter(|w| *w <= GO_MAX_NANOS)
-                .ok_or_else(overflow)?;
-        }
-        // fraction
-        let (mut frac, mut scale, mut frac_len) = (0u128, 1u128, 0usize);
-        if let Some(rest) = s.strip_prefix('.') {
-            frac_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-            let (frac_digits, rest) = rest.split_at(frac_len);
-            s = rest;
-            // Digits beyond nanosecond precision of an hour cannot change the result.
-            for d in frac_digits.bytes().take(20) {
-                frac = frac * 10 + u128::from(d - b'0');
-                scale *= 10;
-            }
-        }
-        if int_len == 0 && frac_len == 0 {
-            return Err(invalid());
-        }
-        // unit
-        let unit_len = s
-            .char_indices()
-            .find(|(_, c)| *c == '.' || c.is_ascii_digit())
-            .map_or(s.len(), |(i, _)| i);
-        let (unit, rest) = s.split_at(unit_len);
-        s = rest;
-        if unit.is_empty() {
-            return Err(GoDurationError::MissingUnit {
-                input: input.to_owned(),
-            });
-        }
-        let per = unit_nanos(unit).ok_or_else(|| GoDurationError::UnknownUnit {
-            unit: unit.to_owned(),
-            input: input.to_owned(),
-        })?;
-        let part = whole
-            .checked_mul(per)
-            .and_then(|p| p.checked_add(frac * per / scale))
-            .ok_or_else(overflow)?;
-        total = total
-            .checked_add(part)
-            .filter(|t| *t <= GO_MAX_NANOS)
-            .ok_or_else(overflow)?;
-    }
-    if negative && total > 0 {
-        return Err(GoDurationError::Negative {
-            input: input.to_owned(),
-        });
-    }
-    let secs = u64::try_from(total / NANOS_PER_SEC).map_err(|_| overflow())?;
-    let nanos = u32::try_from(total % NANOS_PER_SEC).map_err(|_| overflow())?;
-    Ok(Duration::new(secs, nanos))
-}
-
-/// Formats a duration so that [`parse_go_duration`] reads it back exactly (`1h30m`, `300ms`,
-/// `1.5s`, `0s`).
-#[must_use]
-pub fn format_go_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_owned();
-    }
-    let nanos = d.subsec_nanos();
-    let secs = d.as_secs();
-    if secs == 0 {
-        return if nanos.is_multiple_of(1_000_000) {
-            format!("{}ms", nanos / 1_000_000)
-        } else if nanos.is_multiple_of(1_000) {
-            format!("{}us", nanos / 1_000)
-        } else {
-            format!("{nanos}ns")
-        };
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if nanos > 0 {
-        let frac = format!("{nanos:09}");
-        out.push_str(&format!("{s}.{}s", frac.trim_end_matches('0')));
-    } else if s > 0 {
-        out.push_str(&format!("{s}s"));
-    }
-    out
-}
+pub use spike_proto::duration::{GoDurationError, format_go_duration, parse_go_duration};
 
 /// A [`Duration`] read from and written as a Go duration string; use it as a config field type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -592,87 +544,6 @@ pub mod listen_addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    #[test]
-    fn go_durations_parse_like_go() {
-        assert_eq!(parse_go_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("300ms"), Ok(ms(300)));
-        assert_eq!(parse_go_duration("1.5h"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("2h45m"), Ok(Duration::from_secs(9900)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_go_duration("-0"), Ok(Duration::ZERO));
-        assert_eq!(parse_go_duration("+5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_go_duration("1µs"), Ok(Duration::from_micros(1)));
-        assert_eq!(parse_go_duration("1μs"), Ok(Duration::from_micros(1)));
-        assert_eq!(parse_go_duration("7us"), Ok(Duration::from_micros(7)));
-        assert_eq!(parse_go_duration("9ns"), Ok(Duration::from_nanos(9)));
-        assert_eq!(parse_go_duration(".5s"), Ok(ms(500)));
-        assert_eq!(parse_go_duration("1.s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_go_duration("1m0.25s"), Ok(ms(60_250)));
-        assert_eq!(
-            parse_go_duration("1.000000001s"),
-            Ok(Duration::new(1, 1)),
-            "nanosecond precision"
-        );
-        // Go's maximum: 2562047h47m16.854775807s
-        assert_eq!(
-            parse_go_duration("2562047h47m16.854775807s"),
-            Ok(Duration::new(9_223_372_036, 854_775_807))
-        );
-    }
-
-    #[test]
-    fn go_duration_errors_are_typed() {
-        assert_eq!(parse_go_duration(""), Err(GoDurationError::Empty));
-        assert!(matches!(
-            parse_go_duration("5"),
-            Err(GoDurationError::MissingUnit { .. })
-        ));
-        assert!(matches!(
-            parse_go_duration("5d"),
-            Err(GoDurationError::UnknownUnit { ref unit, .. }) if unit == "d"
-        ));
-        assert!(matches!(
-            parse_go_duration("-5s"),
-            Err(GoDurationError::Negative { .. })
-        ));
-        assert!(matches!(
-            parse_go_duration("2562048h"),
-            Err(GoDurationError::Overflow { .. })
-        ));
-        assert!(matches!(
-            parse_go_duration("99999999999999999999999999999999h"),
-            Err(GoDurationError::Overflow { .. })
-        ));
-        for bad in ["-", "+", ".", "s", "1..5s", "1 s", " 1s"] {
-            assert!(parse_go_duration(bad).is_err(), "{bad:?} must be rejected");
-        }
-        let msg = parse_go_duration("5x").unwrap_err().to_string();
-        assert!(msg.contains("\"5x\"") && msg.contains("\"x\""), "{msg}");
-    }
-
-    #[test]
-    fn format_round_trips() {
-        for d in [
-            Duration::ZERO,
-            ms(300),
-            Duration::from_secs(5400),
-            Duration::new(1, 500_000_000),
-            Duration::new(3661, 1),
-            Duration::from_micros(7),
-            Duration::from_nanos(9),
-            Duration::from_secs(60),
-        ] {
-            let s = format_go_duration(d);
-            assert_eq!(parse_go_duration(&s), Ok(d), "{s}");
-        }
-        assert_eq!(format_go_duration(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format_go_duration(ms(1500)), "1.5s");
-    }
 
     #[test]
     fn listen_addrs_accept_go_forms() {

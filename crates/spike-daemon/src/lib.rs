@@ -9,6 +9,9 @@
 //!
 //! # Layout
 //!
+//! - [`common`]: the configuration keys every daemon shares (one name per concept, deprecated
+//!   aliases), the one `[trust_roots]` table ([`common::TrustRootsFile`]), [`common::roots_list`]
+//!   and the typed [`common::IdentitySettings`].
 //! - [`config`]: figment loader (`load`) with an explicit SPIKE env-var map, errors that name the
 //!   key and its origin, Go durations (`parse_go_duration`, `GoDuration`) and Go listen
 //!   addresses (`:8553`).
@@ -16,6 +19,7 @@
 //! - [`handshake`]: [`handshake::HandshakeFailureLog`], failed TLS handshakes at `warn` once
 //!   per peer address per minute, in bounded memory (used by Nexus and Keeper).
 //! - [`harden`]: `PR_SET_DUMPABLE=0`, `RLIMIT_CORE=0`, umask 077, `mlockall` by policy.
+//! - [`identity`]: the Workload API connection of a daemon and its own-ID role check.
 //! - [`listen`]: named socket-activation fds (`LISTEN_FDNAMES`) as tokio listeners, with a
 //!   fallback bind; the one place with `unsafe` (adopting an fd number).
 //! - [`logging`]: tracing subscriber setup, [`logging::log_keys`], [`logging::AUDIT_TARGET`].
@@ -25,10 +29,12 @@
 
 #![deny(unsafe_code)]
 
+pub mod common;
 pub mod config;
 pub mod env;
 pub mod handshake;
 pub mod harden;
+pub mod identity;
 pub mod listen;
 pub mod logging;
 pub mod notify;

@@ -7,31 +7,39 @@
 //! | `listen` | `":8443"` | `SPIKE_KEEPER_TLS_PORT` | listen address (`:PORT`, `IP:PORT`, `[IPV6]:PORT`); ignored when systemd passes a socket named `api` |
 //! | `spiffe_endpoint_socket` | unset (`unix:///tmp/spire-agent/public/api.sock`) | `SPIFFE_ENDPOINT_SOCKET` | Workload API endpoint |
 //! | `spiffe_id` | unset | `SPIKE_KEEPER_SPIFFE_ID` | pick this SVID when the agent returns several |
-//! | `spiffe_source_timeout` | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the first SVID |
+//! | `spiffe_timeout` (deprecated alias `spiffe_source_timeout`) | `"30s"` | `SPIKE_SPIFFE_SOURCE_TIMEOUT` | bounded wait for the first SVID |
 //! | `trust_roots.nexus` | `"spike.ist"` | `SPIKE_TRUST_ROOT_NEXUS` | comma list; callers allowed to contribute and read the shard |
 //! | `trust_roots.keeper` | `"spike.ist"` | `SPIKE_TRUST_ROOT_KEEPER` | comma list; our own ID must be a keeper under one of them |
 //! | `trust_roots.bootstrap` | `"spike.ist"` | `SPIKE_TRUST_ROOT_BOOTSTRAP` | comma list; callers allowed to contribute |
 //! | `handshake_timeout` | `"10s"` | — | bound on one TLS handshake |
 //! | `read_header_timeout` | `"10s"` | `SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT` | bound on reading request headers (also idle keep-alive) |
 //! | `max_connections` | `256` | — | concurrent connections; more wait in the listen backlog |
-//! | `max_body_bytes` | `65536` | — | request body limit; larger bodies get 400 |
-//! | `shutdown_grace_period` | `"10s"` | — | time in-flight requests get after SIGTERM |
+//! | `request_body_limit` (deprecated alias `max_body_bytes`) | `65536` | — | request body limit; larger bodies get 400 |
+//! | `shutdown_grace` (deprecated alias `shutdown_grace_period`) | `"10s"` | — | time in-flight requests get after SIGTERM |
 //! | `require_mlock` | `false` | — | fail at startup when `mlockall` is refused (else warn) |
 //! | `log_level` | unset (`SPIKE_SYSTEM_LOG_LEVEL`, else `WARN`) | — | `DEBUG`, `INFO`, `WARN`, `ERROR` |
 //! | `log_target` | `"auto"` | — | `auto` (journald under systemd, else stderr), `journald`, `stderr` |
+//!
+//! The shared keys (`spiffe_*`, `[trust_roots]`, `request_body_limit`, `shutdown_grace`) and
+//! their deprecated aliases are defined once in [`spike_daemon::common`]; a deprecated key is
+//! read as its new name and reported in [`KeeperConfig::deprecations`].
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
-use spike_daemon::config::{GoDuration, parse_listen_addr};
+use spike_daemon::EnvSource;
+pub use spike_daemon::common::TrustRootsFile;
+use spike_daemon::common::{
+    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
+};
+use spike_daemon::config::{GoDuration, Loaded, parse_listen_addr};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
-use spike_daemon::{EnvSource, MapEnv};
 use spike_identity::SpiffeId;
 use spike_proto::TrustRoots;
 use spike_proto::spiffe_id::{
-    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS,
+    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_NEXUS, Role,
 };
 
 use crate::error::KeeperError;
@@ -41,7 +49,7 @@ pub const ENV_MAP: &[(&str, &str)] = &[
     ("SPIKE_KEEPER_TLS_PORT", "listen"),
     ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
     ("SPIKE_KEEPER_SPIFFE_ID", "spiffe_id"),
-    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_source_timeout"),
+    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_timeout"),
     (ENV_TRUST_ROOT_NEXUS, "trust_roots.nexus"),
     (ENV_TRUST_ROOT_KEEPER, "trust_roots.keeper"),
     (ENV_TRUST_ROOT_BOOTSTRAP, "trust_roots.bootstrap"),
@@ -50,6 +58,12 @@ pub const ENV_MAP: &[(&str, &str)] = &[
         "read_header_timeout",
     ),
 ];
+
+/// Deprecated keys the keeper still reads (see [`spike_daemon::common`]).
+pub const ALIASES: &[Alias] = &[IDENTITY_ALIASES[0], SERVER_ALIASES[0], SERVER_ALIASES[1]];
+
+/// The roles whose `[trust_roots]` the keeper reads: its own, and its callers'.
+pub const TRUST_ROLES: &[Role] = &[Role::Nexus, Role::Keeper, Role::Bootstrap];
 
 /// The raw configuration file (see the module docs for every key).
 #[derive(Debug, Clone, Deserialize)]
@@ -62,7 +76,7 @@ pub struct ConfigFile {
     /// Expected own SPIFFE ID.
     pub spiffe_id: Option<String>,
     /// Bounded wait for the first SVID.
-    pub spiffe_source_timeout: GoDuration,
+    pub spiffe_timeout: GoDuration,
     /// Trust roots per role.
     pub trust_roots: TrustRootsFile,
     /// TLS handshake bound.
@@ -72,9 +86,9 @@ pub struct ConfigFile {
     /// Concurrent connection cap.
     pub max_connections: usize,
     /// Request body limit.
-    pub max_body_bytes: usize,
+    pub request_body_limit: usize,
     /// Shutdown grace period.
-    pub shutdown_grace_period: GoDuration,
+    pub shutdown_grace: GoDuration,
     /// Fail when `mlockall` is refused.
     pub require_mlock: bool,
     /// Log level.
@@ -83,31 +97,19 @@ pub struct ConfigFile {
     pub log_target: LogTarget,
 }
 
-/// `[trust_roots]`: comma lists as in `SPIKE_TRUST_ROOT_*`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrustRootsFile {
-    /// `SPIKE_TRUST_ROOT_NEXUS`.
-    pub nexus: Option<String>,
-    /// `SPIKE_TRUST_ROOT_KEEPER`.
-    pub keeper: Option<String>,
-    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`.
-    pub bootstrap: Option<String>,
-}
-
 impl Default for ConfigFile {
     fn default() -> Self {
         Self {
             listen: ":8443".to_owned(),
             spiffe_endpoint_socket: None,
             spiffe_id: None,
-            spiffe_source_timeout: GoDuration(Duration::from_secs(30)),
+            spiffe_timeout: GoDuration(Duration::from_secs(30)),
             trust_roots: TrustRootsFile::default(),
             handshake_timeout: GoDuration(Duration::from_secs(10)),
             read_header_timeout: GoDuration(Duration::from_secs(10)),
             max_connections: 256,
-            max_body_bytes: 64 * 1024,
-            shutdown_grace_period: GoDuration(Duration::from_secs(10)),
+            request_body_limit: 64 * 1024,
+            shutdown_grace: GoDuration(Duration::from_secs(10)),
             require_mlock: false,
             log_level: None,
             log_target: LogTarget::Auto,
@@ -142,6 +144,8 @@ pub struct KeeperConfig {
     pub require_mlock: bool,
     /// Logging options.
     pub log: LogOptions,
+    /// Deprecated keys the file used (log them at `warn` once logging is up).
+    pub deprecations: Vec<Deprecation>,
 }
 
 impl Default for KeeperConfig {
@@ -161,6 +165,7 @@ impl Default for KeeperConfig {
             shutdown_grace_period: Duration::from_secs(10),
             require_mlock: false,
             log: LogOptions::default(),
+            deprecations: Vec::new(),
         })
     }
 }
@@ -171,8 +176,9 @@ impl KeeperConfig {
     /// # Errors
     /// [`KeeperError::Config`] or [`KeeperError::InvalidConfig`] naming the key.
     pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Self, KeeperError> {
-        let raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
-        Self::try_from(raw)
+        Self::from_loaded(spike_daemon::config::load_with_aliases(
+            file, env, ENV_MAP, ALIASES,
+        )?)
     }
 
     /// Loads from TOML text (tests, `check-config` on generated files).
@@ -180,8 +186,15 @@ impl KeeperConfig {
     /// # Errors
     /// As [`KeeperConfig::load`].
     pub fn from_toml(toml: &str, env: &dyn EnvSource) -> Result<Self, KeeperError> {
-        let raw: ConfigFile = spike_daemon::config::load_str(toml, "config", env, ENV_MAP)?;
-        Self::try_from(raw)
+        Self::from_loaded(spike_daemon::config::load_str_with_aliases(
+            toml, "config", env, ENV_MAP, ALIASES,
+        )?)
+    }
+
+    fn from_loaded(loaded: Loaded<ConfigFile>) -> Result<Self, KeeperError> {
+        let mut config = Self::try_from(loaded.value)?;
+        config.deprecations = loaded.deprecations;
+        Ok(config)
     }
 }
 
@@ -193,46 +206,31 @@ impl TryFrom<ConfigFile> for KeeperConfig {
             key: "listen",
             message: e.to_string(),
         })?;
-        let spiffe_id = raw
-            .spiffe_id
-            .as_deref()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| {
-                SpiffeId::new(s.trim()).map_err(|e| KeeperError::InvalidConfig {
-                    key: "spiffe_id",
-                    message: e.to_string(),
-                })
-            })
-            .transpose()?;
-        let roots_env: MapEnv = [
-            (ENV_TRUST_ROOT_NEXUS, raw.trust_roots.nexus.clone()),
-            (ENV_TRUST_ROOT_KEEPER, raw.trust_roots.keeper.clone()),
-            (ENV_TRUST_ROOT_BOOTSTRAP, raw.trust_roots.bootstrap.clone()),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
-        let trust_roots = TrustRoots::from_lookup(|var| roots_env.var(var)).map_err(|e| {
-            KeeperError::InvalidConfig {
-                key: "trust_roots",
-                message: e.to_string(),
-            }
-        })?;
+        let common = |e: CommonConfigError| KeeperError::InvalidConfig {
+            key: e.key,
+            message: e.message,
+        };
+        let identity = IdentitySettings::parse(
+            raw.spiffe_endpoint_socket.as_deref(),
+            raw.spiffe_id.as_deref(),
+            raw.spiffe_timeout.0,
+        )
+        .map_err(common)?;
+        let trust_roots = raw.trust_roots.resolve(TRUST_ROLES).map_err(common)?;
         if raw.max_connections == 0 {
             return Err(KeeperError::InvalidConfig {
                 key: "max_connections",
                 message: "must be at least 1".to_owned(),
             });
         }
-        if raw.max_body_bytes < 1024 {
+        if raw.request_body_limit < 1024 {
             return Err(KeeperError::InvalidConfig {
-                key: "max_body_bytes",
+                key: "request_body_limit",
                 message: "must be at least 1024 (a contribute request is about 150 bytes)"
                     .to_owned(),
             });
         }
         for (key, d) in [
-            ("spiffe_source_timeout", raw.spiffe_source_timeout),
             ("handshake_timeout", raw.handshake_timeout),
             ("read_header_timeout", raw.read_header_timeout),
         ] {
@@ -245,27 +243,97 @@ impl TryFrom<ConfigFile> for KeeperConfig {
         }
         Ok(Self {
             listen,
-            spiffe_endpoint_socket: raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty()),
-            spiffe_id,
-            spiffe_source_timeout: raw.spiffe_source_timeout.0,
+            spiffe_endpoint_socket: identity.endpoint,
+            spiffe_id: identity.spiffe_id,
+            spiffe_source_timeout: identity.timeout,
             trust_roots,
             handshake_timeout: raw.handshake_timeout.0,
             read_header_timeout: raw.read_header_timeout.0,
             max_connections: raw.max_connections,
-            max_body_bytes: raw.max_body_bytes,
-            shutdown_grace_period: raw.shutdown_grace_period.0,
+            max_body_bytes: raw.request_body_limit,
+            shutdown_grace_period: raw.shutdown_grace.0,
             require_mlock: raw.require_mlock,
             log: LogOptions {
                 level: raw.log_level,
                 target: raw.log_target,
             },
+            deprecations: Vec::new(),
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use spike_daemon::MapEnv;
+
     use super::*;
+
+    #[test]
+    fn deprecated_keys_keep_working_with_a_warning() {
+        let env = MapEnv::new();
+        let c = KeeperConfig::from_toml(
+            "spiffe_source_timeout = \"7s\"\nmax_body_bytes = 2048\nshutdown_grace_period = \"3s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(7));
+        assert_eq!(c.max_body_bytes, 2048);
+        assert_eq!(c.shutdown_grace_period, Duration::from_secs(3));
+        let news: Vec<_> = c.deprecations.iter().map(|d| (d.old, d.new)).collect();
+        assert_eq!(
+            news,
+            [
+                ("spiffe_source_timeout", "spiffe_timeout"),
+                ("max_body_bytes", "request_body_limit"),
+                ("shutdown_grace_period", "shutdown_grace"),
+            ]
+        );
+        assert!(
+            c.deprecations[1]
+                .to_string()
+                .contains("`request_body_limit`")
+        );
+
+        let c = KeeperConfig::from_toml(
+            "spiffe_timeout = \"7s\"\nrequest_body_limit = 2048\nshutdown_grace = \"3s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(7));
+        assert_eq!(c.max_body_bytes, 2048);
+        assert_eq!(c.shutdown_grace_period, Duration::from_secs(3));
+        assert!(c.deprecations.is_empty());
+    }
+
+    #[test]
+    fn old_and_new_key_together_are_an_error() {
+        let err = KeeperConfig::from_toml(
+            "max_body_bytes = 2048\nrequest_body_limit = 4096\n",
+            &MapEnv::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`max_body_bytes`") && err.contains("`request_body_limit`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_sets_the_new_key_and_wins_over_an_old_one() {
+        let env = MapEnv::new().with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "9s");
+        let c = KeeperConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &env).unwrap();
+        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(9));
+        assert_eq!(c.deprecations.len(), 1);
+    }
+
+    #[test]
+    fn unused_trust_roots_are_rejected() {
+        let err = KeeperConfig::from_toml("[trust_roots]\npilot = \"a.org\"\n", &MapEnv::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust_roots.pilot"), "{err}");
+    }
 
     #[test]
     fn defaults_are_spike_defaults() {

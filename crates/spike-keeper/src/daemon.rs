@@ -1,9 +1,11 @@
 //! The daemon around [`crate::Keeper`]: identity, socket activation, readiness, watchdog.
 
+use spike_daemon::common::IdentitySettings;
 use spike_daemon::listen::{ListenFds, ListenerOrigin};
 use spike_daemon::notify::Notifier;
 use spike_daemon::shutdown::CancellationToken;
-use spike_identity::{Identity, IdentityOptions};
+
+use crate::config::TRUST_ROLES;
 
 use crate::{Keeper, KeeperConfig, KeeperError};
 
@@ -22,20 +24,15 @@ pub async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), KeeperError> {
     let _ = notifier.status("waiting for an X.509-SVID from the SPIFFE Workload API");
-    let identity = Identity::connect_with(IdentityOptions {
+    let settings = IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
+        spiffe_id: config.spiffe_id.clone(),
         timeout: config.spiffe_source_timeout,
-        expected_id: config.spiffe_id.clone(),
-        // Accept peers from every trust domain our trust roots name (not only our own).
-        trust_domains: Some(spike_identity::parse_trust_domains(
-            config.trust_roots.trust_domain_names(&[
-                spike_proto::spiffe_id::Role::Nexus,
-                spike_proto::spiffe_id::Role::Bootstrap,
-                spike_proto::spiffe_id::Role::Keeper,
-            ]),
-        )?),
-    })
-    .await?;
+    };
+    // Accept peers from every trust domain our trust roots name (not only our own); the own-ID
+    // role check is in `Keeper::new`.
+    let identity =
+        spike_daemon::identity::connect(&settings, &config.trust_roots, TRUST_ROLES).await?;
     let listen = config.listen;
     let keeper = Keeper::new(config, identity)?;
     let (listener, origin) = fds.tcp_or_bind(LISTEN_FD_NAME, listen).await?;

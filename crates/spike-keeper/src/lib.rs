@@ -52,13 +52,15 @@ impl Keeper {
     /// [`KeeperError::NotAKeeper`], or [`KeeperError::Identity`] if rustls refuses the
     /// configuration.
     pub fn new(config: KeeperConfig, identity: Identity) -> Result<Self, KeeperError> {
-        let own = identity.own_id().to_string();
-        if !config.trust_roots.is_keeper(&own) {
-            return Err(KeeperError::NotAKeeper {
-                id: own,
-                roots: roots_list(&config.trust_roots, spike_proto::Role::Keeper),
-            });
-        }
+        spike_daemon::identity::check_own_role(
+            &identity,
+            &config.trust_roots,
+            spike_proto::Role::Keeper,
+        )
+        .map_err(|e| KeeperError::NotAKeeper {
+            id: e.id,
+            roots: e.roots,
+        })?;
         let roots = config.trust_roots.clone();
         let allow = move |peer: &SpiffeId| {
             let id = peer.to_string();
@@ -131,13 +133,4 @@ pub async fn run(
     Keeper::new(config, identity)?
         .serve(listener, shutdown)
         .await
-}
-
-fn roots_list(roots: &spike_proto::TrustRoots, role: spike_proto::Role) -> String {
-    roots
-        .roots(role)
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }

@@ -38,12 +38,18 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = args.command {
+        for deprecation in &config.deprecations {
+            eprintln!("spike-keeper: warning: {deprecation}");
+        }
         println!("configuration OK (listen {})", config.listen);
         return ExitCode::SUCCESS;
     }
     if let Err(err) = spike_daemon::logging::init(&config.log, &ProcessEnv) {
         eprintln!("spike-keeper: {err}");
         return ExitCode::from(64);
+    }
+    for deprecation in &config.deprecations {
+        tracing::warn!("{deprecation}");
     }
     let policy = HardenPolicy {
         lock_memory: true,

@@ -8,6 +8,11 @@
 //! Deliberate difference from Go SPIKE: an unknown `SPIKE_NEXUS_BACKEND_STORE` value is an
 //! error naming the value (Go silently falls back to `sqlite`); likewise malformed numbers and
 //! durations are errors instead of silently using the default.
+//!
+//! The keys Nexus shares with Keeper and Bootstrap (`spiffe_*`, `[trust_roots]`,
+//! `request_body_limit`, `shutdown_grace`) and their deprecated aliases are defined once in
+//! [`spike_daemon::common`]; a deprecated key is read as its new name and reported in
+//! [`Config::deprecations`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,9 +20,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use spike_daemon::EnvSource;
+pub use spike_daemon::common::TrustRootsFile;
+use spike_daemon::common::{
+    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
+};
 use spike_daemon::config::{ConfigError, GoDuration, parse_listen_addr};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
-use spike_proto::spiffe_id::TrustRoots;
+use spike_identity::SpiffeId;
+use spike_proto::spiffe_id::{Role, TrustRoots};
 
 use crate::store::BackendKind;
 
@@ -51,6 +61,8 @@ pub const ENV_MAP: &[(&str, &str)] = &[
         "trust_roots.lite_workload",
     ),
     ("SPIFFE_ENDPOINT_SOCKET", "spiffe_endpoint_socket"),
+    ("SPIKE_NEXUS_SPIFFE_ID", "spiffe_id"),
+    ("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_timeout"),
     ("SPIKE_SYSTEM_LOG_LEVEL", "log_level"),
     (
         "SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT",
@@ -59,6 +71,9 @@ pub const ENV_MAP: &[(&str, &str)] = &[
     // Documented by SPIKE but never wired in Go (§15 #13); here it caps the recovery backoff.
     ("SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", "recovery_max_interval"),
 ];
+
+/// Deprecated keys Nexus still reads (see [`spike_daemon::common`]).
+pub const ALIASES: &[Alias] = &[IDENTITY_ALIASES[0], SERVER_ALIASES[0], SERVER_ALIASES[1]];
 
 /// Default data directory when neither the config nor `STATE_DIRECTORY` names one.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/spike-nexus";
@@ -75,22 +90,6 @@ pub enum PeerList {
     Comma(String),
     /// `["https://a:8443", "https://b:8443"]`
     List(Vec<String>),
-}
-
-/// Trust roots per role (each a comma list, like the `SPIKE_TRUST_ROOT_*` variables).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TrustRootsFile {
-    /// `SPIKE_TRUST_ROOT_NEXUS`
-    pub nexus: Option<String>,
-    /// `SPIKE_TRUST_ROOT_KEEPER`
-    pub keeper: Option<String>,
-    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`
-    pub bootstrap: Option<String>,
-    /// `SPIKE_TRUST_ROOT_PILOT`
-    pub pilot: Option<String>,
-    /// `SPIKE_TRUST_ROOT_LITE_WORKLOAD`
-    pub lite_workload: Option<String>,
 }
 
 /// The raw configuration document.
@@ -125,6 +124,8 @@ pub struct ConfigFile {
     pub trust_roots: TrustRootsFile,
     /// SPIFFE Workload API endpoint (`unix:///...`).
     pub spiffe_endpoint_socket: Option<String>,
+    /// Use the SVID with this SPIFFE ID when the agent returns several.
+    pub spiffe_id: Option<String>,
     /// How long to wait for the first SVID at startup.
     pub spiffe_timeout: GoDuration,
     /// Unix socket serving only the health routes without TLS; `""` disables it.
@@ -170,6 +171,7 @@ impl Default for ConfigFile {
             data_dir: None,
             trust_roots: TrustRootsFile::default(),
             spiffe_endpoint_socket: None,
+            spiffe_id: None,
             spiffe_timeout: GoDuration(Duration::from_secs(30)),
             health_socket: None,
             metrics_listen: "127.0.0.1:9553".to_owned(),
@@ -227,6 +229,8 @@ pub struct Config {
     pub trust_roots: TrustRoots,
     /// Workload API endpoint (`None`: `SPIFFE_ENDPOINT_SOCKET` or the default).
     pub spiffe_endpoint: Option<String>,
+    /// Which SVID to use when the agent returns several.
+    pub spiffe_id: Option<SpiffeId>,
     /// First-SVID timeout.
     pub spiffe_timeout: Duration,
     /// Health socket path, if enabled.
@@ -251,6 +255,8 @@ pub struct Config {
     pub log: LogOptions,
     /// Require `mlockall`.
     pub require_mlock: bool,
+    /// Deprecated keys the file used (log them at `warn` once logging is up).
+    pub deprecations: Vec<Deprecation>,
 }
 
 impl Config {
@@ -303,6 +309,9 @@ pub enum NexusConfigError {
     /// A trust root list is malformed.
     #[error("trust_roots: {0}")]
     TrustRoots(String),
+    /// A key shared by the daemons has a bad value.
+    #[error(transparent)]
+    Common(#[from] CommonConfigError),
     /// Another value is out of range.
     #[error("{key}: {message}")]
     Value {
@@ -356,20 +365,6 @@ fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfig
         out.push(KeeperPeer { id, url });
     }
     Ok(out)
-}
-
-fn parse_roots(file: &TrustRootsFile) -> Result<TrustRoots, NexusConfigError> {
-    let lookup = |var: &str| -> Option<String> {
-        match var {
-            spike_proto::spiffe_id::ENV_TRUST_ROOT_NEXUS => file.nexus.clone(),
-            spike_proto::spiffe_id::ENV_TRUST_ROOT_KEEPER => file.keeper.clone(),
-            spike_proto::spiffe_id::ENV_TRUST_ROOT_BOOTSTRAP => file.bootstrap.clone(),
-            spike_proto::spiffe_id::ENV_TRUST_ROOT_PILOT => file.pilot.clone(),
-            spike_proto::spiffe_id::ENV_TRUST_ROOT_LITE_WORKLOAD => file.lite_workload.clone(),
-            _ => None,
-        }
-    };
-    TrustRoots::from_lookup(lookup).map_err(|e| NexusConfigError::TrustRoots(e.to_string()))
 }
 
 fn positive(key: &'static str, d: Duration) -> Result<Duration, NexusConfigError> {
@@ -458,7 +453,11 @@ impl TryFrom<ConfigFile> for Config {
                     .join("health.sock"),
             ),
         };
-        let spiffe_endpoint = raw.spiffe_endpoint_socket.filter(|s| !s.trim().is_empty());
+        let identity = IdentitySettings::parse(
+            raw.spiffe_endpoint_socket.as_deref(),
+            raw.spiffe_id.as_deref(),
+            raw.spiffe_timeout.0,
+        )?;
         Ok(Config {
             listen,
             backend,
@@ -477,9 +476,10 @@ impl TryFrom<ConfigFile> for Config {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            trust_roots: parse_roots(&raw.trust_roots)?,
-            spiffe_endpoint,
-            spiffe_timeout: positive("spiffe_timeout", raw.spiffe_timeout.0)?,
+            trust_roots: raw.trust_roots.resolve(&Role::ALL)?,
+            spiffe_endpoint: identity.endpoint,
+            spiffe_id: identity.spiffe_id,
+            spiffe_timeout: identity.timeout,
             health_socket,
             metrics_listen,
             request_body_limit: raw.request_body_limit.max(1),
@@ -497,6 +497,7 @@ impl TryFrom<ConfigFile> for Config {
                 target: raw.log_target,
             },
             require_mlock: raw.require_mlock,
+            deprecations: Vec::new(),
         })
     }
 }
@@ -510,7 +511,9 @@ impl TryFrom<ConfigFile> for Config {
 /// # Errors
 /// [`NexusConfigError`] naming the key (and, for env values, the variable).
 pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Config, NexusConfigError> {
-    let mut raw: ConfigFile = spike_daemon::config::load(file, env, ENV_MAP)?;
+    let loaded =
+        spike_daemon::config::load_with_aliases::<ConfigFile>(file, env, ENV_MAP, ALIASES)?;
+    let mut raw = loaded.value;
     if raw.data_dir.is_none() {
         raw.data_dir = env
             .var("STATE_DIRECTORY")
@@ -526,7 +529,9 @@ pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Config, NexusCon
     {
         raw.health_socket = Some(PathBuf::from(dir).join("health.sock"));
     }
-    Config::try_from(raw)
+    let mut config = Config::try_from(raw)?;
+    config.deprecations = loaded.deprecations;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -626,6 +631,66 @@ mod tests {
         assert!(load(None, &env).is_err());
         let env = env3().with("SPIKE_NEXUS_SHAMIR_SHARES", "x");
         assert!(load(None, &env).is_err());
+    }
+
+    #[test]
+    fn deprecated_keys_and_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        let env = MapEnv::new().with("SPIKE_NEXUS_BACKEND_STORE", "memory");
+        std::fs::write(
+            &path,
+            "spiffe_source_timeout = \"7s\"\nmax_body_bytes = 2048\nshutdown_grace_period = \"3s\"\n",
+        )
+        .unwrap();
+        let cfg = load(Some(&path), &env).unwrap();
+        assert_eq!(cfg.spiffe_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.request_body_limit, 2048);
+        assert_eq!(cfg.shutdown_grace, Duration::from_secs(3));
+        let pairs: Vec<_> = cfg.deprecations.iter().map(|d| (d.old, d.new)).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("spiffe_source_timeout", "spiffe_timeout"),
+                ("max_body_bytes", "request_body_limit"),
+                ("shutdown_grace_period", "shutdown_grace"),
+            ]
+        );
+        let text = cfg.deprecations[0].to_string();
+        assert!(text.contains("`spiffe_timeout`") && text.contains(&path.display().to_string()));
+
+        std::fs::write(
+            &path,
+            "shutdown_grace = \"1s\"\nshutdown_grace_period = \"3s\"\n",
+        )
+        .unwrap();
+        let err = load(Some(&path), &env).unwrap_err().to_string();
+        assert!(
+            err.contains("`shutdown_grace`") && err.contains("`shutdown_grace_period`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn spiffe_id_and_timeout_from_env() {
+        let env = MapEnv::new()
+            .with("SPIKE_NEXUS_BACKEND_STORE", "memory")
+            .with("SPIKE_NEXUS_SPIFFE_ID", "spiffe://a.org/spike/nexus")
+            .with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "12s");
+        let cfg = load(None, &env).unwrap();
+        assert_eq!(
+            cfg.spiffe_id.map(|i| i.to_string()).as_deref(),
+            Some("spiffe://a.org/spike/nexus")
+        );
+        assert_eq!(cfg.spiffe_timeout, Duration::from_secs(12));
+        assert!(cfg.deprecations.is_empty());
+        let env = env.with("SPIKE_NEXUS_SPIFFE_ID", "not-an-id");
+        assert!(
+            load(None, &env)
+                .unwrap_err()
+                .to_string()
+                .contains("spiffe_id")
+        );
     }
 
     #[test]

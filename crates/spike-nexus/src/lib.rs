@@ -162,17 +162,16 @@ pub async fn start(
     mut listen: ListenFds,
     token: CancellationToken,
 ) -> Result<Running, NexusError> {
+    spike_daemon::identity::check_own_role(
+        &identity,
+        &config.trust_roots,
+        spike_proto::spiffe_id::Role::Nexus,
+    )
+    .map_err(|e| NexusError::NotNexus {
+        id: e.id,
+        roots: e.roots,
+    })?;
     let own = identity.own_id().to_string();
-    if !config.trust_roots.is_nexus(&own) {
-        let roots = config
-            .trust_roots
-            .roots(spike_proto::spiffe_id::Role::Nexus)
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect::<Vec<_>>()
-            .join(",");
-        return Err(NexusError::NotNexus { id: own, roots });
-    }
     let config = Arc::new(config);
     let state = NexusState::new(Arc::clone(&config), notifier.clone(), Metrics::new())?;
     let keepers = Keepers::new(&identity, &config)?;
@@ -301,13 +300,17 @@ pub async fn run_daemon(config: Config) -> Result<(), NexusError> {
     let token = CancellationToken::new();
     let _signals = spike_daemon::shutdown::spawn_signal_handler(token.clone())?;
     let _ = notifier.status("waiting for an X.509-SVID from the SPIFFE Workload API");
-    let trust_domains = spike_identity::parse_trust_domains(config.trust_domain_names())?;
-    let identity = Identity::connect_with(spike_identity::IdentityOptions {
+    let settings = spike_daemon::common::IdentitySettings {
         endpoint: config.spiffe_endpoint.clone(),
+        spiffe_id: config.spiffe_id.clone(),
         timeout: config.spiffe_timeout,
-        expected_id: None,
-        trust_domains: Some(trust_domains),
-    })
+    };
+    // Peers from every trust domain of every role; the own-ID role check is in `start`.
+    let identity = spike_daemon::identity::connect(
+        &settings,
+        &config.trust_roots,
+        &spike_proto::spiffe_id::Role::ALL,
+    )
     .await?;
     let fds = spike_daemon::listen::take_listeners()?;
     start(config, identity, notifier, fds, token)

@@ -133,12 +133,18 @@ fn main() -> ExitCode {
         }
     };
     if matches!(args.command, Some(Command::CheckConfig)) {
+        for deprecation in &config.deprecations {
+            eprintln!("spike-nexus: warning: {deprecation}");
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
     if let Err(e) = logging::init(&config.log, &ProcessEnv) {
         eprintln!("spike-nexus: {e}");
         return ExitCode::from(64);
+    }
+    for deprecation in &config.deprecations {
+        tracing::warn!("{deprecation}");
     }
     let policy = harden::HardenPolicy {
         lock_memory: true,

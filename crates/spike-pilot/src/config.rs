@@ -16,7 +16,6 @@
 //!
 //! Durations are Go duration strings (`300ms`, `1m30s`) or integer seconds.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,50 +44,8 @@ pub const ENV_SPIFFE_TIMEOUT: &str = "SPIKE_SPIFFE_SOURCE_TIMEOUT";
 /// `SPIKE_PILOT_SPIFFE_ID`: pick this SVID when the agent returns several.
 pub const ENV_SPIFFE_ID: &str = "SPIKE_PILOT_SPIFFE_ID";
 
-/// Where environment variables come from (the process, or a map in tests).
-pub trait EnvSource {
-    /// The value of `name`, if set.
-    fn var(&self, name: &str) -> Option<String>;
-
-    /// The value of `name` if set and not blank.
-    fn non_empty(&self, name: &str) -> Option<String> {
-        self.var(name).filter(|v| !v.trim().is_empty())
-    }
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl EnvSource for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-/// A fixed map of variables (tests, embedding).
-#[derive(Debug, Clone, Default)]
-pub struct MapEnv(pub HashMap<String, String>);
-
-impl MapEnv {
-    /// A map from `(name, value)` pairs.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
-    }
-}
-
-impl EnvSource for MapEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
-    }
-}
+/// The environment (the process, or a map in tests): one definition, shared with the daemons.
+pub use spike_proto::env::{EnvSource, MapEnv, ProcessEnv};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -349,44 +306,15 @@ pub fn default_paths(env: &dyn EnvSource) -> Vec<PathBuf> {
     out
 }
 
-/// Parses a Go duration (`1.5h`, `2h45m`, `300ms`; units ns, us, µs, ms, s, m, h) or a plain
-/// integer number of seconds.
+/// Parses a Go duration (`1.5h`, `2h45m`, `300ms`, `1.5s`; units ns, us, µs, ms, s, m, h) with
+/// the parser the daemons use ([`spike_proto::duration::parse_go_duration`]), or a plain integer
+/// number of seconds (a Pilot extension; Go requires a unit). Surrounding blanks are ignored.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let s = text.trim();
-    if s.is_empty() {
-        return None;
-    }
     if let Ok(secs) = s.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let mut rest = s;
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let number: f64 = rest.get(..num_len)?.parse().ok()?;
-        rest = rest.get(num_len..)?;
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = rest.get(..unit_len)?;
-        rest = rest.get(unit_len..)?;
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += number * scale;
-    }
-    Duration::try_from_secs_f64(total).ok()
+    spike_proto::duration::parse_go_duration(s).ok()
 }
 
 #[cfg(test)]
@@ -404,7 +332,19 @@ mod tests {
         assert_eq!(parse_duration("300ms"), Some(Duration::from_millis(300)));
         assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
-        for bad in ["", "s", "10x", "-1s", "1s2"] {
+        // Fractions, as Go reads them (exactly, not through a float).
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0.1s"), Some(Duration::from_millis(100)));
+        assert_eq!(
+            parse_duration("1m0.25s"),
+            Some(Duration::from_millis(60_250))
+        );
+        assert_eq!(parse_duration("2h45m"), Some(Duration::from_secs(9900)));
+        assert_eq!(parse_duration("1µs"), Some(Duration::from_micros(1)));
+        assert_eq!(parse_duration(" 10s "), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "10x", "-1s", "1s2", "1..5s", "5d", "1 s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
@@ -499,7 +439,7 @@ mod tests {
 
         let ok_dir = env(&[("XDG_CONFIG_HOME", dir.path().to_str().unwrap())]);
         let mut with = ok_dir.clone();
-        with.0.insert(ENV_NEXUS_URL.into(), "http://plain:1".into());
+        with.insert(ENV_NEXUS_URL, "http://plain:1");
         let err = Config::load(None, None, &with).unwrap_err();
         assert!(
             err.to_string().contains(ENV_NEXUS_URL) && err.to_string().contains("https"),
@@ -507,12 +447,12 @@ mod tests {
         );
 
         let mut with = ok_dir.clone();
-        with.0.insert(ENV_TIMEOUT.into(), "soon".into());
+        with.insert(ENV_TIMEOUT, "soon");
         let err = Config::load(None, None, &with).unwrap_err();
         assert!(err.to_string().contains(ENV_TIMEOUT), "{err}");
 
         let mut with = ok_dir;
-        with.0.insert(ENV_ENDPOINT.into(), "/tmp/agent.sock".into());
+        with.insert(ENV_ENDPOINT, "/tmp/agent.sock");
         let err = Config::load(None, None, &with).unwrap_err();
         assert!(err.to_string().contains("unix:"), "{err}");
     }

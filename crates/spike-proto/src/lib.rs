@@ -2,7 +2,9 @@
 //!
 //! This crate is the single source of truth for what goes over the wire between the Go
 //! SPIKE clients (the `spike` CLI, the Go SDK, bootstrap) and our Nexus and Keeper, and
-//! back. It only depends on serde and a few pure helpers: no async runtime, no HTTP, no I/O.
+//! back. It only depends on serde and a few pure helpers: no async runtime, no HTTP, no I/O
+//! (the one exception is [`env::ProcessEnv`], a `std::env::var` behind the [`env::EnvSource`]
+//! trait).
 //!
 //! Everything mirrors Go's `encoding/json` behaviour as described in `spike-spec.md` §0:
 //! `[]byte` is padded standard base64, shards are arrays of 32 integers, `map[int]X` is an
@@ -37,10 +39,16 @@
 //!   [`Timestamp`] and the `err` field.
 //! - [`validate`]: input validation rules (§2.4, §2.5, §3.1, §12).
 //! - [`spiffe_id`]: SPIFFE-ID builders, [`TrustRoots`] and role predicates (§3.3).
+//! - [`duration`]: Go durations (`parse_go_duration`, `format_go_duration`) as SPIKE's
+//!   variables write them; shared by the daemons and the CLI.
+//! - [`mod@env`]: the injectable environment ([`env::EnvSource`], [`env::ProcessEnv`],
+//!   [`env::MapEnv`]) every loader reads `SPIKE_*` through; shared by the daemons and the CLI.
 //! - [`error`]: the crate's error type, [`ProtoError`].
 
 pub mod bootstrap;
 pub mod cipher;
+pub mod duration;
+pub mod env;
 pub mod error;
 pub mod error_code;
 pub mod keeper;

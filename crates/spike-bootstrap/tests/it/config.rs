@@ -160,3 +160,48 @@ async fn marker_makes_runs_idempotent_without_any_network() {
     );
     assert!(!memory.marker_path().exists());
 }
+
+#[test]
+fn deprecated_spiffe_source_timeout_still_works_with_a_warning() {
+    let e = env("https://k1:8443,https://k2:8443,https://k3:8443", "3", "2");
+    let config = BootstrapConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &e).unwrap();
+    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(7));
+    assert_eq!(config.deprecations.len(), 1);
+    let text = config.deprecations[0].to_string();
+    assert!(
+        text.contains("`spiffe_source_timeout`") && text.contains("`spiffe_timeout`"),
+        "{text}"
+    );
+
+    let config = BootstrapConfig::from_toml("spiffe_timeout = \"7s\"\n", &e).unwrap();
+    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(7));
+    assert!(config.deprecations.is_empty());
+
+    // The environment variable sets the new key and wins over the file.
+    let with_env = e.clone().with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "9s");
+    let config = BootstrapConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &with_env).unwrap();
+    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(9));
+}
+
+#[test]
+fn old_and_new_key_together_are_refused_naming_both() {
+    let e = env("https://k1:8443,https://k2:8443,https://k3:8443", "3", "2");
+    let err = BootstrapConfig::from_toml(
+        "spiffe_source_timeout = \"7s\"\nspiffe_timeout = \"8s\"\n",
+        &e,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`spiffe_source_timeout`") && err.contains("`spiffe_timeout`"),
+        "{err}"
+    );
+    // Unknown keys are still refused, and so are server-only keys Bootstrap never had.
+    for toml in [
+        "spiffe_timout = \"7s\"",
+        "max_body_bytes = 1",
+        "[trust_roots]\npilot = \"a\"",
+    ] {
+        assert!(BootstrapConfig::from_toml(toml, &e).is_err(), "{toml}");
+    }
+}

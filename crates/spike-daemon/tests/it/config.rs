@@ -219,3 +219,114 @@ fn toml_syntax_errors_name_the_file() {
         .to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
 }
+
+mod aliases {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+    use spike_daemon::MapEnv;
+    use spike_daemon::common::{IDENTITY_ALIASES, SERVER_ALIASES};
+    use spike_daemon::config::{
+        Alias, ConfigError, GoDuration, load_str_with_aliases, load_with_aliases,
+    };
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct File {
+        spiffe_timeout: Option<GoDuration>,
+        request_body_limit: Option<usize>,
+        shutdown_grace: Option<GoDuration>,
+    }
+
+    const ENV: &[(&str, &str)] = &[("SPIKE_SPIFFE_SOURCE_TIMEOUT", "spiffe_timeout")];
+
+    fn aliases() -> Vec<Alias> {
+        IDENTITY_ALIASES
+            .iter()
+            .chain(SERVER_ALIASES)
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn old_keys_load_under_the_new_name_with_a_deprecation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "spiffe_source_timeout = \"5s\"\nmax_body_bytes = 10\nshutdown_grace_period = \"1s\"\n",
+        )
+        .unwrap();
+        let loaded =
+            load_with_aliases::<File>(Some(&path), &MapEnv::new(), ENV, &aliases()).unwrap();
+        assert_eq!(
+            loaded.value.spiffe_timeout,
+            Some(GoDuration(Duration::from_secs(5)))
+        );
+        assert_eq!(loaded.value.request_body_limit, Some(10));
+        assert_eq!(
+            loaded.value.shutdown_grace,
+            Some(GoDuration(Duration::from_secs(1)))
+        );
+        assert_eq!(loaded.deprecations.len(), 3);
+        for d in &loaded.deprecations {
+            let text = d.to_string();
+            assert!(text.contains(&format!("`{}`", d.new)), "{text}");
+            assert!(text.contains(&path.display().to_string()), "{text}");
+        }
+    }
+
+    #[test]
+    fn both_keys_are_an_error_naming_both() {
+        let err = load_str_with_aliases::<File>(
+            "shutdown_grace_period = \"1s\"\nshutdown_grace = \"2s\"\n",
+            "test.toml",
+            &MapEnv::new(),
+            ENV,
+            &aliases(),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { issues } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].key, "shutdown_grace");
+        assert_eq!(issues[0].origin, "test.toml");
+        let text = err.to_string();
+        assert!(text.contains("`shutdown_grace_period`"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_unlisted_aliases_are_still_rejected() {
+        for toml in ["shutdown_grace_perod = \"1s\"", "max_body_bytes = 1"] {
+            let only_identity = IDENTITY_ALIASES;
+            let err = load_str_with_aliases::<File>(toml, "t", &MapEnv::new(), ENV, only_identity)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown key"), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn env_vars_set_the_new_key_and_win_over_an_alias() {
+        let env = MapEnv::new().with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "9s");
+        let loaded = load_str_with_aliases::<File>(
+            "spiffe_source_timeout = \"5s\"",
+            "t",
+            &env,
+            ENV,
+            &aliases(),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.value.spiffe_timeout,
+            Some(GoDuration(Duration::from_secs(9)))
+        );
+        let loaded = load_str_with_aliases::<File>("", "t", &env, ENV, &aliases()).unwrap();
+        assert_eq!(
+            loaded.value.spiffe_timeout,
+            Some(GoDuration(Duration::from_secs(9)))
+        );
+        assert!(loaded.deprecations.is_empty());
+    }
+}

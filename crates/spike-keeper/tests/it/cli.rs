@@ -51,3 +51,40 @@ fn version_and_check_config() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen"));
 }
+
+#[test]
+fn check_config_prints_deprecated_keys_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.toml");
+    std::fs::write(
+        &old,
+        "max_body_bytes = 4096\nshutdown_grace_period = \"2s\"\n",
+    )
+    .unwrap();
+    let out = keeper()
+        .args(["check-config", "--config"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`max_body_bytes`") && stderr.contains("`request_body_limit`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`shutdown_grace`"), "{stderr}");
+
+    let both = dir.path().join("both.toml");
+    std::fs::write(&both, "max_body_bytes = 4096\nrequest_body_limit = 4096\n").unwrap();
+    let out = keeper()
+        .args(["check-config", "--config"])
+        .arg(&both)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`max_body_bytes`") && stderr.contains("`request_body_limit`"),
+        "{stderr}"
+    );
+}

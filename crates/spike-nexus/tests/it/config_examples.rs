@@ -28,6 +28,7 @@ fn full_example_names_every_key_with_its_default() {
 
     // It loads, and its raw values are the defaults (keeper_peers has none: it is required).
     let full = load(Some(&path), &env).unwrap();
+    assert!(full.deprecations.is_empty(), "{:?}", full.deprecations);
     let mut raw: ConfigFile = spike_daemon::config::load(Some(&path), &env, ENV_MAP).unwrap();
     let peers = raw.keeper_peers.take().unwrap();
     assert_eq!(

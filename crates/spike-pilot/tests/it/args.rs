@@ -220,8 +220,7 @@ fn configuration_errors_exit_2() {
     assert!(out.stderr.contains("timeout"), "{}", out.stderr);
 
     let mut env = hermetic_env(dir.path());
-    env.0
-        .insert("SPIKE_NEXUS_API_URL".into(), "http://nexus:8553".into());
+    env.insert("SPIKE_NEXUS_API_URL", "http://nexus:8553");
     let out = run_with(&["secret", "list"], b"", &env);
     assert_eq!(out.code, EXIT_USAGE);
     assert!(out.stderr.contains("SPIKE_NEXUS_API_URL"), "{}", out.stderr);

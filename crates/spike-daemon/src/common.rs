@@ -1,0 +1,311 @@
+//! The configuration edge every SPIKE daemon shares: one key name per concept, the deprecated
+//! spellings that still work, the `[trust_roots]` table, and the typed identity settings.
+//!
+//! The daemons keep flat TOML documents (`spiffe_timeout = "30s"`, not a nested table), so the
+//! shared keys are not a serde `flatten`ed struct (serde cannot combine `flatten` with
+//! `deny_unknown_fields`). Instead every daemon's raw `ConfigFile` names its shared fields with
+//! the constants of [`keys`], renames deprecated keys through [`crate::config::load_with_aliases`]
+//! with [`IDENTITY_ALIASES`] / [`SERVER_ALIASES`], and turns them into typed values with
+//! [`TrustRootsFile::resolve`] and [`IdentitySettings::parse`].
+//!
+//! | Concept | Key | Deprecated alias | Used by |
+//! |---|---|---|---|
+//! | Workload API endpoint | `spiffe_endpoint_socket` | — | Nexus, Keeper, Bootstrap |
+//! | own SPIFFE ID | `spiffe_id` | — | Nexus, Keeper, Bootstrap |
+//! | wait for the first SVID | `spiffe_timeout` | `spiffe_source_timeout` | Nexus, Keeper, Bootstrap |
+//! | trust roots per role | `[trust_roots]` | — | Nexus, Keeper, Bootstrap |
+//! | request body limit | `request_body_limit` | `max_body_bytes` | Nexus, Keeper |
+//! | shutdown grace period | `shutdown_grace` | `shutdown_grace_period` | Nexus, Keeper |
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use spike_identity::SpiffeId;
+use spike_proto::spiffe_id::{
+    ENV_TRUST_ROOT_BOOTSTRAP, ENV_TRUST_ROOT_KEEPER, ENV_TRUST_ROOT_LITE_WORKLOAD,
+    ENV_TRUST_ROOT_NEXUS, ENV_TRUST_ROOT_PILOT, Role, TrustRoots,
+};
+
+/// The one name of each shared key.
+pub mod keys {
+    /// Workload API endpoint (`unix:///...`).
+    pub const SPIFFE_ENDPOINT_SOCKET: &str = "spiffe_endpoint_socket";
+    /// The SVID to use when the agent returns several.
+    pub const SPIFFE_ID: &str = "spiffe_id";
+    /// Bounded wait for the first X.509-SVID.
+    pub const SPIFFE_TIMEOUT: &str = "spiffe_timeout";
+    /// The `[trust_roots]` table.
+    pub const TRUST_ROOTS: &str = "trust_roots";
+    /// Largest request body in bytes.
+    pub const REQUEST_BODY_LIMIT: &str = "request_body_limit";
+    /// Time in-flight requests get after SIGTERM.
+    pub const SHUTDOWN_GRACE: &str = "shutdown_grace";
+}
+
+/// A deprecated key that still works as a spelling of `new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alias {
+    /// The deprecated key.
+    pub old: &'static str,
+    /// The key to use instead.
+    pub new: &'static str,
+}
+
+/// Deprecated spellings of the identity keys (every daemon).
+pub const IDENTITY_ALIASES: &[Alias] = &[Alias {
+    old: "spiffe_source_timeout",
+    new: keys::SPIFFE_TIMEOUT,
+}];
+
+/// Deprecated spellings of the server keys (Nexus and Keeper).
+pub const SERVER_ALIASES: &[Alias] = &[
+    Alias {
+        old: "max_body_bytes",
+        new: keys::REQUEST_BODY_LIMIT,
+    },
+    Alias {
+        old: "shutdown_grace_period",
+        new: keys::SHUTDOWN_GRACE,
+    },
+];
+
+/// A deprecated key found while loading: the value was used under its new name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecation {
+    /// The deprecated key as written.
+    pub old: &'static str,
+    /// The key to write instead.
+    pub new: &'static str,
+    /// Where it was written (the file path or the origin name).
+    pub origin: String,
+}
+
+impl fmt::Display for Deprecation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "configuration key `{}` (in {}) is deprecated; rename it to `{}` (same meaning)",
+            self.old, self.origin, self.new
+        )
+    }
+}
+
+/// Why a shared key has an unusable value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct CommonConfigError {
+    /// The key (dotted for `trust_roots.*`).
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// `[trust_roots]`: comma lists as in the `SPIKE_TRUST_ROOT_*` variables; unset means
+/// `spike.ist`. A daemon reads only the roles it checks, see [`TrustRootsFile::resolve`].
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustRootsFile {
+    /// `SPIKE_TRUST_ROOT_NEXUS`.
+    pub nexus: Option<String>,
+    /// `SPIKE_TRUST_ROOT_KEEPER`.
+    pub keeper: Option<String>,
+    /// `SPIKE_TRUST_ROOT_BOOTSTRAP`.
+    pub bootstrap: Option<String>,
+    /// `SPIKE_TRUST_ROOT_PILOT` (all three Pilot roles).
+    pub pilot: Option<String>,
+    /// `SPIKE_TRUST_ROOT_LITE_WORKLOAD`.
+    pub lite_workload: Option<String>,
+}
+
+/// The `[trust_roots]` keys with the roles they set.
+const TRUST_ROOT_KEYS: [(&str, &str, &[Role]); 5] = [
+    ("trust_roots.nexus", ENV_TRUST_ROOT_NEXUS, &[Role::Nexus]),
+    ("trust_roots.keeper", ENV_TRUST_ROOT_KEEPER, &[Role::Keeper]),
+    (
+        "trust_roots.bootstrap",
+        ENV_TRUST_ROOT_BOOTSTRAP,
+        &[Role::Bootstrap],
+    ),
+    (
+        "trust_roots.pilot",
+        ENV_TRUST_ROOT_PILOT,
+        &[Role::PilotSuperuser, Role::PilotRecover, Role::PilotRestore],
+    ),
+    (
+        "trust_roots.lite_workload",
+        ENV_TRUST_ROOT_LITE_WORKLOAD,
+        &[Role::LiteWorkload],
+    ),
+];
+
+impl TrustRootsFile {
+    fn value(&self, env_var: &str) -> Option<&String> {
+        match env_var {
+            ENV_TRUST_ROOT_NEXUS => self.nexus.as_ref(),
+            ENV_TRUST_ROOT_KEEPER => self.keeper.as_ref(),
+            ENV_TRUST_ROOT_BOOTSTRAP => self.bootstrap.as_ref(),
+            ENV_TRUST_ROOT_PILOT => self.pilot.as_ref(),
+            ENV_TRUST_ROOT_LITE_WORKLOAD => self.lite_workload.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The `trust_roots.*` keys a daemon that checks `roles` reads (for docs and drift tests).
+    #[must_use]
+    pub fn keys_for(roles: &[Role]) -> Vec<&'static str> {
+        TRUST_ROOT_KEYS
+            .iter()
+            .filter(|(_, _, rs)| rs.iter().any(|r| roles.contains(r)))
+            .map(|(key, _, _)| *key)
+            .collect()
+    }
+
+    /// Parses the lists into [`TrustRoots`]. `roles` are the roles the daemon checks; a list
+    /// for any other role is an error naming the key (it would be silently ignored otherwise).
+    ///
+    /// # Errors
+    ///
+    /// [`CommonConfigError`] for a list set for an unused role, or a malformed list.
+    pub fn resolve(&self, roles: &[Role]) -> Result<TrustRoots, CommonConfigError> {
+        for (key, var, rs) in TRUST_ROOT_KEYS {
+            if self.value(var).is_some() && !rs.iter().any(|r| roles.contains(r)) {
+                return Err(CommonConfigError {
+                    key,
+                    message: format!(
+                        "not used by this daemon (it reads only {})",
+                        Self::keys_for(roles).join(", ")
+                    ),
+                });
+            }
+        }
+        TrustRoots::from_lookup(|var| self.value(var).cloned()).map_err(|e| CommonConfigError {
+            key: keys::TRUST_ROOTS,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The comma-joined roots consulted for `role` (for messages).
+#[must_use]
+pub fn roots_list(roots: &TrustRoots, role: Role) -> String {
+    roots
+        .roots(role)
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The typed identity keys: how to reach the Workload API and which SVID to wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// Workload API endpoint (`None`: `SPIFFE_ENDPOINT_SOCKET` or the default).
+    pub endpoint: Option<String>,
+    /// Which SVID to use when the agent returns several.
+    pub spiffe_id: Option<SpiffeId>,
+    /// Bounded wait for the first SVID (greater than zero).
+    pub timeout: Duration,
+}
+
+impl IdentitySettings {
+    /// Validates the raw `spiffe_endpoint_socket`, `spiffe_id` and `spiffe_timeout` values;
+    /// blank strings mean unset.
+    ///
+    /// # Errors
+    ///
+    /// [`CommonConfigError`] naming `spiffe_id` or `spiffe_timeout`.
+    pub fn parse(
+        endpoint: Option<&str>,
+        spiffe_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, CommonConfigError> {
+        let spiffe_id = spiffe_id
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                SpiffeId::new(s).map_err(|e| CommonConfigError {
+                    key: keys::SPIFFE_ID,
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
+        if timeout.is_zero() {
+            return Err(CommonConfigError {
+                key: keys::SPIFFE_TIMEOUT,
+                message: "must be greater than zero".to_owned(),
+            });
+        }
+        Ok(Self {
+            endpoint: endpoint.filter(|s| !s.trim().is_empty()).map(str::to_owned),
+            spiffe_id,
+            timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_roots_resolve_only_used_roles() {
+        let file = TrustRootsFile {
+            nexus: Some("a.org, b.org".to_owned()),
+            ..TrustRootsFile::default()
+        };
+        let roots = file.resolve(&[Role::Nexus, Role::Keeper]).unwrap();
+        assert!(roots.is_nexus("spiffe://b.org/spike/nexus"));
+        assert!(roots.is_keeper("spiffe://spike.ist/spike/keeper/1"));
+        assert_eq!(roots_list(&roots, Role::Nexus), "a.org,b.org");
+
+        let file = TrustRootsFile {
+            pilot: Some("a.org".to_owned()),
+            ..TrustRootsFile::default()
+        };
+        let err = file.resolve(&[Role::Keeper]).unwrap_err();
+        assert_eq!(err.key, "trust_roots.pilot");
+        assert!(err.message.contains("trust_roots.keeper"), "{err}");
+
+        let file = TrustRootsFile {
+            keeper: Some("a,".to_owned()),
+            ..TrustRootsFile::default()
+        };
+        assert_eq!(
+            file.resolve(&[Role::Keeper]).unwrap_err().key,
+            "trust_roots"
+        );
+    }
+
+    #[test]
+    fn identity_settings() {
+        let s = IdentitySettings::parse(Some(" "), Some(""), Duration::from_secs(1)).unwrap();
+        assert_eq!((s.endpoint, s.spiffe_id), (None, None));
+        let s = IdentitySettings::parse(
+            Some("unix:///x"),
+            Some(" spiffe://a.org/spike/nexus "),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("unix:///x"));
+        assert_eq!(
+            s.spiffe_id.map(|i| i.to_string()).as_deref(),
+            Some("spiffe://a.org/spike/nexus")
+        );
+        let err = IdentitySettings::parse(None, Some("nope"), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.key, "spiffe_id");
+        let err = IdentitySettings::parse(None, None, Duration::ZERO).unwrap_err();
+        assert_eq!(err.key, "spiffe_timeout");
+    }
+
+    #[test]
+    fn deprecation_names_both_keys() {
+        let d = Deprecation {
+            old: "max_body_bytes",
+            new: "request_body_limit",
+            origin: "/etc/spike/keeper.toml".to_owned(),
+        };
+        let text = d.to_string();
+        assert!(text.contains("`max_body_bytes`") && text.contains("`request_body_limit`"));
+    }
+}
