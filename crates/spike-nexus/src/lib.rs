@@ -130,7 +130,9 @@ impl Running {
             .join(grace + Duration::from_secs(1))
             .await
             .map_err(|e| NexusError::Task(e.to_string()));
-        stopping.abort();
+        // Every task has stopped; make sure `STOPPING=1` went out before returning.
+        token.cancel();
+        let _ = stopping.await;
         result
     }
 }
