@@ -1,5 +1,5 @@
 //! Daemon plumbing shared by the long-running SPIKE binaries (`spike-nexus`, `spike-keeper`):
-//! logging to journald or stderr, signals to cancellation with a grace period, systemd
+//! logging to journald or stderr, the mTLS accept loop, signals to cancellation with a grace period, systemd
 //! readiness/status/watchdog notifications, socket activation, process hardening, and config
 //! loading from TOML plus SPIKE's environment variables.
 //!
@@ -24,6 +24,8 @@
 //!   fallback bind; the one place with `unsafe` (adopting an fd number).
 //! - [`logging`]: tracing subscriber setup, [`logging::log_keys`], [`logging::AUDIT_TARGET`].
 //! - [`notify`]: `sd_notify` messages through an injectable [`notify::Notifier`], watchdog task.
+//! - [`serve`]: [`serve::serve_mtls`], the one mTLS accept loop (connection cap, handshake and
+//!   header timeouts, accept backoff, graceful shutdown with a grace period) of Nexus and Keeper.
 //! - [`shutdown`]: [`shutdown::Shutdown`], SIGTERM/SIGINT handling, `run_with_grace`, and
 //!   [`shutdown::Tasks`] (named tasks; the first failure cancels the rest).
 
@@ -38,6 +40,7 @@ pub mod identity;
 pub mod listen;
 pub mod logging;
 pub mod notify;
+pub mod serve;
 pub mod shutdown;
 
 pub use env::{EnvSource, MapEnv, ProcessEnv};

@@ -1,9 +1,12 @@
-//! The daemon around [`crate::Keeper`]: identity, socket activation, readiness, watchdog.
+//! The daemon around [`crate::Keeper`]: identity, socket activation, readiness, and the named
+//! tasks (`api`, `watchdog`) on the [`Tasks`] skeleton Nexus uses.
+
+use std::time::Duration;
 
 use spike_daemon::common::IdentitySettings;
 use spike_daemon::listen::{ListenFds, ListenerOrigin};
 use spike_daemon::notify::Notifier;
-use spike_daemon::shutdown::CancellationToken;
+use spike_daemon::shutdown::{CancellationToken, TaskError, Tasks};
 
 use crate::config::TRUST_ROLES;
 
@@ -12,17 +15,32 @@ use crate::{Keeper, KeeperConfig, KeeperError};
 /// Name of the socket-activation fd the keeper serves on (`FileDescriptorName=api`).
 pub const LISTEN_FD_NAME: &str = "api";
 
+/// Why the keeper daemon could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Starting failed: identity, listener, or the keeper itself.
+    #[error(transparent)]
+    Start(#[from] KeeperError),
+    /// A named task failed or panicked, or the tasks outlived the grace period.
+    #[error(transparent)]
+    Task(#[from] TaskError<KeeperError>),
+}
+
 /// Obtains the SVID, checks it, takes the `api` socket from `fds` (or binds
-/// `config.listen`), sends `READY=1`, serves until `shutdown`, then sends `STOPPING=1`.
+/// `config.listen`), spawns the named tasks `api` ([`Keeper::serve`]) and `watchdog`, sends
+/// `READY=1`, and waits for them: the first failure cancels the rest, cancellation (a signal on
+/// `shutdown`) is not an error, and `STOPPING=1` goes out as soon as shutdown starts.
 ///
 /// # Errors
-/// Identity, listener and serve errors.
+/// Identity and listener errors ([`DaemonError::Start`]); a task's failure
+/// ([`DaemonError::Task`]).
 pub async fn run_daemon(
     config: KeeperConfig,
     mut fds: ListenFds,
     notifier: Notifier,
     shutdown: CancellationToken,
-) -> Result<(), KeeperError> {
+) -> Result<(), DaemonError> {
     let _ = notifier.status("waiting for an X.509-SVID from the SPIFFE Workload API");
     let settings = IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
@@ -31,11 +49,15 @@ pub async fn run_daemon(
     };
     // Accept peers from every trust domain our trust roots name (not only our own); the own-ID
     // role check is in `Keeper::new`.
-    let identity =
-        spike_daemon::identity::connect(&settings, &config.trust_roots, TRUST_ROLES).await?;
+    let identity = spike_daemon::identity::connect(&settings, &config.trust_roots, TRUST_ROLES)
+        .await
+        .map_err(KeeperError::from)?;
     let listen = config.listen;
     let keeper = Keeper::new(config, identity)?;
-    let (listener, origin) = fds.tcp_or_bind(LISTEN_FD_NAME, listen).await?;
+    let (listener, origin) = fds
+        .tcp_or_bind(LISTEN_FD_NAME, listen)
+        .await
+        .map_err(KeeperError::from)?;
     for name in fds.into_unclaimed() {
         tracing::warn!(name, "ignoring an unexpected socket-activation fd");
     }
@@ -48,12 +70,35 @@ pub async fn run_daemon(
         }
         ListenerOrigin::Bound => tracing::info!(listen = %addr, "bound the listen address"),
     }
-    let _ = notifier.ready();
+    let grace = keeper.config().shutdown_grace_period;
+    let mut tasks: Tasks<KeeperError> = Tasks::new(shutdown.clone());
+    tasks.spawn("api", move |t| keeper.serve(listener, t));
+    {
+        let notifier = notifier.clone();
+        tasks.spawn("watchdog", move |t| async move {
+            notifier.run_watchdog(t).await;
+            Ok(())
+        });
+    }
+    if let Err(e) = notifier.ready() {
+        tracing::debug!(error = %e, "sd_notify READY failed");
+    }
     let _ = notifier.status(&format!("serving on {addr}; no shard yet"));
-    let watchdog = notifier.spawn_watchdog(shutdown.clone());
-    let result = keeper.serve(listener, shutdown.clone()).await;
-    let _ = notifier.stopping();
+    let stopping = {
+        let notifier = notifier.clone();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            if let Err(e) = notifier.stopping() {
+                tracing::debug!(error = %e, "sd_notify STOPPING failed");
+            }
+        })
+    };
+    // The API task drains within the grace period by itself; the extra second only bounds a
+    // task that ignores the token.
+    let result = tasks.join(grace + Duration::from_secs(1)).await;
+    // Every task has stopped; make sure `STOPPING=1` went out before returning.
     shutdown.cancel();
-    let _ = watchdog.await;
-    result
+    let _ = stopping.await;
+    Ok(result?)
 }

@@ -14,19 +14,19 @@
 //! - [`config`][]: [`KeeperConfig`] from TOML + `SPIKE_*` variables, every key documented.
 //! - [`state`][]: [`ShardStore`], the zeroizing in-memory shard.
 //! - [`api`][]: the router and the two handlers with their guards.
-//! - [`server`][]: the reusable mTLS accept loop (connection cap, timeouts, graceful stop).
-//! - [`daemon`][]: socket activation, readiness and watchdog around [`Keeper::serve`].
+//! - [`daemon`][]: socket activation, readiness and watchdog around [`Keeper::serve`], as
+//!   named [`spike_daemon::shutdown::Tasks`].
 //! - [`error`][]: [`KeeperError`].
 
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod error;
-pub mod server;
 pub mod state;
 
 use std::sync::Arc;
 
+use spike_daemon::serve::{ServeOptions, serve_mtls};
 use spike_daemon::shutdown::CancellationToken;
 use spike_identity::{Identity, MtlsAcceptor, SpiffeId};
 use tokio::net::TcpListener;
@@ -90,8 +90,8 @@ impl Keeper {
         &self.config
     }
 
-    /// Serves on `listener` until `shutdown` is cancelled, then drains within the grace
-    /// period.
+    /// Serves on `listener` with [`serve_mtls`] until `shutdown` is cancelled, then drains
+    /// within the grace period and clears the shard.
     ///
     /// # Errors
     /// [`KeeperError::Grace`] if connections outlived the grace period.
@@ -105,7 +105,8 @@ impl Keeper {
             Arc::new(self.config.trust_roots.clone()),
             self.config.max_body_bytes,
         );
-        let options = server::ServeOptions {
+        let options = ServeOptions {
+            name: "SPIKE Keeper API",
             read_header_timeout: self.config.read_header_timeout,
             max_connections: self.config.max_connections,
             shutdown_grace_period: self.config.shutdown_grace_period,
@@ -113,9 +114,9 @@ impl Keeper {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, spiffe_id = %self.identity.own_id(), "keeper serving");
         }
-        server::serve(listener, self.acceptor, router, options, shutdown).await?;
+        let served = serve_mtls(listener, self.acceptor, router, options, || {}, shutdown).await;
         self.store.clear();
-        Ok(())
+        Ok(served?)
     }
 }
 

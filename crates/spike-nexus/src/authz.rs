@@ -11,7 +11,6 @@ use spike_proto::Route;
 use spike_proto::policy::{SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH, SYSTEM_SECRET_PATH};
 use spike_proto::spiffe_id::TrustRoots;
 
-use crate::api::error::ApiError;
 use crate::model::Permission;
 use crate::store::Store;
 
@@ -154,22 +153,35 @@ impl PolicyCheck for NoPolicies {
     }
 }
 
+/// Why the guard refused a request. The API edge turns it into `401 access_unauthorized`
+/// (`From<AuthzError> for ApiError`) without echoing any of it to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthzError {
+    /// The peer may not perform the action on the path (this includes a malformed peer ID).
+    #[error("the peer may not perform {}", action.name())]
+    Denied {
+        /// The refused action.
+        action: Action,
+    },
+}
+
 /// The guard: `Ok(())` if `peer` may perform `action` on `path` (the request's secret path;
 /// ignored for routes with a fixed resource).
 ///
 /// # Errors
-/// [`ApiError::Unauthorized`] otherwise.
+/// [`AuthzError::Denied`] otherwise.
 pub fn require(
     roots: &TrustRoots,
     policies: &dyn PolicyCheck,
     peer: &str,
     action: Action,
     path: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), AuthzError> {
     if allowed(roots, policies, peer, action, path) {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized)
+        Err(AuthzError::Denied { action })
     }
 }
 
@@ -354,7 +366,12 @@ mod tests {
             "spiffe://example.org/spike/pilot/role/superuser/~x",
             "",
         ] {
-            assert!(require(&roots, &NoPolicies, bad, Action::SecretGet, "a").is_err());
+            assert_eq!(
+                require(&roots, &NoPolicies, bad, Action::SecretGet, "a"),
+                Err(AuthzError::Denied {
+                    action: Action::SecretGet
+                })
+            );
         }
         // A sub-path of a role is that role (prefix rule).
         assert!(allowed(

@@ -13,7 +13,8 @@
 //! - [`state`]: the seal state and the single unseal path ([`state::NexusState`]).
 //! - [`authz`]: the per-route authorization guard (§3.4).
 //! - [`api`]: the dispatcher, the route handlers and the health extension.
-//! - [`server`]: accept loops (mTLS API, health unix socket, metrics).
+//! - [`server`]: the plain accept loops (health unix socket, metrics); the mTLS API loop is
+//!   [`spike_daemon::serve::serve_mtls`].
 //! - [`recovery`]: keeper recovery, periodic shard push and keeper probing.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`audit`]: the per-request audit event.
@@ -77,6 +78,9 @@ pub enum NexusError {
     /// An accept loop failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Connections outlived the shutdown grace period and were dropped.
+    #[error(transparent)]
+    Grace(#[from] spike_daemon::shutdown::GraceExpired),
     /// A task failed.
     #[error("{0}")]
     Task(String),
@@ -126,7 +130,9 @@ impl Running {
             .join(grace + Duration::from_secs(1))
             .await
             .map_err(|e| NexusError::Task(e.to_string()));
-        stopping.abort();
+        // Every task has stopped; make sure `STOPPING=1` went out before returning.
+        token.cancel();
+        let _ = stopping.await;
         result
     }
 }
@@ -177,8 +183,13 @@ pub async fn start(
     let keepers = Keepers::new(&identity, &config)?;
     let server_config = identity.server_config(spike_identity::allow_any())?;
     let acceptor = MtlsAcceptor::new(server_config, config.handshake_timeout);
-    let options = ServeOptions {
+    let api_options = spike_daemon::serve::ServeOptions {
+        name: "SPIKE Nexus API",
         max_connections: config.max_connections,
+        read_header_timeout: config.read_header_timeout,
+        shutdown_grace_period: config.shutdown_grace,
+    };
+    let options = ServeOptions {
         read_header_timeout: config.read_header_timeout,
         grace: config.shutdown_grace,
     };
@@ -216,10 +227,19 @@ pub async fn start(
     {
         let router = api::router(state.clone());
         let metrics = state.metrics().clone();
+        // Every failed TLS handshake counts in `spike_nexus_tls_handshake_failures_total`.
+        let on_handshake_failure = move || metrics.record_handshake_failure();
         tasks.spawn("api", move |t| async move {
-            server::serve_api(api_listener, acceptor, router, options, metrics, t)
-                .await
-                .map_err(NexusError::Io)
+            spike_daemon::serve::serve_mtls(
+                api_listener,
+                acceptor,
+                router,
+                api_options,
+                on_handshake_failure,
+                t,
+            )
+            .await
+            .map_err(NexusError::Grace)
         });
     }
     let health_socket = match health {
@@ -228,7 +248,7 @@ pub async fn start(
             tasks.spawn("health", move |t| async move {
                 server::serve_unix(listener, router, options, t)
                     .await
-                    .map_err(NexusError::Io)
+                    .map_err(NexusError::Grace)
             });
             Some(path)
         }
@@ -239,7 +259,7 @@ pub async fn start(
         tasks.spawn("metrics", move |t| async move {
             server::serve_plain_tcp(listener, router, options, t)
                 .await
-                .map_err(NexusError::Io)
+                .map_err(NexusError::Grace)
         });
     }
     {

@@ -26,6 +26,7 @@
 //! - `errors`: [`PilotError`], exit codes and SPIKE's error-message mapping (§11).
 //! - `harden`: best-effort process hardening used by the binary.
 //! - `output`: human/JSON/YAML formatting of every read command ([`output::Format`]).
+//! - `policy_yaml`: the policy file parser ([`policy_yaml::parse_policy_yaml`]).
 //! - `session`: lazily established identity + Nexus client.
 //! - `commands`: one module per command group (`secret`, `policy`, `cipher`, `operator`,
 //!   `status`).
@@ -36,6 +37,7 @@ pub mod config;
 pub mod errors;
 pub mod harden;
 pub mod output;
+pub mod policy_yaml;
 pub mod session;
 
 use std::ffi::OsString;

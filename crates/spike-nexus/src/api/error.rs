@@ -100,6 +100,15 @@ impl<T: spike_proto::ApiResponse> ErrorBody<T> {
     }
 }
 
+impl From<crate::authz::AuthzError> for ApiError {
+    /// Every refusal is `401 access_unauthorized`; the reason stays server-side.
+    fn from(e: crate::authz::AuthzError) -> Self {
+        match e {
+            crate::authz::AuthzError::Denied { .. } => ApiError::Unauthorized,
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
@@ -148,6 +157,18 @@ mod tests {
         assert_eq!(e.to_string(), "storage full: database or disk is full");
         let e = ApiError::from(StoreError::Database("disk I/O error".into()));
         assert_eq!(e.status().as_u16(), 500);
+        assert_eq!(e.detail(), None);
+    }
+
+    #[test]
+    fn authz_refusals_are_401_access_unauthorized_without_detail() {
+        use crate::authz::{Action, AuthzError};
+        let e = ApiError::from(AuthzError::Denied {
+            action: Action::SecretGet,
+        });
+        assert!(matches!(e, ApiError::Unauthorized));
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(e.code(), ErrorCode::AccessUnauthorized);
         assert_eq!(e.detail(), None);
     }
 

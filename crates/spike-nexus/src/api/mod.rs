@@ -76,10 +76,11 @@ impl Cx {
     /// [`ApiError::Unauthorized`].
     pub fn authorize(&self, action: Action, path: &str) -> Result<(), ApiError> {
         let roots = &self.state.config().trust_roots;
-        match self.state.unsealed() {
+        let decision = match self.state.unsealed() {
             Some(u) => authz::require(roots, &u.store, &self.peer, action, path),
             None => authz::require(roots, &NoPolicies, &self.peer, action, path),
-        }
+        };
+        Ok(decision?)
     }
 
     /// The unsealed state; 503 if sealed (the gate normally catches this first).
