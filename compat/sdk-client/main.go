@@ -242,7 +242,7 @@ func policies(ctx context.Context, c *api.API, name string) {
 	if err == nil {
 		fail("policy get after delete", "the deleted policy still reads")
 	}
-	// SPIKE's Go Nexus answers 500 here (§15); the SDK reports any failure as an error.
+	// SPIKE's Go Nexus answers 500 here (docs/compatibility.md); the SDK reports any failure as an error.
 	ok(fmt.Sprintf("policy get after delete (%s)", err.Code))
 
 	all, err = c.ListAllPolicies(ctx)

@@ -1,4 +1,4 @@
-//! The Keeper HTTP dispatcher (§2.9) without TLS: a sequence of requests with arbitrary
+//! The Keeper HTTP dispatcher (docs/protocol.md#bootstrap-and-keepers) without TLS: a sequence of requests with arbitrary
 //! method, path, query, caller SPIFFE ID and body through `spike_keeper::api::router` over
 //! a fresh shard store per input. No request may panic or answer 500.
 

@@ -1,4 +1,4 @@
-//! The Nexus HTTP dispatcher (§2.1) without TLS: a sequence of requests with arbitrary
+//! The Nexus HTTP dispatcher (docs/protocol.md#conventions) without TLS: a sequence of requests with arbitrary
 //! method, path, query, `Content-Type`, caller SPIFFE ID and body, sent through
 //! `spike_nexus::api::router` over a fresh state per input.
 //!

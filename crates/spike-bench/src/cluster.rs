@@ -1,7 +1,7 @@
 //! The in-process deployment: one test Workload API server serving every identity, real
 //! keepers on `127.0.0.1:0`, and Nexus started through [`spike_nexus::start`].
 //!
-//! Bootstrap is done by hand as `spike-bootstrap` does it (§10): generate a root key, split
+//! Bootstrap is done by hand as `spike-bootstrap` does it (docs/protocol.md#bootstrap-and-keepers): generate a root key, split
 //! it, and contribute shard *i* to keeper *i*; a Nexus (re)started afterwards recovers the
 //! key from the keepers on its own.
 

@@ -1,6 +1,6 @@
 //! SPIKE Bootstrap: generate the root key, split it, seed the keepers, verify Nexus.
 //!
-//! A one-shot (§10). [`run`] does, in order:
+//! A one-shot (docs/protocol.md#bootstrap-and-keepers). [`run`] does, in order:
 //!
 //! 1. nothing for a `memory` backend; nothing when the done-marker exists (unless `force`);
 //! 2. obtain the SVID and check it is a Bootstrap ID;
@@ -9,7 +9,7 @@
 //!    Nexus) → go on; with `force`, go on only if Nexus reports it holds no data;
 //! 4. generate a root key, split it (Shamir over the P-256 field, SPIKE-compatible) and
 //!    deliver share *i* to the keeper at position *i* with retries and backoff;
-//! 5. verify Nexus (§5.4): it must decrypt a random text sealed with the new key (503 is
+//! 5. verify Nexus (docs/protocol.md#root-key-shards-and-recovery-files): it must decrypt a random text sealed with the new key (503 is
 //!    retried until `verification_timeout`; a wrong hash fails at once);
 //! 6. write the done-marker atomically. The root key is zeroized on drop.
 //!
@@ -392,7 +392,7 @@ fn keeper_rejection(id: usize, url: &str, err: &ClientError) -> Option<Option<Bo
     }))
 }
 
-/// The §5.4 proof: Nexus must decrypt a random text sealed with `root_key` and return its
+/// The docs/protocol.md#root-key-shards-and-recovery-files proof: Nexus must decrypt a random text sealed with `root_key` and return its
 /// SHA-256. Non-200 answers (503 while Nexus collects shards) and connection errors are
 /// retried with backoff (500 ms doubling to 60 s) until `timeout`; a wrong hash fails at
 /// once.

@@ -7,7 +7,7 @@ use spike_proto::ErrorCode;
 /// Why a request to a SPIKE server failed.
 ///
 /// Every variant names the URL it concerns. Non-200 statuses are mapped from the status code
-/// alone, as the Go clients do (§2.3): 404 → [`ClientError::NotFound`], 401 →
+/// alone, as the Go clients do (docs/protocol.md#conventions): 404 → [`ClientError::NotFound`], 401 →
 /// [`ClientError::Unauthorized`], 400 → [`ClientError::BadRequest`], 503 →
 /// [`ClientError::NotReady`], anything else → [`ClientError::Peer`].
 /// [`ClientError::error_code`] gives the SPIKE error code a Go client would report.
@@ -172,7 +172,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The SPIKE error code a Go client reports for this failure (§2.3): status codes map to
+    /// The SPIKE error code a Go client reports for this failure (docs/protocol.md#conventions): status codes map to
     /// `api_not_found`, `access_unauthorized`, `api_bad_request`, `state_not_ready`; other
     /// statuses and all connection failures to `net_peer_connection`; undecodable bodies to
     /// `data_unmarshal_failure`; a body `err` to itself.

@@ -1,4 +1,4 @@
-//! [`KeeperClient`]: the two Keeper routes (§2.9), as Nexus and Bootstrap call them.
+//! [`KeeperClient`]: the two Keeper routes (docs/protocol.md#bootstrap-and-keepers), as Nexus and Bootstrap call them.
 
 use spike_identity::{Identity, SpiffeId};
 use spike_proto::keeper::{ShardGetRequest, ShardGetResponse, ShardPutRequest, ShardPutResponse};

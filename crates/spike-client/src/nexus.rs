@@ -1,4 +1,4 @@
-//! [`NexusClient`]: one typed method per Nexus route (§2.4–§2.8) plus the health extension.
+//! [`NexusClient`]: one typed method per Nexus route (docs/protocol.md, from Secrets to Cipher) plus the health extension.
 
 use std::collections::BTreeMap;
 
@@ -59,7 +59,7 @@ impl HealthResponse {
 /// A typed client for SPIKE Nexus.
 ///
 /// The server must present a Nexus SPIFFE ID (`IsNexus` under the given trust roots).
-/// Methods follow the Go SDK: status codes map to [`ClientError`] variants (§2.3), a
+/// Methods follow the Go SDK: status codes map to [`ClientError`] variants (docs/protocol.md#conventions), a
 /// non-empty `err` in a 200 body is [`ClientError::Api`], and the two list methods turn a
 /// 404 into an empty list as the SDK does.
 #[derive(Clone, Debug)]
@@ -112,7 +112,7 @@ impl NexusClient {
         self.http.base_url()
     }
 
-    // ----- secrets (§2.4)
+    // ----- secrets (docs/protocol.md#secrets)
 
     /// `POST /v1/store/secrets`: creates a new version of the secret at `path`.
     ///
@@ -217,7 +217,7 @@ impl NexusClient {
             .await
     }
 
-    // ----- policies (§2.5)
+    // ----- policies (docs/protocol.md#policy-routes)
 
     /// `POST /v1/acl/policy`: creates or updates (upsert by name).
     ///
@@ -281,7 +281,7 @@ impl NexusClient {
         }
     }
 
-    // ----- cipher (§2.8)
+    // ----- cipher (docs/protocol.md#cipher)
 
     /// JSON-mode encrypt: returns version, nonce and ciphertext.
     ///
@@ -348,7 +348,7 @@ impl NexusClient {
         Ok(raw.body)
     }
 
-    // ----- operator (§2.6)
+    // ----- operator (docs/protocol.md#root-key-shards-and-recovery-files)
 
     /// `POST /v1/operator/recover`: every recovery shard keyed by share id (recover role).
     ///
@@ -383,7 +383,7 @@ impl NexusClient {
             .await
     }
 
-    // ----- bootstrap (§2.7)
+    // ----- bootstrap (docs/protocol.md#bootstrap-and-keepers)
 
     /// `POST /v1/bootstrap/verify`: returns Nexus's hex SHA-256 of the decrypted text.
     ///

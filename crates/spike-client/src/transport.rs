@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::error::ClientError;
 use crate::url::BaseUrl;
 
-/// Timeouts and limits of a client. Defaults follow SPIKE's Go clients (§12).
+/// Timeouts and limits of a client. Defaults follow SPIKE's Go clients (docs/protocol.md#limits).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// Bound on opening the TCP connection (`SPIKE_HTTP_CLIENT_DIALER_TIMEOUT`, 30 s).
@@ -226,7 +226,7 @@ impl HttpsClient {
         }
     }
 
-    /// POSTs `req` as JSON and decodes a typed response (§2.3 status mapping).
+    /// POSTs `req` as JSON and decodes a typed response (docs/protocol.md#conventions status mapping).
     ///
     /// # Errors
     /// As [`HttpsClient::request`], plus the status mapping, [`ClientError::Decode`] and
@@ -489,7 +489,7 @@ impl HttpsClient {
     }
 }
 
-/// Decodes a typed JSON response after mapping the status like Go clients (§2.3).
+/// Decodes a typed JSON response after mapping the status like Go clients (docs/protocol.md#conventions).
 ///
 /// The body buffer is zeroized afterwards (it may carry shards or secrets).
 ///
@@ -516,7 +516,7 @@ pub fn decode_json<Resp: ApiResponse>(url: &str, raw: RawResponse) -> Result<Res
     Ok(resp)
 }
 
-/// Maps a non-200 status to its error (§2.3); `Ok` for 200.
+/// Maps a non-200 status to its error (docs/protocol.md#conventions); `Ok` for 200.
 ///
 /// # Errors
 /// [`ClientError::NotFound`], [`ClientError::Unauthorized`], [`ClientError::BadRequest`],

@@ -1,4 +1,4 @@
-//! AES-256-GCM in SPIKE's formats (§5.2, §2.8, §6.3 of the wire spec).
+//! AES-256-GCM in SPIKE's formats (docs/protocol.md#cipher, docs/compatibility.md#storage of the wire spec).
 //!
 //! - 12-byte random nonce per message, 16-byte tag appended to the
 //!   ciphertext, no associated data;
@@ -27,15 +27,15 @@ pub const STREAM_VERSION: u8 = 0x01;
 /// A 12-byte AES-GCM nonce. Nonces are public.
 pub type Nonce = [u8; NONCE_SIZE];
 
-/// Salt for the `encrypted_current_version` metadata column (§6.3).
+/// Salt for the `encrypted_current_version` metadata column (docs/compatibility.md#storage).
 pub const SALT_CURRENT_VERSION: &[u8; NONCE_SIZE] = b"current_ver_";
-/// Salt for the `encrypted_oldest_version` metadata column (§6.3).
+/// Salt for the `encrypted_oldest_version` metadata column (docs/compatibility.md#storage).
 pub const SALT_OLDEST_VERSION: &[u8; NONCE_SIZE] = b"oldest_ver__";
-/// Salt for the `encrypted_created_time` metadata column (§6.3).
+/// Salt for the `encrypted_created_time` metadata column (docs/compatibility.md#storage).
 pub const SALT_CREATED_TIME: &[u8; NONCE_SIZE] = b"created_tim_";
-/// Salt for the `encrypted_updated_time` metadata column (§6.3).
+/// Salt for the `encrypted_updated_time` metadata column (docs/compatibility.md#storage).
 pub const SALT_UPDATED_TIME: &[u8; NONCE_SIZE] = b"updated_tim_";
-/// Salt for the `encrypted_max_versions` metadata column (§6.3).
+/// Salt for the `encrypted_max_versions` metadata column (docs/compatibility.md#storage).
 pub const SALT_MAX_VERSIONS: &[u8; NONCE_SIZE] = b"max_versions";
 
 /// A fresh nonce from the OS random number generator.

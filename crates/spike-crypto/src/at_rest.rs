@@ -1,6 +1,6 @@
 //! At-rest record encryption of the Nexus store: [`RecordCipher`].
 //!
-//! This is spike-rs's own format (not SPIKE's, §6.3), shared by every
+//! This is spike-rs's own format (not SPIKE's, docs/compatibility.md#storage), shared by every
 //! persistent backend. From the root key it derives, with HMAC-SHA256 and
 //! fixed labels:
 //!

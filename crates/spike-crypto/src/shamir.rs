@@ -1,6 +1,6 @@
 //! Shamir secret sharing over the P-256 scalar field, byte-compatible with
 //! cloudflare/circl v1.6.3 `secretsharing` as used by spike-sdk-go v0.19.9
-//! (`crypto.ComputeShares`, `crypto.ComputeRootKeyFromShards`), §5.3.
+//! (`crypto.ComputeShares`, `crypto.ComputeRootKeyFromShards`), docs/protocol.md#root-key-shards-and-recovery-files.
 //!
 //! Splitting is deterministic: the polynomial `f(x) = k + c1·x + … + ct·x^t`
 //! (degree `t = threshold − 1`) takes its coefficients from the stream

@@ -1,4 +1,4 @@
-//! The recovery-shard text format `spike:<id>:<64 lowercase hex>` (§9.3, §9.4).
+//! The recovery-shard text format `spike:<id>:<64 lowercase hex>` (docs/protocol.md#root-key-shards-and-recovery-files).
 //!
 //! `spike operator recover` writes one such line per file (no newline);
 //! `spike operator restore` reads one back.

@@ -1,4 +1,4 @@
-//! Helpers for the Bootstrap ↔ Nexus key proof (§5.4, §2.7).
+//! Helpers for the Bootstrap ↔ Nexus key proof (docs/protocol.md#root-key-shards-and-recovery-files, docs/protocol.md#bootstrap-and-keepers).
 //!
 //! Bootstrap encrypts `hex(32 random bytes)` under the root key and sends it
 //! to Nexus; Nexus decrypts it and answers `hex(SHA-256(plaintext))`;

@@ -2,7 +2,7 @@
 //! umask 077, and (by policy) all memory locked against swapping.
 //!
 //! Everything goes through `nix`; there is no `unsafe` here. The unit adds `LimitCORE=0`,
-//! `MemorySwapMax=0` and `UMask=0077` on top (design §5); this is the belt to those braces, and
+//! `MemorySwapMax=0` and `UMask=0077` on top (design docs/protocol.md#root-key-shards-and-recovery-files); this is the belt to those braces, and
 //! the only protection when the daemon is started by hand.
 //!
 //! `mlockall(MCL_CURRENT | MCL_FUTURE)` needs `RLIMIT_MEMLOCK` to cover the whole process (or

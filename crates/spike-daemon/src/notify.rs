@@ -128,7 +128,7 @@ impl Notifier {
         }
     }
 
-    /// `READY=1`: listening (with an SVID). Not "unsealed": see the design, §5.
+    /// `READY=1`: listening (with an SVID). Not "unsealed": see the design, docs/protocol.md#root-key-shards-and-recovery-files.
     ///
     /// # Errors
     ///

@@ -1,4 +1,4 @@
-//! The keeper's HTTP API (§2.9), dispatched like Go's single handler on `/` (§2.1).
+//! The keeper's HTTP API (docs/protocol.md#bootstrap-and-keepers), dispatched like Go's single handler on `/` (docs/protocol.md#conventions).
 //!
 //! | Request | Guard | Success | Errors |
 //! |---|---|---|---|
@@ -133,7 +133,7 @@ fn shard(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response {
             ErrorCode::AccessUnauthorized,
         );
     }
-    // Never answer 200 with a null shard: the Go Nexus would panic (§2.9).
+    // Never answer 200 with a null shard: the Go Nexus would panic (docs/protocol.md#bootstrap-and-keepers).
     let Some(value) = app.store.get() else {
         return error_for(
             KeeperRoute::Shard,

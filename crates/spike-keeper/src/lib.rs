@@ -1,10 +1,10 @@
 //! SPIKE Keeper: holds one Shamir shard of the root key, in memory only.
 //!
-//! A keeper answers two routes over mTLS (§2.9): Nexus and Bootstrap *contribute* the
+//! A keeper answers two routes over mTLS (docs/protocol.md#bootstrap-and-keepers): Nexus and Bootstrap *contribute* the
 //! shard, and Nexus reads it back (*shard*) to reconstruct the root key after a restart.
-//! The TLS handshake already refuses every peer that is neither Nexus nor Bootstrap (§3.2);
+//! The TLS handshake already refuses every peer that is neither Nexus nor Bootstrap (docs/protocol.md#identities-and-authorization);
 //! each route then checks the caller's role again. The shard never touches the disk: a
-//! restarted keeper is empty until Nexus pushes the shard again (§9.1).
+//! restarted keeper is empty until Nexus pushes the shard again (docs/protocol.md#bootstrap-and-keepers).
 //!
 //! [`run`] is the whole daemon minus process setup; `main.rs` adds argument parsing,
 //! logging, hardening, signals, socket activation and sd_notify through [`daemon`].
@@ -45,7 +45,7 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Checks that `identity` is a Keeper ID under the configured roots (§1.3) and builds
+    /// Checks that `identity` is a Keeper ID under the configured roots (ARCHITECTURE.md) and builds
     /// the TLS server configuration whose handshake admits only Nexus and Bootstrap peers.
     ///
     /// # Errors

@@ -1,4 +1,4 @@
-//! Hot path of every policy-gated request: policy matching (§8.3), for one policy and for
+//! Hot path of every policy-gated request: policy matching (docs/protocol.md#policies), for one policy and for
 //! `Store::check_access` over 100 policies.
 #![expect(clippy::unwrap_used, reason = "benchmark setup on fixed, valid inputs")]
 

@@ -1,11 +1,11 @@
-//! Per-route authorization (§3.4, §8.5): one named guard per route.
+//! Per-route authorization (docs/protocol.md#identities-and-authorization, docs/protocol.md#policies): one named guard per route.
 //!
 //! Policy-gated routes (secrets, policies, cipher): (1) the Pilot superuser is allowed;
 //! (2) the lite workload is denied, except for the cipher routes; (3) otherwise a single
 //! policy must grant every wanted permission on the route's resource path
-//! ([`PolicyCheck::check_access`], §8.3). Operator recover/restore and bootstrap verify are
+//! ([`PolicyCheck::check_access`], docs/protocol.md#policies). Operator recover/restore and bootstrap verify are
 //! role-only: exactly the recover, restore or bootstrap role, nobody else (not even the
-//! superuser). A peer ID that fails the §3.1 syntax check is denied everything.
+//! superuser). A peer ID that fails the docs/protocol.md#conventions syntax check is denied everything.
 
 use spike_proto::Route;
 use spike_proto::policy::{SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH, SYSTEM_SECRET_PATH};
@@ -130,7 +130,7 @@ impl Action {
     }
 }
 
-/// The policy check of §8.3, abstracted so the guard can be tested as a table.
+/// The policy check of docs/protocol.md#policies, abstracted so the guard can be tested as a table.
 pub trait PolicyCheck {
     /// True if a single policy grants every permission in `wants` (or `super`) to `peer_id`
     /// on `path`.

@@ -1,4 +1,4 @@
-//! Nexus configuration: a TOML file plus SPIKE's environment variables (§4).
+//! Nexus configuration: a TOML file plus SPIKE's environment variables (docs/config.md).
 //!
 //! [`ConfigFile`] is the raw, serde-shaped document (`deny_unknown_fields`); [`Config`] is the
 //! validated, typed result, built with `TryFrom<ConfigFile>`. Environment variables win over
@@ -68,7 +68,7 @@ pub const ENV_MAP: &[(&str, &str)] = &[
         "SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT",
         "read_header_timeout",
     ),
-    // Documented by SPIKE but never wired in Go (§15 #13); here it caps the recovery backoff.
+    // Documented by SPIKE but never wired in Go (docs/compatibility.md); here it caps the recovery backoff.
     ("SPIKE_NEXUS_RECOVERY_MAX_INTERVAL", "recovery_max_interval"),
 ];
 

@@ -11,7 +11,7 @@
 //! - [`store`]: persistence backends (memory, lite, encrypted SQLite) and the [`store::Store`] handle.
 //! - [`config`]: TOML + `SPIKE_*` environment configuration, validated into [`config::Config`].
 //! - [`state`]: the seal state and the single unseal path ([`state::NexusState`]).
-//! - [`authz`]: the per-route authorization guard (§3.4).
+//! - [`authz`]: the per-route authorization guard (docs/protocol.md#identities-and-authorization).
 //! - [`api`]: the dispatcher, the route handlers and the health extension.
 //! - [`server`]: the plain accept loops (health unix socket, metrics); the mTLS API loop is
 //!   [`spike_daemon::serve::serve_mtls`].

@@ -1,4 +1,4 @@
-//! Keeper recovery and sync (§9.1, §9.2).
+//! Keeper recovery and sync (docs/protocol.md#bootstrap-and-keepers).
 //!
 //! At start (sqlite/lite) [`run`] asks every keeper for its shard, retrying forever with
 //! exponential backoff (initial and max interval from the config, ×2, jitter ±50 %). Shards

@@ -1,4 +1,4 @@
-//! The clap definitions of every command and flag (§11 plus `status`, `completions`, `man`).
+//! The clap definitions of every command and flag (docs/compatibility.md#pilot-spike plus `status`, `completions`, `man`).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Pilot configuration: a TOML file plus environment variables (§4), parsed into [`Config`].
+//! Pilot configuration: a TOML file plus environment variables (docs/config.md), parsed into [`Config`].
 //!
 //! Precedence, highest first: command-line flag (`--nexus-url`), environment variable,
 //! configuration file, default. The file is `--config <file>` (must exist), else
@@ -24,7 +24,7 @@ use spike_client::BaseUrl;
 use spike_proto::TrustRoots;
 use spike_proto::spiffe_id::ENV_TRUST_ROOT_NEXUS;
 
-/// Default Nexus URL (§4).
+/// Default Nexus URL (docs/config.md).
 pub const DEFAULT_NEXUS_URL: &str = "https://localhost:8553";
 /// Default request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

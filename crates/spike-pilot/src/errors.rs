@@ -1,4 +1,4 @@
-//! [`PilotError`], exit codes, and SPIKE's error-to-message mapping (§11
+//! [`PilotError`], exit codes, and SPIKE's error-to-message mapping (docs/compatibility.md#pilot-spike
 //! `stdout.HandleAPIError`).
 
 use spike_client::ClientError;
@@ -138,7 +138,7 @@ pub fn is_sealed(err: &ClientError) -> bool {
     err.error_code() == ErrorCode::StateNotReady
 }
 
-/// The message for a failed Nexus request, following SPIKE's `HandleAPIError` order (§11),
+/// The message for a failed Nexus request, following SPIKE's `HandleAPIError` order (docs/compatibility.md#pilot-spike),
 /// with the URL and cause appended where SPIKE printed only a generic sentence.
 pub fn api_message(err: &ClientError, nexus_url: &str, own_id: Option<&str>) -> String {
     if is_connection_failure(err) {

@@ -1,5 +1,5 @@
 //! Best-effort process hardening for the CLI: no core dumps or ptrace-by-dumpability,
-//! private file creation mask, and memory locking like SPIKE's Pilot (§11 startup).
+//! private file creation mask, and memory locking like SPIKE's Pilot (docs/compatibility.md#pilot-spike startup).
 
 use std::io::Write as _;
 

@@ -5,13 +5,13 @@
 //! standard streams ([`Io`]) and environment ([`EnvSource`]).
 //!
 //! Pilot talks to SPIKE Nexus over mutual TLS with the workload's X.509-SVID from the
-//! SPIFFE Workload API and requires the server to present a Nexus SPIFFE ID (§3.1). Unlike
+//! SPIFFE Workload API and requires the server to present a Nexus SPIFFE ID (docs/protocol.md#conventions). Unlike
 //! SPIKE's Go Pilot it does not refuse commands based on its own SVID's role: Nexus decides,
 //! so a workload can use `spike secret get` under its own identity.
 //!
 //! Exit status: 0 success, 1 API or validation error, 2 usage or configuration error,
 //! 3 connection or identity failure, 4 Nexus answered but is sealed (SPIKE's Go Pilot exits 0
-//! after API errors; §15 row 22). `spike status` exits 0 only while Nexus is unsealed and
+//! after API errors; docs/compatibility.md row 22). `spike status` exits 0 only while Nexus is unsealed and
 //! serving, and 4 when it answered sealed: not bootstrapped, waiting for its keepers, holding
 //! data without its root key (after a power cut: `spike-operator restore DIR`), or unable to
 //! open its store. Any command that gets `state_not_ready` (HTTP 503) reads the health once
@@ -23,7 +23,7 @@
 //! - `cli`: the clap definitions ([`cli::Cli`]).
 //! - `config`: [`Config`] from `--config`/`$XDG_CONFIG_HOME/spike/config.toml`/
 //!   `/etc/spike/pilot.toml` and the environment ([`EnvSource`]).
-//! - `errors`: [`PilotError`], exit codes and SPIKE's error-message mapping (§11).
+//! - `errors`: [`PilotError`], exit codes and SPIKE's error-message mapping (docs/compatibility.md#pilot-spike).
 //! - `harden`: best-effort process hardening used by the binary.
 //! - `output`: human/JSON/YAML formatting of every read command ([`output::Format`]).
 //! - `policy_yaml`: the policy file parser ([`policy_yaml::parse_policy_yaml`]).

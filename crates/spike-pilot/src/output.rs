@@ -1,4 +1,4 @@
-//! Output formats of the read commands: human (SPIKE's text layout), JSON and YAML (§11).
+//! Output formats of the read commands: human (SPIKE's text layout), JSON and YAML (docs/compatibility.md#pilot-spike).
 //!
 //! Every function returns the complete text for standard output, ending in a newline.
 

@@ -1,4 +1,4 @@
-//! Bootstrap verify (§2.7): `POST /v1/bootstrap/verify`.
+//! Bootstrap verify (docs/protocol.md#bootstrap-and-keepers): `POST /v1/bootstrap/verify`.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Cipher routes (§2.8): JSON types and stream-mode framing.
+//! Cipher routes (docs/protocol.md#cipher): JSON types and stream-mode framing.
 //!
 //! Stream mode is selected when the request `Content-Type` is *exactly*
 //! [`STREAM_CONTENT_TYPE`]; the stream ciphertext is `0x01 ‖ nonce(12) ‖ ct‖tag`.

@@ -1,4 +1,4 @@
-//! SPIKE error codes (`sdk:errors/sentinel.go`, spike-spec §12).
+//! SPIKE error codes (`sdk:errors/sentinel.go`, spike-spec docs/protocol.md#limits).
 //!
 //! The code strings are what appears in the `err` (or Keeper `Err`) field of responses.
 //! Unknown strings decode to [`ErrorCode::Other`] so a newer peer never breaks decoding.
@@ -20,12 +20,12 @@ macro_rules! error_codes {
                 #[doc = concat!("`", $s, "`")]
                 $variant,
             )*
-            /// Any code string not listed in §12 (kept verbatim).
+            /// Any code string not listed in docs/protocol.md#limits (kept verbatim).
             Other(String),
         }
 
         impl ErrorCode {
-            /// Every known code, in §12 order (without [`ErrorCode::Other`]).
+            /// Every known code, in docs/protocol.md#limits order (without [`ErrorCode::Other`]).
             pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
 
             /// The wire string of this code.
@@ -164,7 +164,7 @@ SystemMemLockFailed => "system_mem_lock_failed",}
 
 impl ErrorCode {
     /// The HTTP status a Go client maps back to this code when it sees it as a status
-    /// (§2.3), for the five codes servers emit; `None` for every other code.
+    /// (docs/protocol.md#conventions), for the five codes servers emit; `None` for every other code.
     pub fn http_status(&self) -> Option<u16> {
         match self {
             ErrorCode::ApiBadRequest => Some(400),

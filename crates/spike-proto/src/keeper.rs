@@ -1,4 +1,4 @@
-//! Keeper routes (§2.9): `POST /v1/store/contribute` and `POST /v1/store/shard`.
+//! Keeper routes (docs/protocol.md#bootstrap-and-keepers): `POST /v1/store/contribute` and `POST /v1/store/shard`.
 //!
 //! [`ShardGetResponse`] is the one body whose error field is the untagged Go name `"Err"`,
 //! always present (`""` on success).

@@ -6,7 +6,7 @@
 //! (the one exception is [`env::ProcessEnv`], a `std::env::var` behind the [`env::EnvSource`]
 //! trait).
 //!
-//! Everything mirrors Go's `encoding/json` behaviour as described in `spike-spec.md` §0:
+//! Everything mirrors Go's `encoding/json` behaviour as described in `spike-spec.md` docs/protocol.md#conventions:
 //! `[]byte` is padded standard base64, shards are arrays of 32 integers, `map[int]X` is an
 //! object with decimal-string keys, times are RFC 3339 with trimmed nanoseconds, unknown
 //! fields are ignored and a `null` request body is the zero request. Decoding accepts the
@@ -25,20 +25,20 @@
 //!
 //! - [`paths`]: route paths, `?action=` values, the [`paths::Route`] table for Nexus
 //!   (including which routes exist in `lite` mode) and [`paths::KeeperRoute`].
-//! - [`error_code`]: [`ErrorCode`], every SPIKE error-code string (§12).
-//! - [`response`]: the [`response::ApiResponse`] trait (error bodies per §2.2.1),
+//! - [`error_code`]: [`ErrorCode`], every SPIKE error-code string (docs/protocol.md#limits).
+//! - [`response`]: the [`response::ApiResponse`] trait (error bodies per docs/protocol.md#conventions),
 //!   [`response::FallbackResponse`], the raw SDK-error body and [`decode_request`].
-//! - [`secrets`]: secret put/get/delete/undelete/list/metadata types (§2.4).
+//! - [`secrets`]: secret put/get/delete/undelete/list/metadata types (docs/protocol.md#secrets).
 //! - [`policy`]: policy put/get/delete/list types, [`policy::Permission`] and the reserved
-//!   system resource paths (§2.5, §8).
-//! - [`operator`]: recover/restore types (§2.6).
-//! - [`bootstrap`]: bootstrap verify types (§2.7).
-//! - [`cipher`]: JSON cipher types and stream-mode framing constants (§2.8).
-//! - [`keeper`]: Keeper contribute/shard types (§2.9).
+//!   system resource paths (docs/protocol.md#policy-routes, docs/protocol.md#policies).
+//! - [`operator`]: recover/restore types (docs/protocol.md#root-key-shards-and-recovery-files).
+//! - [`bootstrap`]: bootstrap verify types (docs/protocol.md#bootstrap-and-keepers).
+//! - [`cipher`]: JSON cipher types and stream-mode framing constants (docs/protocol.md#cipher).
+//! - [`keeper`]: Keeper contribute/shard types (docs/protocol.md#bootstrap-and-keepers).
 //! - [`serde_helpers`]: Go-compatible encodings: base64, [`ShardBytes`], `map[int]X`,
 //!   [`Timestamp`] and the `err` field.
-//! - [`validate`]: input validation rules (§2.4, §2.5, §3.1, §12).
-//! - [`spiffe_id`]: SPIFFE-ID builders, [`TrustRoots`] and role predicates (§3.3).
+//! - [`validate`]: input validation rules (docs/protocol.md#secrets, docs/protocol.md#policy-routes, docs/protocol.md#conventions, docs/protocol.md#limits).
+//! - [`spiffe_id`]: SPIFFE-ID builders, [`TrustRoots`] and role predicates (docs/protocol.md#identities-and-authorization).
 //! - [`duration`]: Go durations (`parse_go_duration`, `format_go_duration`) as SPIKE's
 //!   variables write them; shared by the daemons and the CLI.
 //! - [`mod@env`]: the injectable environment ([`env::EnvSource`], [`env::ProcessEnv`],

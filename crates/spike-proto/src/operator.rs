@@ -1,4 +1,4 @@
-//! Operator routes (§2.6): `POST /v1/operator/recover` and `POST /v1/operator/restore`.
+//! Operator routes (docs/protocol.md#root-key-shards-and-recovery-files): `POST /v1/operator/recover` and `POST /v1/operator/restore`.
 
 use std::collections::BTreeMap;
 

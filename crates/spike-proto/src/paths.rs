@@ -1,4 +1,4 @@
-//! API paths, `?action=` values and route matching (§2.1).
+//! API paths, `?action=` values and route matching (docs/protocol.md#conventions).
 //!
 //! Matching is exact: the URL path must equal a route path (no trailing-slash tolerance, no
 //! prefixes) and the `action` query value must equal the route's action, where an absent or
@@ -48,7 +48,7 @@ pub const ACTION_CHECK_UNROUTED: &str = "check";
 /// `?action=read`: defined by the Go SDK, routed by nobody.
 pub const ACTION_READ_UNROUTED: &str = "read";
 
-/// A Nexus route (§2.1 table, rows 1–15).
+/// A Nexus route (docs/protocol.md#conventions table, rows 1–15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
     /// `POST /v1/store/secrets`: upsert a secret.
@@ -84,7 +84,7 @@ pub enum Route {
 }
 
 impl Route {
-    /// Every Nexus route, in §2.1 table order.
+    /// Every Nexus route, in docs/protocol.md#conventions table order.
     pub const ALL: [Route; 15] = [
         Route::SecretPut,
         Route::SecretGet,
@@ -186,12 +186,12 @@ impl Route {
     }
 }
 
-/// The Nexus readiness gate (§2.1 step 2) exempts these URL paths, whatever the action.
+/// The Nexus readiness gate (docs/protocol.md#conventions step 2) exempts these URL paths, whatever the action.
 pub fn bypasses_readiness_gate(path: &str) -> bool {
     path == NEXUS_OPERATOR_RECOVER || path == NEXUS_OPERATOR_RESTORE
 }
 
-/// A Keeper route (§2.9). Neither takes an action; any non-empty `action` is a 400.
+/// A Keeper route (docs/protocol.md#bootstrap-and-keepers). Neither takes an action; any non-empty `action` is a 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeeperRoute {
     /// `POST /v1/store/contribute`: store a shard.

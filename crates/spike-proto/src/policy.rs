@@ -1,4 +1,4 @@
-//! Policy routes (§2.5) and the policy vocabulary (§8).
+//! Policy routes (docs/protocol.md#policy-routes) and the policy vocabulary (docs/protocol.md#policies).
 //!
 //! Note the two spellings: requests use `"spiffeidPattern"`, the read response uses the
 //! misspelled `"spiffiedPattern"` (Go clients read only that one).
@@ -17,7 +17,7 @@ pub const SYSTEM_ACL_PATH: &str = "spike/system/acl";
 pub const SYSTEM_SECRET_PATH: &str = "spike/system/secret";
 /// Resource path guarded for the cipher routes (`spike/system/cipher/exec`).
 pub const SYSTEM_CIPHER_EXEC_PATH: &str = "spike/system/cipher/exec";
-/// The reserved system paths, in the order Go's upsert guard checks them (§8.4).
+/// The reserved system paths, in the order Go's upsert guard checks them (docs/protocol.md#policies).
 pub const RESERVED_PATHS: [&str; 3] =
     [SYSTEM_ACL_PATH, SYSTEM_SECRET_PATH, SYSTEM_CIPHER_EXEC_PATH];
 

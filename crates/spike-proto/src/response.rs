@@ -1,4 +1,4 @@
-//! The response envelope (§2.2) and request decoding.
+//! The response envelope (docs/protocol.md#conventions) and request decoding.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ pub const JSON_RESPONSE_HEADERS: [(&str, &str); 4] = [
 /// A typed JSON response body.
 ///
 /// Go servers answer errors with the *same* struct as the success response, with every other
-/// field at its zero value and `err` set (§2.2.1). [`ApiResponse::error`] builds exactly that
+/// field at its zero value and `err` set (docs/protocol.md#conventions). [`ApiResponse::error`] builds exactly that
 /// body, e.g. `SecretGetResponse::error(ErrorCode::ApiNotFound)` serializes to
 /// `{"data":null,"err":"api_not_found"}`.
 pub trait ApiResponse: Serialize + DeserializeOwned + Default {
@@ -103,7 +103,7 @@ impl SdkErrorBody {
     }
 }
 
-/// Decodes a JSON request body like the Go server does (§0).
+/// Decodes a JSON request body like the Go server does (docs/protocol.md#conventions).
 ///
 /// * empty or whitespace-only body → [`ProtoError::EmptyBody`];
 /// * `null` → `T::default()` (Go's zero struct);

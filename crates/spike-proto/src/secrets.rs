@@ -1,4 +1,4 @@
-//! Secret routes (§2.4): `/v1/store/secrets` and `/v1/store/secrets/metadata`.
+//! Secret routes (docs/protocol.md#secrets): `/v1/store/secrets` and `/v1/store/secrets/metadata`.
 //!
 //! Value maps are `BTreeMap`s, so keys are emitted in byte order like Go's sorted map keys.
 //! Types carrying secret values have a `Debug` that shows key names only.

@@ -1,4 +1,4 @@
-//! SPIKE's SPIFFE-ID scheme and trust-root matching (§3.3).
+//! SPIKE's SPIFFE-ID scheme and trust-root matching (docs/protocol.md#identities-and-authorization).
 //!
 //! Every SPIKE component has a fixed path under a *trust root*, e.g. Nexus is
 //! `spiffe://<root>/spike/nexus`. A trust root is a trust domain optionally followed by a

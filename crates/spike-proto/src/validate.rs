@@ -1,4 +1,4 @@
-//! Input validation rules (`sdk:validation/validation.go`; spike-spec §2.4, §2.5, §3.1, §12).
+//! Input validation rules (`sdk:validation/validation.go`; spike-spec docs/protocol.md#secrets, docs/protocol.md#policy-routes, docs/protocol.md#conventions, docs/protocol.md#limits).
 //!
 //! Each function returns [`ProtoError::Invalid`] naming the rule, never the value. Regexes
 //! are the Go ones, rewritten only where Rust's syntax differs (`[` escaped inside classes).
@@ -88,7 +88,7 @@ pub fn path_pattern(s: &str) -> Result<(), ProtoError> {
     )
 }
 
-/// A peer SPIFFE ID as checked inside handlers (§3.1):
+/// A peer SPIFFE ID as checked inside handlers (docs/protocol.md#conventions):
 /// `^spiffe://[a-zA-Z0-9.-]+(/[a-zA-Z0-9._-]+)*$`. IDs failing this get 401.
 pub fn peer_spiffe_id(s: &str) -> Result<(), ProtoError> {
     check(matches(&RAW_SPIFFE_ID, s), "SPIFFE ID")

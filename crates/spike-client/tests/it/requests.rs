@@ -1,4 +1,4 @@
-//! Request shapes, status mapping and typed decoding (§2.3).
+//! Request shapes, status mapping and typed decoding (docs/protocol.md#conventions).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -1,4 +1,4 @@
-//! The two routes, their guards and SPIKE's exact error bodies (§2.9).
+//! The two routes, their guards and SPIKE's exact error bodies (docs/protocol.md#bootstrap-and-keepers).
 
 use bytes::Bytes;
 use http::Method;

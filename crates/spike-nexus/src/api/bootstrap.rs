@@ -1,4 +1,4 @@
-//! Bootstrap verify (§2.7, §5.4): proves Nexus holds the root key Bootstrap generated.
+//! Bootstrap verify (docs/protocol.md#bootstrap-and-keepers, docs/protocol.md#root-key-shards-and-recovery-files): proves Nexus holds the root key Bootstrap generated.
 
 use axum::response::Response;
 use spike_proto::bootstrap::{BootstrapVerifyRequest, BootstrapVerifyResponse};

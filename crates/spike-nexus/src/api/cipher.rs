@@ -1,4 +1,4 @@
-//! Cipher routes (§2.8): encrypt/decrypt in JSON mode or stream mode
+//! Cipher routes (docs/protocol.md#cipher): encrypt/decrypt in JSON mode or stream mode
 //! (`Content-Type: application/octet-stream` exactly).
 //!
 //! Stream-mode crypto errors are Go `http.Error` text bodies; authorization and size errors

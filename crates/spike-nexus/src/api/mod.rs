@@ -1,11 +1,11 @@
-//! The HTTP API: one dispatcher for every path (§2.1), handlers per area, the health
+//! The HTTP API: one dispatcher for every path (docs/protocol.md#conventions), handlers per area, the health
 //! extension routes.
 //!
-//! Dispatch order (§2.1): `GET|HEAD /v1/sys/{health,seal-status}` (extension, no auth) →
+//! Dispatch order (docs/protocol.md#conventions): `GET|HEAD /v1/sys/{health,seal-status}` (extension, no auth) →
 //! method ≠ POST → 400 `api_bad_request` → readiness gate (sealed and not memory and path not
 //! operator recover/restore → 503 `state_not_ready`, before route lookup) → exact path +
 //! `?action=` lookup (lite mode: its subset) → 400 when unknown → read the body (limit → 400)
-//! → handler. Handlers parse, then authorize, then validate (§2.4). Every error goes through
+//! → handler. Handlers parse, then authorize, then validate (docs/protocol.md#secrets). Every error goes through
 //! [`error::ApiError`] and is rendered once here with the route's typed error body.
 
 pub mod bootstrap;
@@ -62,7 +62,7 @@ pub struct Cx {
 }
 
 impl Cx {
-    /// Decodes the JSON body (§0 rules); 400 on failure.
+    /// Decodes the JSON body (docs/protocol.md#conventions rules); 400 on failure.
     ///
     /// # Errors
     /// [`ApiError::BadRequest`].
@@ -111,7 +111,7 @@ pub fn ok_json<T: Serialize>(body: &T) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// A JSON response with SPIKE's headers (§2.2); a marshal failure becomes the raw 500 body.
+/// A JSON response with SPIKE's headers (docs/protocol.md#conventions); a marshal failure becomes the raw 500 body.
 pub fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match encode_response(body) {
         Ok(bytes) => with_json_headers(status, bytes),
@@ -138,7 +138,7 @@ fn with_json_headers(status: StatusCode, bytes: Vec<u8>) -> Response {
 }
 
 /// A Go `http.Error` style text response (`text/plain; charset=utf-8`, `nosniff`, body =
-/// message + newline), used by the cipher stream mode (§2.8).
+/// message + newline), used by the cipher stream mode (docs/protocol.md#cipher).
 pub fn text_error(status: StatusCode, message: &str) -> Response {
     let mut resp = Response::new(Body::from(format!("{message}\n")));
     *resp.status_mut() = status;
@@ -168,7 +168,7 @@ fn typed_error<T: ApiResponse>(status: StatusCode, err: &ApiError) -> Response {
     json_response(status, &error::ErrorBody::<T>::of(err))
 }
 
-/// The route's typed error body (§2.2.1), plus `detail` for a full disk.
+/// The route's typed error body (docs/protocol.md#conventions), plus `detail` for a full disk.
 fn error_response(route: Route, err: &ApiError) -> Response {
     use spike_proto::{bootstrap as b, cipher as c, operator as o, policy as p, secrets as s};
     let status = err.status();
@@ -252,7 +252,7 @@ async fn health_only(State(state): State<NexusState>, req: Request) -> Response 
     resp
 }
 
-/// The single dispatcher of §2.1.
+/// The single dispatcher of docs/protocol.md#conventions.
 pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response {
     let start = Instant::now();
     let request_id = audit::request_id();

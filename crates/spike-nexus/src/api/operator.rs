@@ -1,10 +1,10 @@
-//! Operator routes (§2.6, §9.3, §9.4): export recovery shards, restore from them.
+//! Operator routes (docs/protocol.md#root-key-shards-and-recovery-files): export recovery shards, restore from them.
 //!
 //! Differences from Go, invisible to Go clients' success paths: a bad shard (id out of
-//! range, zero, value ≥ the group order) is a 400, never a crash (§15 #10); the reconstructed
+//! range, zero, value ≥ the group order) is a 400, never a crash (docs/compatibility.md); the reconstructed
 //! key is verified against the database's key check before it is accepted — a wrong key is a
-//! 400 and the collected shards are discarded (§15 #11); collected shards are wiped after a
-//! successful restore, and later calls answer `restored:true` while unsealed (§15 #12);
+//! 400 and the collected shards are discarded (docs/compatibility.md); collected shards are wiped after a
+//! successful restore, and later calls answer `restored:true` while unsealed (docs/compatibility.md);
 //! recover while sealed is a 503 `state_not_ready` (Go: 500).
 
 use std::collections::BTreeMap;

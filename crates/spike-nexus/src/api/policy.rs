@@ -1,6 +1,6 @@
-//! Policy routes (§2.5): put (upsert), get, delete, list.
+//! Policy routes (docs/protocol.md#policy-routes): put (upsert), get, delete, list.
 //!
-//! Deliberate fixes of Go defects (§15 #1, #2): a missing policy is 404, an uncompilable
+//! Deliberate fixes of Go defects (docs/compatibility.md, #2): a missing policy is 404, an uncompilable
 //! regex or a reserved-path violation is 400.
 
 use axum::response::Response;

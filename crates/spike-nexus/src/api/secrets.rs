@@ -1,4 +1,4 @@
-//! Secret routes (§2.4): put, get, delete, undelete, list, metadata.
+//! Secret routes (docs/protocol.md#secrets): put, get, delete, undelete, list, metadata.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! Health extension routes (not in SPIKE; unknown to Go clients): `GET|HEAD /v1/sys/health`
-//! and `/v1/sys/seal-status`, unauthenticated, Vault's status-code contract (anchors §A.2).
+//! and `/v1/sys/seal-status`, unauthenticated, Vault's status-code contract.
 //!
 //! `/v1/sys/health`: 200 unsealed, 501 never bootstrapped, 503 sealed; the query parameters
 //! `activecode`, `uninitcode`, `sealedcode` override the codes, `standbyok` is accepted

@@ -1,7 +1,7 @@
 //! The pure secret and policy model (no I/O).
 //!
-//! - [`secret`]: versioned key/value secrets with soft delete (§7 of the wire spec).
-//! - [`policy`]: regex policies, the access check and the reserved `spike/system/*` rule (§8).
+//! - [`secret`]: versioned key/value secrets with soft delete (docs/protocol.md#secrets of the wire spec).
+//! - [`policy`]: regex policies, the access check and the reserved `spike/system/*` rule (docs/protocol.md#policies).
 
 pub mod policy;
 pub mod secret;
@@ -44,7 +44,7 @@ pub enum ModelError {
         /// The compiler's message.
         msg: String,
     },
-    /// The path pattern reaches a reserved system path only by an unanchored substring match (§8.4).
+    /// The path pattern reaches a reserved system path only by an unanchored substring match (docs/protocol.md#policies).
     #[error(
         "the policy reaches the reserved system path {path} only by substring match; anchor both patterns with ^ and $"
     )]

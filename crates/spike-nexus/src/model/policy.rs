@@ -1,4 +1,4 @@
-//! Regex policies and the access check (§8 of the wire spec).
+//! Regex policies and the access check (docs/protocol.md#policies of the wire spec).
 //!
 //! Patterns are RE2-style regular expressions matched **unanchored**
 //! (`is_match`, like Go's `MatchString`). The `regex` crate is used with its
@@ -6,7 +6,7 @@
 //! ASCII ones, which makes no difference for the ASCII-only paths and SPIFFE
 //! IDs the API accepts.
 //!
-//! The reserved `spike/system/*` rule (§8.4) is applied on upsert
+//! The reserved `spike/system/*` rule (docs/protocol.md#policies) is applied on upsert
 //! ([`Policy::new`]) and again at evaluation time ([`Policy::grants`]), so a
 //! policy stored before the rule existed cannot escalate.
 
@@ -133,7 +133,7 @@ impl Eq for Policy {}
 
 impl Policy {
     /// Builds a policy for an upsert: compiles both patterns and applies the
-    /// §8.4 reserved-path rule.
+    /// docs/protocol.md#policies reserved-path rule.
     ///
     /// # Errors
     ///
@@ -205,7 +205,7 @@ impl Policy {
         })
     }
 
-    /// §8.3 for this one policy: both patterns match, the reserved-path rule
+    /// docs/protocol.md#policies for this one policy: both patterns match, the reserved-path rule
     /// allows it, and the permissions contain `super` or every wanted one.
     pub fn grants(&self, peer_id: &str, path: &str, wants: &[Permission]) -> bool {
         if !self.id_regex.is_match(peer_id) || !self.path_regex.is_match(path) {

@@ -1,4 +1,4 @@
-//! Versioned key/value secrets with soft delete (§7 of the wire spec).
+//! Versioned key/value secrets with soft delete (docs/protocol.md#secrets of the wire spec).
 //!
 //! The semantics follow SPIKE's `UpsertSecret`, `GetSecret`, `DeleteSecret`,
 //! `UndeleteSecret` and `GetRawSecret` exactly, including their edge cases:
@@ -176,7 +176,7 @@ impl Secret {
         }
     }
 
-    /// §7 upsert of an existing secret: adds a version and prunes beyond
+    /// docs/protocol.md#secrets upsert of an existing secret: adds a version and prunes beyond
     /// `metadata.max_versions` (at least one version is always kept).
     ///
     /// Returns the pruned version numbers, which are removed from `versions`.
@@ -215,7 +215,7 @@ impl Secret {
         pruned
     }
 
-    /// §7 get: `version` 0 means the current one. `None` when the version is
+    /// docs/protocol.md#secrets get: `version` 0 means the current one. `None` when the version is
     /// absent or deleted, or the secret is empty (current version 0).
     pub fn get(&self, version: Version) -> Option<&SecretVersion> {
         let version = if version == 0 {
@@ -229,7 +229,7 @@ impl Secret {
         self.versions.get(&version).filter(|v| v.is_live())
     }
 
-    /// §7 soft delete. An empty list means the current version, and each 0
+    /// docs/protocol.md#secrets soft delete. An empty list means the current version, and each 0
     /// means the current version; versions that do not exist are ignored.
     pub fn soft_delete(&mut self, versions: &[Version], now: OffsetDateTime) {
         let current = self.metadata.current_version;
@@ -253,7 +253,7 @@ impl Secret {
         self.metadata.oldest_version = self.lowest_live().unwrap_or(0);
     }
 
-    /// §7 undelete. An empty list means the current version, or the highest
+    /// docs/protocol.md#secrets undelete. An empty list means the current version, or the highest
     /// deleted one when every version is deleted; each 0 means the current
     /// version (skipped when it is 0).
     ///

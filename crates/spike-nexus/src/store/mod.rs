@@ -258,7 +258,7 @@ impl Store {
         self.inner.max_versions
     }
 
-    /// §7 upsert: a new secret gets version 1, an existing one the next
+    /// docs/protocol.md#secrets upsert: a new secret gets version 1, an existing one the next
     /// version; versions beyond `max_versions` are pruned from storage.
     ///
     /// # Errors
@@ -283,7 +283,7 @@ impl Store {
         self.inner.backend.wait_durable(ticket)
     }
 
-    /// §7 get: version 0 is the current one.
+    /// docs/protocol.md#secrets get: version 0 is the current one.
     ///
     /// # Errors
     ///
@@ -297,7 +297,7 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    /// §7 metadata (`GetRawSecret`): the same checks as [`Store::get_secret`]
+    /// docs/protocol.md#secrets metadata (`GetRawSecret`): the same checks as [`Store::get_secret`]
     /// for `version`, then the whole secret with every version.
     ///
     /// # Errors
@@ -311,7 +311,7 @@ impl Store {
         Ok(secret)
     }
 
-    /// §7 soft delete (empty list / 0 = current version). Always stores.
+    /// docs/protocol.md#secrets soft delete (empty list / 0 = current version). Always stores.
     ///
     /// # Errors
     ///
@@ -325,7 +325,7 @@ impl Store {
         self.inner.backend.wait_durable(ticket)
     }
 
-    /// §7 undelete.
+    /// docs/protocol.md#secrets undelete.
     ///
     /// # Errors
     ///
@@ -360,7 +360,7 @@ impl Store {
     /// # Errors
     ///
     /// [`StoreError::Invalid`] for an empty name, an invalid pattern or a
-    /// reserved-path violation (§8.4); backend errors.
+    /// reserved-path violation (docs/protocol.md#policies); backend errors.
     pub fn put_policy(
         &self,
         name: &str,
@@ -438,7 +438,7 @@ impl Store {
             .collect()
     }
 
-    /// §8.3: true when a single policy grants every wanted permission (or
+    /// docs/protocol.md#policies: true when a single policy grants every wanted permission (or
     /// `super`) to `peer_id` on `path`. No policies means deny.
     pub fn check_access(&self, peer_id: &str, path: &str, wants: &[Permission]) -> bool {
         self.inner

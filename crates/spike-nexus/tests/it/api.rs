@@ -41,7 +41,7 @@ async fn secrets_round_trip_and_versions() {
     assert_eq!(meta.versions.len(), 2);
     assert_eq!(su.list_secrets().await.unwrap(), vec!["tenants/demo/db"]);
 
-    // deleting the current version moves current back to v1 (§7)
+    // deleting the current version moves current back to v1 (docs/protocol.md#secrets)
     su.delete_secret("tenants/demo/db", &[]).await.unwrap();
     assert_eq!(
         su.get_secret("tenants/demo/db", 0).await.unwrap(),
@@ -111,7 +111,7 @@ async fn policies_gate_workloads() {
     assert_eq!(su.list_policies(&app_id, "").await.unwrap().len(), 1);
     assert_eq!(su.list_policies("x", "").await.unwrap().len(), 0);
 
-    // §15 #1: missing policy is 404; §15 #2: bad regex / reserved path by substring is 400.
+    // docs/compatibility.md: missing policy is 404; docs/compatibility.md: bad regex / reserved path by substring is 400.
     assert!(matches!(
         su.get_policy("missing").await,
         Err(ClientError::NotFound { .. })
@@ -338,7 +338,7 @@ async fn bad_inputs_get_spike_error_codes_and_lose_nothing() {
         serde_json::json!({"err":"api_bad_request"})
     );
 
-    // typed error bodies (§2.2.1)
+    // typed error bodies (docs/protocol.md#conventions)
     let raw = post_json(
         &su,
         "/v1/store/secrets",

@@ -11,7 +11,7 @@ use spike_proto::ShardBytes;
 
 use crate::harness::*;
 
-/// The bootstrap steps (§10) done with spike-client + spike-crypto: generate a key, push
+/// The bootstrap steps (docs/protocol.md#bootstrap-and-keepers) done with spike-client + spike-crypto: generate a key, push
 /// shard i to keeper i, then prove to Nexus (once unsealed) that it holds the same key.
 async fn bootstrap(w: &World, keepers: &[KeeperHandle], nexus: &NexusHandle) -> RootKey {
     let identity = w.identity(BOOTSTRAP).await;

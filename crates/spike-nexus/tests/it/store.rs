@@ -1,4 +1,4 @@
-//! Store behaviour (§7, §8, §13 of the wire spec) on the memory and SQLite
+//! Store behaviour (docs/protocol.md#secrets, docs/protocol.md#policies, docs/compatibility.md#compatibility-testing of the wire spec) on the memory and SQLite
 //! backends, plus SQLite-only persistence, pruning and key checks.
 
 use std::path::{Path, PathBuf};

@@ -1,10 +1,10 @@
-//! `spike cipher encrypt|decrypt` in stream and JSON modes (§11, §2.8).
+//! `spike cipher encrypt|decrypt` in stream and JSON modes (docs/compatibility.md#pilot-spike, docs/protocol.md#cipher).
 //!
 //! Stream mode reads all input (a file, or standard input) and writes the raw result
 //! (`0x01 ‖ nonce ‖ ciphertext` when encrypting) byte-exactly to a file or standard output.
 //! JSON encrypt (`--plaintext <base64>`) prints `{"version","nonce","ciphertext"}` so that
 //! `cipher decrypt --version --nonce --ciphertext` can reverse it (SPIKE's Go CLI prints only
-//! the raw ciphertext there; §15 row 7).
+//! the raw ciphertext there; docs/compatibility.md row 7).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

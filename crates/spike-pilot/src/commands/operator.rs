@@ -1,4 +1,4 @@
-//! `spike operator recover|restore` (§9.3, §9.4).
+//! `spike operator recover|restore` (docs/protocol.md#root-key-shards-and-recovery-files).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -73,7 +73,7 @@ pub async fn run(
 }
 
 /// The recovery directory: `$SPIKE_PILOT_RECOVERY_DIR/recover`, else `~/.spike/recover`,
-/// else `/tmp/.spike-$USER/recover` (§4). Paths with `..` are refused.
+/// else `/tmp/.spike-$USER/recover` (docs/config.md). Paths with `..` are refused.
 ///
 /// # Errors
 /// A failure naming the variable when the directory is not acceptable.

@@ -1,4 +1,4 @@
-//! `spike policy create|apply|list|get|delete` (§11, §2.5). Policy files are parsed by
+//! `spike policy create|apply|list|get|delete` (docs/compatibility.md#pilot-spike, docs/protocol.md#policy-routes). Policy files are parsed by
 //! [`crate::policy_yaml`].
 
 use std::io::Read;

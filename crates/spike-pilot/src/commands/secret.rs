@@ -1,4 +1,4 @@
-//! `spike secret put|get|delete|undelete|list|metadata get` (§11, §2.4).
+//! `spike secret put|get|delete|undelete|list|metadata get` (docs/compatibility.md#pilot-spike, docs/protocol.md#secrets).
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! The built `spike` binary: data only on stdout, errors only on stderr, and bounded failures
-//! when the Workload API or Nexus is unreachable (§13 live CLI tests).
+//! when the Workload API or Nexus is unreachable (docs/compatibility.md#compatibility-testing live CLI tests).
 
 use std::io::Read as _;
 use std::process::{Command, Output, Stdio};

@@ -1,4 +1,4 @@
-//! The exact error bodies of spike-spec §2.2.1.
+//! The exact error bodies of spike-spec docs/protocol.md#conventions.
 
 use spike_proto::bootstrap::*;
 use spike_proto::cipher::*;

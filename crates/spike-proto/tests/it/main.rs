@@ -1,5 +1,5 @@
 //! Integration tests for `spike-proto`: golden JSON fixtures (`tests/fixtures/`), the exact
-//! error bodies of §2.2.1, inputs Go rejects, property tests and SPIFFE-ID matching.
+//! error bodies of docs/protocol.md#conventions, inputs Go rejects, property tests and SPIFFE-ID matching.
 
 #![cfg(test)]
 

@@ -1,4 +1,4 @@
-//! SPIFFE-ID builders, trust-root parsing and role matching (§3.3).
+//! SPIFFE-ID builders, trust-root parsing and role matching (docs/protocol.md#identities-and-authorization).
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The encrypted SQLite backend of `sqlite` mode.
 //!
-//! This is our own schema, not SPIKE's (§6.3): every record is one row whose
+//! This is our own schema, not SPIKE's (docs/compatibility.md#storage): every record is one row whose
 //! payload is the AES-256-GCM encryption of a JSON document, so secret paths,
 //! policy names, values and times never appear in plaintext.
 //!

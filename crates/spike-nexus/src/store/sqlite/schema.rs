@@ -151,7 +151,7 @@ fn create_private_file(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Refuses databases written by SPIKE (Go), whose schema differs (§6.3).
+/// Refuses databases written by SPIKE (Go), whose schema differs (docs/compatibility.md#storage).
 fn check_foreign_tables(conn: &Connection) -> Result<(), StoreError> {
     let foreign: i64 = conn.query_row(
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'secret_metadata'",
