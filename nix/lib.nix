@@ -173,7 +173,7 @@ rec {
     in
     if m == null then "" else builtins.head m;
 
-  # SPIKE's SPIFFE IDs (spike-spec.md; units/libexec/spike-register).
+  # SPIKE's SPIFFE IDs (docs/protocol.md#identities-and-authorization; units/libexec/spike-register).
   spiffeIds = td: {
     nexus = "spiffe://${td}/spike/nexus";
     bootstrap = "spiffe://${td}/spike/bootstrap";

@@ -1,4 +1,4 @@
-//! SPIKE error codes (`sdk:errors/sentinel.go`, spike-spec docs/protocol.md#limits).
+//! SPIKE error codes (`sdk:errors/sentinel.go`, docs/protocol.md#limits).
 //!
 //! The code strings are what appears in the `err` (or Keeper `Err`) field of responses.
 //! Unknown strings decode to [`ErrorCode::Other`] so a newer peer never breaks decoding.

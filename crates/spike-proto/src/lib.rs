@@ -6,7 +6,7 @@
 //! (the one exception is [`env::ProcessEnv`], a `std::env::var` behind the [`env::EnvSource`]
 //! trait).
 //!
-//! Everything mirrors Go's `encoding/json` behaviour as described in `spike-spec.md` docs/protocol.md#conventions:
+//! Everything mirrors Go's `encoding/json` behaviour as described in docs/protocol.md#conventions:
 //! `[]byte` is padded standard base64, shards are arrays of 32 integers, `map[int]X` is an
 //! object with decimal-string keys, times are RFC 3339 with trimmed nanoseconds, unknown
 //! fields are ignored and a `null` request body is the zero request. Decoding accepts the

@@ -1,4 +1,4 @@
-//! Input validation rules (`sdk:validation/validation.go`; spike-spec docs/protocol.md#secrets, docs/protocol.md#policy-routes, docs/protocol.md#conventions, docs/protocol.md#limits).
+//! Input validation rules (`sdk:validation/validation.go`; docs/protocol.md#secrets, docs/protocol.md#policy-routes, docs/protocol.md#conventions, docs/protocol.md#limits).
 //!
 //! Each function returns [`ProtoError::Invalid`] naming the rule, never the value. Regexes
 //! are the Go ones, rewritten only where Rust's syntax differs (`[` escaped inside classes).

@@ -1,4 +1,4 @@
-//! Go `encoding/json`-compatible encodings (spike-spec docs/protocol.md#conventions).
+//! Go `encoding/json`-compatible encodings (docs/protocol.md#conventions).
 //!
 //! Use the modules with `#[serde(with = "...")]` / `#[serde(deserialize_with = "...")]`;
 //! [`ShardBytes`] and [`Timestamp`] carry their own serde implementations.

@@ -1,4 +1,4 @@
-//! The exact error bodies of spike-spec docs/protocol.md#conventions.
+//! The exact error bodies of docs/protocol.md#conventions.
 
 use spike_proto::bootstrap::*;
 use spike_proto::cipher::*;
