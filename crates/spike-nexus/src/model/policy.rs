@@ -10,9 +10,6 @@
 //! ([`Policy::new`]) and again at evaluation time ([`Policy::grants`]), so a
 //! policy stored before the rule existed cannot escalate.
 
-use std::fmt;
-use std::str::FromStr;
-
 use regex::{Regex, RegexBuilder};
 use time::OffsetDateTime;
 
@@ -34,65 +31,8 @@ pub const IDENTITY_PROBE: &str = "spike-arbitrary-probe-value";
 /// pattern cannot exhaust memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-/// A policy permission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Permission {
-    /// Read secrets.
-    Read,
-    /// Write (put, delete, undelete) secrets.
-    Write,
-    /// List secrets / policies.
-    List,
-    /// Use the cipher routes.
-    Execute,
-    /// Everything (a joker for any wanted permission).
-    Super,
-}
-
-impl Permission {
-    /// Every permission, in wire order.
-    pub const ALL: [Permission; 5] = [
-        Permission::Read,
-        Permission::Write,
-        Permission::List,
-        Permission::Execute,
-        Permission::Super,
-    ];
-
-    /// The wire name (`read`, `write`, `list`, `execute`, `super`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::List => "list",
-            Self::Execute => "execute",
-            Self::Super => "super",
-        }
-    }
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An unknown permission name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown permission {0:?}")]
-pub struct UnknownPermission(pub String);
-
-impl FromStr for Permission {
-    type Err = UnknownPermission;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPermission(s.to_owned()))
-    }
-}
+/// A policy permission: the wire type, with its names and parsing, lives in spike-proto.
+pub use spike_proto::policy::{Permission, UnknownPermission};
 
 /// A policy: who (SPIFFE-ID pattern) may do what (permissions) where (path pattern).
 ///
