@@ -7,6 +7,7 @@
 //! role-only: exactly the recover, restore or bootstrap role, nobody else (not even the
 //! superuser). A peer ID that fails the docs/protocol.md#conventions syntax check is denied everything.
 
+use spike_identity::PeerId;
 use spike_proto::Route;
 use spike_proto::policy::{SYSTEM_ACL_PATH, SYSTEM_CIPHER_EXEC_PATH, SYSTEM_SECRET_PATH};
 use spike_proto::spiffe_id::TrustRoots;
@@ -174,7 +175,7 @@ pub enum AuthzError {
 pub fn require(
     roots: &TrustRoots,
     policies: &dyn PolicyCheck,
-    peer: &str,
+    peer: Option<&PeerId>,
     action: Action,
     path: &str,
 ) -> Result<(), AuthzError> {
@@ -185,8 +186,22 @@ pub fn require(
     }
 }
 
-/// The decision behind [`require`].
+/// The decision behind [`require`]. A connection without a SPIFFE ID is denied everything.
 pub fn allowed(
+    roots: &TrustRoots,
+    policies: &dyn PolicyCheck,
+    peer: Option<&PeerId>,
+    action: Action,
+    path: &str,
+) -> bool {
+    match peer {
+        Some(peer) => allowed_id(roots, policies, &peer.to_string(), action, path),
+        None => false,
+    }
+}
+
+/// The decision on the ID's text: the trust-root predicates and policy regexes work on it.
+fn allowed_id(
     roots: &TrustRoots,
     policies: &dyn PolicyCheck,
     peer: &str,
@@ -312,7 +327,7 @@ mod tests {
                 for (with_policies, table) in
                     [(true, &with as &dyn PolicyCheck), (false, &NoPolicies)]
                 {
-                    let got = allowed(&roots, table, caller, action, "app/db");
+                    let got = allowed_id(&roots, table, caller, action, "app/db");
                     assert_eq!(
                         got,
                         expected(caller, action, with_policies),
@@ -330,16 +345,28 @@ mod tests {
             (PLAIN, "app/db", vec![Permission::Read]),
             (PLAIN, SYSTEM_CIPHER_EXEC_PATH, vec![Permission::Execute]),
         ]);
-        assert!(allowed(&roots, &table, PLAIN, Action::SecretGet, "app/db"));
-        assert!(allowed(
+        assert!(allowed_id(
+            &roots,
+            &table,
+            PLAIN,
+            Action::SecretGet,
+            "app/db"
+        ));
+        assert!(allowed_id(
             &roots,
             &table,
             PLAIN,
             Action::SecretMetadata,
             "app/db"
         ));
-        assert!(!allowed(&roots, &table, PLAIN, Action::SecretPut, "app/db"));
-        assert!(!allowed(
+        assert!(!allowed_id(
+            &roots,
+            &table,
+            PLAIN,
+            Action::SecretPut,
+            "app/db"
+        ));
+        assert!(!allowed_id(
             &roots,
             &table,
             PLAIN,
@@ -347,15 +374,15 @@ mod tests {
             "app/other"
         ));
         // list checks spike/system/secret, not the request path
-        assert!(!allowed(
+        assert!(!allowed_id(
             &roots,
             &table,
             PLAIN,
             Action::SecretList,
             "app/db"
         ));
-        assert!(allowed(&roots, &table, PLAIN, Action::CipherEncrypt, ""));
-        assert!(!allowed(&roots, &table, PLAIN, Action::PolicyGet, ""));
+        assert!(allowed_id(&roots, &table, PLAIN, Action::CipherEncrypt, ""));
+        assert!(!allowed_id(&roots, &table, PLAIN, Action::PolicyGet, ""));
     }
 
     #[test]
@@ -366,15 +393,31 @@ mod tests {
             "spiffe://example.org/spike/pilot/role/superuser/~x",
             "",
         ] {
-            assert_eq!(
-                require(&roots, &NoPolicies, bad, Action::SecretGet, "a"),
-                Err(AuthzError::Denied {
-                    action: Action::SecretGet
-                })
-            );
+            assert!(!allowed_id(
+                &roots,
+                &NoPolicies,
+                bad,
+                Action::SecretGet,
+                "a"
+            ));
         }
+        // No SPIFFE ID on the connection at all: denied.
+        assert_eq!(
+            require(&roots, &NoPolicies, None, Action::SecretGet, "a"),
+            Err(AuthzError::Denied {
+                action: Action::SecretGet
+            })
+        );
+        let superuser: spike_identity::SpiffeId = "spiffe://example.org/spike/pilot/role/superuser"
+            .parse()
+            .unwrap();
+        let superuser = PeerId::new(superuser);
+        assert_eq!(
+            require(&roots, &NoPolicies, Some(&superuser), Action::PolicyPut, ""),
+            Ok(())
+        );
         // A sub-path of a role is that role (prefix rule).
-        assert!(allowed(
+        assert!(allowed_id(
             &roots,
             &NoPolicies,
             "spiffe://example.org/spike/pilot/role/superuser/alice",

@@ -51,8 +51,8 @@ pub fn health_router(state: NexusState) -> Router {
 pub struct Cx {
     /// Shared state.
     pub state: NexusState,
-    /// The caller's SPIFFE ID (`""` if the connection carried none).
-    pub peer: String,
+    /// The caller's authenticated SPIFFE ID (`None` if the connection carried none).
+    pub peer: Option<PeerId>,
     /// The request body.
     pub body: Bytes,
     /// `Content-Type` is exactly `application/octet-stream` (cipher stream mode).
@@ -77,8 +77,8 @@ impl Cx {
     pub fn authorize(&self, action: Action, path: &str) -> Result<(), ApiError> {
         let roots = &self.state.config().trust_roots;
         let decision = match self.state.unsealed() {
-            Some(u) => authz::require(roots, &u.store, &self.peer, action, path),
-            None => authz::require(roots, &NoPolicies, &self.peer, action, path),
+            Some(u) => authz::require(roots, &u.store, self.peer.as_ref(), action, path),
+            None => authz::require(roots, &NoPolicies, self.peer.as_ref(), action, path),
         };
         Ok(decision?)
     }
@@ -257,9 +257,10 @@ pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response
     let start = Instant::now();
     let request_id = audit::request_id();
     let (parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<PeerId>()
+    let peer_id = parts.extensions.get::<PeerId>().cloned();
+    // The text form, for the audit event and the log only.
+    let peer = peer_id
+        .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
@@ -314,7 +315,7 @@ pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response
         .is_some_and(|v| spike_proto::cipher::is_stream_mode(Some(v)));
     let mut cx = Cx {
         state: state.clone(),
-        peer: peer.clone(),
+        peer: peer_id,
         body,
         stream,
         resource: String::new(),
