@@ -1,43 +1,32 @@
-//! The in-process deployment: one test Workload API server serving every identity, real
-//! keepers on `127.0.0.1:0`, and Nexus started through [`spike_nexus::start`].
+//! The in-process deployment: [`spike_testkit::cluster`] (one test Workload API server
+//! serving every identity, real keepers on `127.0.0.1:0`, Nexus started through
+//! [`spike_nexus::start`]) with the bench's choices: any number of keepers, default Nexus
+//! intervals, no health socket or metrics listener, errors instead of panics.
 //!
 //! Bootstrap is done by hand as `spike-bootstrap` does it (docs/protocol.md#bootstrap-and-keepers): generate a root key, split
 //! it, and contribute shard *i* to keeper *i*; a Nexus (re)started afterwards recovers the
 //! key from the keepers on its own.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use spike_client::{BaseUrl, ClientOptions, KeeperClient};
-use spike_crypto::{RootKey, shamir};
-use spike_daemon::listen::ListenFds;
+use spike_client::BaseUrl;
+use spike_crypto::RootKey;
 use spike_daemon::notify::Notifier;
-use spike_identity::{Identity, IdentityOptions, SpiffeId};
-use spike_nexus::config::{Config, ConfigFile, PeerList, TrustRootsFile};
+use spike_identity::Identity;
+use spike_nexus::config::{Config, ConfigFile, PeerList};
 use spike_nexus::model::SecretData;
-use spike_nexus::state::NexusState;
 use spike_nexus::store::{Backend, SqliteBackend, Store};
-use spike_nexus::{NexusError, Running};
-use spike_proto::ShardBytes;
-use spike_proto::spiffe_id::{TrustRoot, TrustRoots};
-use spike_testkit::{TestPki, WorkloadApiServer};
-use tempfile::TempDir;
-use tokio::task::JoinHandle;
+use spike_testkit::cluster::{self, KeeperHandle, World, keeper_path, roots, urls};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+
+pub use spike_testkit::cluster::{BOOTSTRAP, NEXUS, NexusHandle, SUPERUSER, TRUST_DOMAIN};
 
 use crate::load::{Target, secret_path, secret_values};
 
-/// The trust domain of the test PKI.
-pub const TRUST_DOMAIN: &str = "spike.test";
-/// Nexus SPIFFE ID path.
-pub const NEXUS: &str = "/spike/nexus";
-/// Bootstrap SPIFFE ID path.
-pub const BOOTSTRAP: &str = "/spike/bootstrap";
-/// Pilot superuser SPIFFE ID path (the load generator's identity).
-pub const SUPERUSER: &str = "/spike/pilot/role/superuser";
+/// How long a Nexus or keeper gets to stop.
+pub const STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Storage backend of the in-process Nexus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -49,73 +38,10 @@ pub enum BackendChoice {
     Sqlite,
 }
 
-/// Trust roots of the test world (every role under `spike.test`).
-///
-/// # Errors
-/// Never in practice (the constant is a valid root).
-pub fn roots() -> Result<TrustRoots> {
-    Ok(TrustRoots::uniform(TrustRoot::new(TRUST_DOMAIN)?))
-}
-
-fn keeper_path(i: usize) -> String {
-    format!("/spike/keeper/{}", i + 1)
-}
-
-/// A running keeper.
-#[derive(Debug)]
-pub struct KeeperHandle {
-    /// Its base URL.
-    pub url: String,
-    token: CancellationToken,
-    join: JoinHandle<Result<(), spike_keeper::KeeperError>>,
-}
-
-/// A running Nexus.
-#[derive(Debug)]
-pub struct NexusHandle {
-    /// The bound API address.
-    pub addr: std::net::SocketAddr,
-    /// The shared state (seal state).
-    pub state: NexusState,
-    token: CancellationToken,
-    join: JoinHandle<Result<(), NexusError>>,
-}
-
-impl NexusHandle {
-    /// Waits until unsealed, at most `limit`.
-    ///
-    /// # Errors
-    /// When Nexus does not unseal in time.
-    pub async fn wait_unsealed(&self, limit: Duration) -> Result<()> {
-        let mut rx = self.state.watch_unsealed();
-        tokio::time::timeout(limit, rx.wait_for(|u| *u))
-            .await
-            .map_err(|_| anyhow!("Nexus did not unseal within {limit:?}"))?
-            .map_err(|_| anyhow!("Nexus stopped before unsealing"))?;
-        Ok(())
-    }
-
-    /// Cancels Nexus and waits for it to stop.
-    ///
-    /// # Errors
-    /// When it does not stop within 15 s or stops with an error.
-    pub async fn stop(self) -> Result<()> {
-        self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.join)
-            .await
-            .map_err(|_| anyhow!("Nexus did not stop in time"))?
-            .map_err(|e| anyhow!("Nexus task failed: {e}"))??;
-        Ok(())
-    }
-}
-
 /// The in-process world.
 #[derive(Debug)]
 pub struct Cluster {
-    pki: TestPki,
-    wl: WorkloadApiServer,
-    /// Temporary directory for data that has no explicit place.
-    pub dir: TempDir,
+    world: World,
     keepers: Vec<KeeperHandle>,
     keeper_count: usize,
 }
@@ -127,21 +53,22 @@ impl Cluster {
     /// # Errors
     /// When the test CA or the Workload API server cannot start.
     pub fn new(keepers: usize) -> Result<Cluster> {
-        let pki = TestPki::new()?;
-        let mut ids: Vec<String> = [NEXUS, BOOTSTRAP, SUPERUSER]
+        let mut paths: Vec<String> = [NEXUS, BOOTSTRAP, SUPERUSER]
             .iter()
-            .map(|p| pki.id(p))
+            .map(|p| (*p).to_owned())
             .collect();
-        ids.extend((0..keepers).map(|i| pki.id(&keeper_path(i))));
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let wl = WorkloadApiServer::start_in_tempdir(&pki, &refs)?;
+        paths.extend((0..keepers).map(keeper_path));
+        let dir = tempfile::Builder::new().prefix("spike-bench-").tempdir()?;
         Ok(Cluster {
-            pki,
-            wl,
-            dir: tempfile::Builder::new().prefix("spike-bench-").tempdir()?,
+            world: World::serving(&paths, dir)?,
             keepers: Vec::new(),
             keeper_count: keepers,
         })
+    }
+
+    /// Temporary directory for data that has no explicit place.
+    pub fn dir(&self) -> &Path {
+        self.world.dir.path()
     }
 
     /// The identity for SPIFFE ID path `path` (e.g. [`SUPERUSER`]).
@@ -149,14 +76,7 @@ impl Cluster {
     /// # Errors
     /// When the Workload API does not deliver it.
     pub async fn identity(&self, path: &str) -> Result<Identity> {
-        let id = self.pki.id(path);
-        Ok(Identity::connect_with(IdentityOptions {
-            endpoint: Some(self.wl.endpoint()),
-            timeout: Duration::from_secs(10),
-            expected_id: Some(SpiffeId::from_str(&id).map_err(|e| anyhow!("{id}: {e}"))?),
-            trust_domains: None,
-        })
-        .await?)
+        Ok(self.world.identity(path).await?)
     }
 
     /// Starts every keeper on `127.0.0.1:0`.
@@ -164,33 +84,14 @@ impl Cluster {
     /// # Errors
     /// When a keeper cannot start.
     pub async fn start_keepers(&mut self) -> Result<()> {
-        for i in 0..self.keeper_count {
-            let toml = format!(
-                "listen = \"127.0.0.1:0\"\nspiffe_id = \"{}\"\nshutdown_grace_period = \"1s\"\n\
-                 [trust_roots]\nnexus = \"{TRUST_DOMAIN}\"\nkeeper = \"{TRUST_DOMAIN}\"\n\
-                 bootstrap = \"{TRUST_DOMAIN}\"\n",
-                self.pki.id(&keeper_path(i))
-            );
-            let config =
-                spike_keeper::KeeperConfig::from_toml(&toml, &spike_daemon::MapEnv::new())?;
-            let identity = self.identity(&keeper_path(i)).await?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr()?.port();
-            let keeper = spike_keeper::Keeper::new(config, identity)?;
-            let token = CancellationToken::new();
-            let join = tokio::spawn(keeper.serve(listener, token.clone()));
-            self.keepers.push(KeeperHandle {
-                url: format!("https://127.0.0.1:{port}"),
-                token,
-                join,
-            });
-        }
+        let started = self.world.start_keepers(self.keeper_count).await?;
+        self.keepers.extend(started);
         Ok(())
     }
 
     /// Keeper URLs in shard order.
     pub fn keeper_urls(&self) -> Vec<String> {
-        self.keepers.iter().map(|k| k.url.clone()).collect()
+        urls(&self.keepers)
     }
 
     /// Bootstrap by hand: splits `key` into one shard per keeper (`threshold` needed) and
@@ -199,22 +100,10 @@ impl Cluster {
     /// # Errors
     /// When splitting fails or a keeper refuses.
     pub async fn seed_keepers(&self, key: &RootKey, threshold: u16) -> Result<()> {
-        let identity = self.identity(BOOTSTRAP).await?;
-        let shares = u16::try_from(self.keepers.len())?;
-        let shards = shamir::split(key, shares, threshold)?;
-        for (shard, keeper) in shards.iter().zip(&self.keepers) {
-            let client = KeeperClient::new(
-                &identity,
-                BaseUrl::parse(&keeper.url)?,
-                &roots()?,
-                ClientOptions::with_timeout(Duration::from_secs(10)),
-            )?;
-            client
-                .contribute(ShardBytes::new(*shard.expose_secret()))
-                .await
-                .with_context(|| format!("contributing to {}", keeper.url))?;
-        }
-        Ok(())
+        Ok(self
+            .world
+            .seed_keepers(&self.keepers, key, threshold)
+            .await?)
     }
 
     /// A Nexus configuration: `backend` on `127.0.0.1:0`, the running keepers as peers
@@ -231,28 +120,16 @@ impl Cluster {
     ) -> Result<Config> {
         let keepers = self.keeper_urls();
         let shares = u16::try_from(keepers.len().max(1))?;
+        let backend = match backend {
+            BackendChoice::Memory => "memory",
+            BackendChoice::Sqlite => "sqlite",
+        };
         let file = ConfigFile {
-            listen: "127.0.0.1:0".to_owned(),
-            backend_store: match backend {
-                BackendChoice::Memory => "memory",
-                BackendChoice::Sqlite => "sqlite",
-            }
-            .to_owned(),
             keeper_peers: (!keepers.is_empty()).then(|| PeerList::List(keepers.clone())),
             shamir_shares: shares,
             // Memory mode has no keepers; the shamir settings only need to validate.
             shamir_threshold: threshold.min(shares),
-            data_dir: Some(data.to_owned()),
-            trust_roots: TrustRootsFile {
-                nexus: Some(TRUST_DOMAIN.to_owned()),
-                keeper: Some(TRUST_DOMAIN.to_owned()),
-                bootstrap: Some(TRUST_DOMAIN.to_owned()),
-                pilot: Some(TRUST_DOMAIN.to_owned()),
-                lite_workload: Some(TRUST_DOMAIN.to_owned()),
-            },
-            health_socket: None,
-            metrics_listen: String::new(),
-            ..ConfigFile::default()
+            ..cluster::base_config_file(backend, data)
         };
         Config::try_from(file).map_err(|e| anyhow!("invalid Nexus configuration: {e}"))
     }
@@ -276,24 +153,7 @@ impl Cluster {
         config: Config,
         identity: Identity,
     ) -> Result<NexusHandle> {
-        let token = CancellationToken::new();
-        let running: Running = spike_nexus::start(
-            config,
-            identity,
-            Notifier::disabled(),
-            ListenFds::none(),
-            token.clone(),
-        )
-        .await?;
-        let addr = running.api_addr;
-        let state = running.state.clone();
-        let join = tokio::spawn(running.wait());
-        Ok(NexusHandle {
-            addr,
-            state,
-            token,
-            join,
-        })
+        Ok(NexusHandle::start(config, identity, Notifier::disabled()).await?)
     }
 
     /// A load target: `nexus` as the Pilot superuser.
@@ -310,11 +170,7 @@ impl Cluster {
     /// When a keeper does not stop cleanly.
     pub async fn stop_keepers(&mut self) -> Result<()> {
         for k in self.keepers.drain(..) {
-            k.token.cancel();
-            tokio::time::timeout(Duration::from_secs(15), k.join)
-                .await
-                .map_err(|_| anyhow!("keeper did not stop in time"))?
-                .map_err(|e| anyhow!("keeper task failed: {e}"))??;
+            k.stop_within(STOP_LIMIT).await?;
         }
         Ok(())
     }
@@ -327,7 +183,7 @@ impl Cluster {
 pub fn target_for(identity: Identity, nexus: &NexusHandle) -> Result<Target> {
     Ok(Target {
         identity,
-        base: BaseUrl::parse(&format!("https://127.0.0.1:{}", nexus.addr.port()))?,
+        base: BaseUrl::parse(&nexus.url())?,
         roots: roots()?,
     })
 }

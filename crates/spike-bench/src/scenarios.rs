@@ -8,7 +8,9 @@ use serde::Serialize;
 use spike_crypto::RootKey;
 use tokio::time::Instant;
 
-use crate::cluster::{BackendChoice, Cluster, NEXUS, SUPERUSER, millis_since, target_for};
+use crate::cluster::{
+    BackendChoice, Cluster, NEXUS, STOP_LIMIT, SUPERUSER, millis_since, target_for,
+};
 use crate::load::{self, LoadOptions, LoadReport};
 use crate::rss;
 use crate::stats::median;
@@ -39,7 +41,7 @@ pub async fn selftest(options: &SelftestOptions) -> Result<LoadReport> {
     if options.backend == BackendChoice::Sqlite {
         cluster.seed_keepers(&RootKey::generate()?, 2).await?;
     }
-    let data = cluster.dir.path().join("data");
+    let data = cluster.dir().join("data");
     let config = cluster.nexus_config(options.backend, 2, &data)?;
     let nexus = cluster.start_nexus(config).await?;
     nexus.wait_unsealed(Duration::from_secs(30)).await?;
@@ -56,7 +58,7 @@ pub async fn selftest(options: &SelftestOptions) -> Result<LoadReport> {
     let mut report = load::run(&target, &options.load).await?;
     report.server_rss_kib = rss::own_rss_kib();
     report.rss_note = Some(RSS_NOTE.to_owned());
-    nexus.stop().await?;
+    nexus.stop_within(STOP_LIMIT).await?;
     cluster.stop_keepers().await?;
     Ok(report)
 }
@@ -119,7 +121,7 @@ pub async fn scale(options: &ScaleOptions) -> Result<ScaleReport> {
     let mut nexus = None;
     for _ in 0..options.starts.max(1) {
         if let Some(n) = nexus.take() {
-            crate::cluster::NexusHandle::stop(n).await?;
+            crate::cluster::NexusHandle::stop_within(n, STOP_LIMIT).await?;
         }
         let config = cluster.nexus_config(BackendChoice::Sqlite, 2, &options.data_dir)?;
         let identity = cluster.identity(NEXUS).await?;
@@ -136,7 +138,7 @@ pub async fn scale(options: &ScaleOptions) -> Result<ScaleReport> {
     load_options.secrets = options.secrets;
     let load = load::run(&target, &load_options).await?;
     let rss_after_load_kib = rss::own_rss_kib();
-    nexus.stop().await?;
+    nexus.stop_within(STOP_LIMIT).await?;
     cluster.stop_keepers().await?;
     let db_bytes = [db.clone(), db.with_extension("db-wal")]
         .iter()
@@ -195,7 +197,7 @@ pub async fn restart_time(options: &RestartOptions) -> Result<RestartReport> {
     cluster
         .seed_keepers(&RootKey::generate()?, options.threshold)
         .await?;
-    let data = cluster.dir.path().join("data");
+    let data = cluster.dir().join("data");
     let config = cluster.nexus_config(BackendChoice::Sqlite, options.threshold, &data)?;
     let mut nexus = cluster.start_nexus(config).await?;
     nexus.wait_unsealed(Duration::from_secs(30)).await?;
@@ -207,7 +209,7 @@ pub async fn restart_time(options: &RestartOptions) -> Result<RestartReport> {
     let mut restart_ms = Vec::new();
     let mut first_read_ms = Vec::new();
     for _ in 0..options.restarts.max(1) {
-        nexus.stop().await?;
+        nexus.stop_within(STOP_LIMIT).await?;
         let config = cluster.nexus_config(BackendChoice::Sqlite, options.threshold, &data)?;
         let identity = cluster.identity(NEXUS).await?;
         let t0 = Instant::now();
@@ -221,7 +223,7 @@ pub async fn restart_time(options: &RestartOptions) -> Result<RestartReport> {
             return Err(anyhow!("the secret did not read back after a restart"));
         }
     }
-    nexus.stop().await?;
+    nexus.stop_within(STOP_LIMIT).await?;
     cluster.stop_keepers().await?;
     Ok(RestartReport {
         keepers: options.keepers,

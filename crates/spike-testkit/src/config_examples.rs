@@ -1,5 +1,6 @@
-//! Helpers for the config-example drift tests of the daemons: where `config-examples/` is, and
-//! which keys a config struct (through its pretty `Debug`) and an example file name.
+//! Helpers for the config-example drift tests of the daemons: where `config-examples/` is,
+//! which keys a config struct (through its pretty `Debug`) and an example file name, and the
+//! shared assertion that a full example documents every key and variable.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -67,4 +68,39 @@ pub fn example_keys(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         }
     }
     (set, commented)
+}
+
+/// The drift assertion every daemon's full example shares: `file` (its text `text`) sets every
+/// key of `keys` (from [`debug_keys`]) that has a default, shows every `None` key commented
+/// out (except `required_options`: options the daemon requires, which the example sets), and
+/// names every SPIKE variable of `env_map`, whose keys are all in `keys`.
+///
+/// # Panics
+/// On any difference (it is a test assertion).
+pub fn assert_documents_keys(
+    file: &str,
+    text: &str,
+    keys: &BTreeMap<String, String>,
+    required_options: &[&str],
+    env_map: &[(&str, &str)],
+) {
+    let (set, commented) = example_keys(text);
+    let optional: BTreeSet<String> = keys
+        .iter()
+        .filter(|(k, v)| *v == "None" && !required_options.contains(&k.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let required: BTreeSet<String> = keys
+        .keys()
+        .filter(|k| !optional.contains(*k))
+        .cloned()
+        .collect();
+    assert_eq!(set, required, "keys set in {file}");
+    assert_eq!(commented, optional, "keys commented out in {file}");
+
+    // Every SPIKE variable that overrides a key is documented.
+    for (var, key) in env_map {
+        assert!(text.contains(var), "{var} ({key}) is not in {file}");
+        assert!(keys.contains_key(*key), "ENV_MAP names unknown key {key}");
+    }
 }

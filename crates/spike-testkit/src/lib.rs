@@ -12,10 +12,14 @@
 //!   (expired, foreign trust domain, no URI SAN).
 //! - [`proto`][]: hand-written prost messages of the Workload API (X.509 part).
 //! - [`workload_api`][]: [`WorkloadApiServer`] and a raw client helper.
+//! - `cluster` (feature `cluster`): the in-process SPIKE cluster — a `World` with every role
+//!   identity, keepers, Nexus, typed clients and `eventually`.
 //! - [`config_examples`][]: helpers of the daemons' config-example drift tests.
 //! - [`error`][]: [`TestkitError`].
 
 pub mod ca;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod config_examples;
 pub mod error;
 pub mod proto;

@@ -2,13 +2,11 @@
 //! through [`BootstrapConfig::load`], the full file names every key of [`ConfigFile`] with its
 //! default value, and every SPIKE variable of [`ENV_MAP`] is documented in it.
 
-use std::collections::BTreeSet;
-
 use spike_bootstrap::BootstrapConfig;
 use spike_bootstrap::config::{ConfigFile, ENV_MAP, TRUST_ROLES, TrustRootsFile};
 use spike_daemon::MapEnv;
 
-use spike_testkit::config_examples::{debug_keys, example, example_keys};
+use spike_testkit::config_examples::{assert_documents_keys, debug_keys, example};
 
 #[test]
 fn minimal_example_loads() {
@@ -54,29 +52,5 @@ fn full_example_names_every_key_with_its_default() {
     let read = TrustRootsFile::keys_for(TRUST_ROLES);
     keys.retain(|k, _| !k.starts_with("trust_roots.") || read.contains(&k.as_str()));
     assert!(keys.len() > 15, "parsed too few keys: {keys:?}");
-    let (set, commented) = example_keys(&text);
-    let optional: BTreeSet<String> = keys
-        .iter()
-        .filter(|(_, v)| *v == "None")
-        .map(|(k, _)| k.clone())
-        .collect();
-    let required: BTreeSet<String> = keys
-        .keys()
-        .filter(|k| !optional.contains(*k))
-        .cloned()
-        .collect();
-    assert_eq!(set, required, "keys set in bootstrap-full.toml");
-    assert_eq!(
-        commented, optional,
-        "keys commented out in bootstrap-full.toml"
-    );
-
-    // Every SPIKE variable that overrides a key is documented.
-    for (var, key) in ENV_MAP {
-        assert!(
-            text.contains(var),
-            "{var} ({key}) is not in bootstrap-full.toml"
-        );
-        assert!(keys.contains_key(*key), "ENV_MAP names unknown key {key}");
-    }
+    assert_documents_keys("bootstrap-full.toml", &text, &keys, &[], ENV_MAP);
 }

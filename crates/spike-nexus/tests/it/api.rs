@@ -16,11 +16,12 @@ fn policy(name: &str, id: &str, path: &str, perms: &[&str]) -> PolicyPutRequest 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_round_trip_and_versions() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let su = w.client(SUPERUSER, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
 
     su.put_secret("tenants/demo/db", values(&[("user", "u1"), ("pass", "p1")]))
         .await
@@ -65,17 +66,18 @@ async fn secrets_round_trip_and_versions() {
         su.undelete_secret("nope", &[1]).await,
         Err(ClientError::NotFound { .. })
     ));
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_gate_workloads() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let su = w.client(SUPERUSER, &nexus).await;
-    let app = w.client(WORKLOAD, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
+    let app = w.client(WORKLOAD, &nexus).await.unwrap();
 
     su.put_secret("apps/web/key", values(&[("k", "v")]))
         .await
@@ -136,17 +138,18 @@ async fn policies_gate_workloads() {
         app.get_secret("apps/web/key", 0).await,
         Err(ClientError::Unauthorized { .. })
     ));
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }
 
 /// The authorization table over HTTP: (caller, route) -> denied (401) or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authz_table_over_http() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let su = w.client(SUPERUSER, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     su.put_secret("a/b", values(&[("k", "v")])).await.unwrap();
 
     let routes: &[(&str, Option<&str>, &str)] = &[
@@ -174,7 +177,7 @@ async fn authz_table_over_http() {
         SUPERUSER, LITE, WORKLOAD, BOOTSTRAP, RECOVER, RESTORE, KEEPERS[0], NEXUS,
     ];
     for caller in callers {
-        let client = w.client(caller, &nexus).await;
+        let client = w.client(caller, &nexus).await.unwrap();
         for (path, action, body) in routes {
             let raw = post_json(&client, path, *action, body).await;
             let denied = raw.status == 401;
@@ -194,16 +197,17 @@ async fn authz_table_over_http() {
             }
         }
     }
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_get_spike_error_codes_and_lose_nothing() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let su = w.client(SUPERUSER, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     su.put_secret("keep/me", values(&[("k", "v")]))
         .await
         .unwrap();
@@ -360,16 +364,17 @@ async fn bad_inputs_get_spike_error_codes_and_lose_nothing() {
     );
     assert_eq!(su.list_secrets().await.unwrap(), vec!["keep/me"]);
     assert!(su.list_policies("", "").await.unwrap().is_empty());
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cipher_json_and_stream_modes() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let lite = w.client(LITE, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let lite = w.client(LITE, &nexus).await.unwrap();
 
     let enc = lite.encrypt(b"hello").await.unwrap();
     assert_eq!(enc.version, 1);
@@ -424,20 +429,21 @@ async fn cipher_json_and_stream_modes() {
     assert_eq!(raw.status, 400);
 
     // a plain workload without a policy may not use the cipher
-    let app = w.client(WORKLOAD, &nexus).await;
+    let app = w.client(WORKLOAD, &nexus).await.unwrap();
     let raw = post(&app, "/v1/cipher/encrypt", None, oct, b"x".to_vec()).await;
     assert_eq!(raw.status, 401);
     assert_eq!(body_json(&raw)["err"], "access_unauthorized");
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_socket_and_metrics() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("m")))
-        .await;
-    let su = w.client(SUPERUSER, &nexus).await;
+        .start_nexus(w.config("memory", &[], &w.path("m")).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     let h = su.health().await.unwrap();
     assert_eq!(h.status, 200);
     assert_eq!(h.flag("sealed"), Some(false));
@@ -461,5 +467,5 @@ async fn health_socket_and_metrics() {
         "{text}"
     );
     assert!(text.contains("spike_nexus_sealed 0"));
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }

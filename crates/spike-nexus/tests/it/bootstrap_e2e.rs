@@ -62,10 +62,6 @@ fn bootstrap_config(
     BootstrapConfig::from_toml(&toml, &MapEnv::new())
 }
 
-fn urls(keepers: &[KeeperHandle]) -> Vec<String> {
-    keepers.iter().map(|k| k.url.clone()).collect()
-}
-
 /// The shard each keeper holds right now.
 fn keeper_shards(keepers: &[KeeperHandle]) -> Vec<Option<ShardValue>> {
     keepers.iter().map(|k| k.store.get()).collect()
@@ -75,6 +71,7 @@ fn keeper_shards(keepers: &[KeeperHandle]) -> Vec<Option<ShardValue>> {
 async fn recover_shards(w: &World, nexus: &NexusHandle) -> BTreeMap<i64, [u8; 32]> {
     w.client(RECOVER, nexus)
         .await
+        .unwrap()
         .recover()
         .await
         .unwrap()
@@ -92,14 +89,15 @@ struct Cluster {
 
 impl Cluster {
     async fn start(w: &World, name: &str) -> Cluster {
-        let keepers = w.start_keepers().await;
+        let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
         let nexus = w
-            .start_nexus(w.config("sqlite", &urls(&keepers), &w.data_dir(name)))
-            .await;
+            .start_nexus(w.config("sqlite", &urls(&keepers), &w.path(name)).unwrap())
+            .await
+            .unwrap();
         Cluster {
             keepers,
             nexus,
-            state_dir: w.data_dir(&format!("{name}-bootstrap-state")),
+            state_dir: w.path(&format!("{name}-bootstrap-state")),
         }
     }
 
@@ -120,9 +118,9 @@ impl Cluster {
     }
 
     async fn stop(self) {
-        self.nexus.stop().await;
+        self.nexus.stop().await.unwrap();
         for k in self.keepers {
-            k.stop().await;
+            k.stop().await.unwrap();
         }
     }
 }
@@ -143,7 +141,7 @@ async fn bootstrap_fresh(w: &World, c: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_unseals_nexus_and_secrets_round_trip() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let c = Cluster::start(&w, "a").await;
     assert!(!c.nexus.state.is_unsealed());
 
@@ -159,7 +157,7 @@ async fn bootstrap_unseals_nexus_and_secrets_round_trip() {
     assert_eq!(body["initialized"], true);
 
     // The pilot superuser writes and reads back a secret.
-    let su = w.client(SUPERUSER, &c.nexus).await;
+    let su = w.client(SUPERUSER, &c.nexus).await.unwrap();
     su.put_secret(
         "apps/db/creds",
         values(&[("user", "app"), ("pass", "pw-1")]),
@@ -188,12 +186,13 @@ async fn bootstrap_unseals_nexus_and_secrets_round_trip() {
         nexus,
         state_dir,
     } = c;
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     let nexus = w
-        .start_nexus(w.config("sqlite", &urls(&keepers), &w.data_dir("a")))
-        .await;
-    nexus.wait_unsealed(10).await;
-    let su = w.client(SUPERUSER, &nexus).await;
+        .start_nexus(w.config("sqlite", &urls(&keepers), &w.path("a")).unwrap())
+        .await
+        .unwrap();
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     assert_eq!(
         su.get_secret("apps/db/creds", 0).await.unwrap()["pass"],
         "pw-2"
@@ -209,10 +208,10 @@ async fn bootstrap_unseals_nexus_and_secrets_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerunning_bootstrap_never_rekeys() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let c = Cluster::start(&w, "b").await;
     bootstrap_fresh(&w, &c).await;
-    let su = w.client(SUPERUSER, &c.nexus).await;
+    let su = w.client(SUPERUSER, &c.nexus).await.unwrap();
     su.put_secret("apps/keep", values(&[("v", "kept")]))
         .await
         .unwrap();
@@ -252,10 +251,10 @@ async fn rerunning_bootstrap_never_rekeys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_is_refused_with_data_and_rekeys_a_fresh_nexus() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let c = Cluster::start(&w, "c1").await;
     bootstrap_fresh(&w, &c).await;
-    let su = w.client(SUPERUSER, &c.nexus).await;
+    let su = w.client(SUPERUSER, &c.nexus).await.unwrap();
     su.put_secret("apps/precious", values(&[("v", "do-not-orphan")]))
         .await
         .unwrap();
@@ -285,10 +284,11 @@ async fn force_is_refused_with_data_and_rekeys_a_fresh_nexus() {
 
     // 2. A fresh Nexus (new database, new empty keepers) and the old marker: without force
     //    the marker wins; with force bootstrap re-keys, because Nexus holds no data.
-    let keepers = w.start_keepers().await;
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let nexus = w
-        .start_nexus(w.config("sqlite", &urls(&keepers), &w.data_dir("c2")))
-        .await;
+        .start_nexus(w.config("sqlite", &urls(&keepers), &w.path("c2")).unwrap())
+        .await
+        .unwrap();
     let fresh = Cluster {
         keepers,
         nexus,
@@ -315,7 +315,7 @@ async fn force_is_refused_with_data_and_rekeys_a_fresh_nexus() {
     assert!(fresh.nexus.state.is_unsealed());
     let new_recover = recover_shards(&w, &fresh.nexus).await;
     assert_ne!(new_recover, recover_before, "a new root key was generated");
-    let su = w.client(SUPERUSER, &fresh.nexus).await;
+    let su = w.client(SUPERUSER, &fresh.nexus).await.unwrap();
     assert!(matches!(
         su.get_secret("apps/precious", 0).await,
         Err(ClientError::NotFound { .. })
@@ -329,7 +329,7 @@ async fn force_is_refused_with_data_and_rekeys_a_fresh_nexus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeper_count_mismatch_and_a_non_keeper_url_are_refused() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let c = Cluster::start(&w, "d").await;
     let peers = urls(&c.keepers);
 
@@ -433,14 +433,14 @@ fn unique(prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_have_the_schema_and_never_the_value() {
     let events = captured();
-    let w = World::new();
+    let w = World::new().unwrap();
     let c = Cluster::start(&w, "e").await;
     bootstrap_fresh(&w, &c).await;
 
     let path = unique("audit/");
     let secret = unique("VALUE-");
-    let su = w.client(SUPERUSER, &c.nexus).await;
-    let app = w.client(WORKLOAD, &c.nexus).await;
+    let su = w.client(SUPERUSER, &c.nexus).await.unwrap();
+    let app = w.client(WORKLOAD, &c.nexus).await.unwrap();
 
     // allowed: the superuser writes
     su.put_secret(&path, values(&[("password", &secret)]))

@@ -2,12 +2,10 @@
 //! [`spike_nexus::config::load`], the full file names every key of [`ConfigFile`] with its
 //! default value, and every SPIKE variable of [`ENV_MAP`] is documented in it.
 
-use std::collections::BTreeSet;
-
 use spike_daemon::MapEnv;
 use spike_nexus::config::{ConfigFile, ENV_MAP, load};
 
-use spike_testkit::config_examples::{debug_keys, example, example_keys};
+use spike_testkit::config_examples::{assert_documents_keys, debug_keys, example};
 
 #[test]
 fn minimal_example_loads() {
@@ -55,26 +53,5 @@ fn full_example_names_every_key_with_its_default() {
     // Every key appears: set when it has a default, commented out when it is an Option.
     let keys = debug_keys(&format!("{:#?}", ConfigFile::default()));
     assert!(keys.len() > 20, "parsed too few keys: {keys:?}");
-    let (set, commented) = example_keys(&text);
-    let optional: BTreeSet<String> = keys
-        .iter()
-        .filter(|(k, v)| *v == "None" && *k != "keeper_peers")
-        .map(|(k, _)| k.clone())
-        .collect();
-    let required: BTreeSet<String> = keys
-        .keys()
-        .filter(|k| !optional.contains(*k))
-        .cloned()
-        .collect();
-    assert_eq!(set, required, "keys set in nexus-full.toml");
-    assert_eq!(commented, optional, "keys commented out in nexus-full.toml");
-
-    // Every SPIKE variable that overrides a key is documented.
-    for (var, key) in ENV_MAP {
-        assert!(
-            text.contains(var),
-            "{var} ({key}) is not in nexus-full.toml"
-        );
-        assert!(keys.contains_key(*key), "ENV_MAP names unknown key {key}");
-    }
+    assert_documents_keys("nexus-full.toml", &text, &keys, &["keeper_peers"], ENV_MAP);
 }

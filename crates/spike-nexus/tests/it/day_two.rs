@@ -22,10 +22,6 @@ fn seed(keepers: &[KeeperHandle], key: &RootKey) {
     }
 }
 
-fn urls(keepers: &[KeeperHandle]) -> Vec<String> {
-    keepers.iter().map(|k| k.url.clone()).collect()
-}
-
 /// The sd_notify messages Nexus sends, one per datagram.
 struct NotifySocket {
     sock: tokio::net::UnixDatagram,
@@ -64,22 +60,23 @@ fn put(store: &Store, path: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_open_failure_is_named_and_retried_until_it_opens() {
-    let w = World::new();
-    let keepers = w.start_keepers().await;
+    let w = World::new().unwrap();
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let key = RootKey::generate().unwrap();
     seed(&keepers, &key);
     // The database path is a directory: SQLite cannot open it (as with a full disk or
     // wrong permissions, which root in a test cannot simulate).
-    let data = w.data_dir("db");
+    let data = w.path("db");
     let db = data.join("spike.db");
     std::fs::create_dir_all(&db).unwrap();
-    let mut notify = NotifySocket::bind(&w.data_dir("notify.sock"));
+    let mut notify = NotifySocket::bind(&w.path("notify.sock"));
     let nexus = w
         .start_nexus_with(
-            w.config("sqlite", &urls(&keepers), &data),
-            Notifier::with_socket(w.data_dir("notify.sock")),
+            w.config("sqlite", &urls(&keepers), &data).unwrap(),
+            Notifier::with_socket(w.path("notify.sock")),
         )
-        .await;
+        .await
+        .unwrap();
     let sock = nexus.health_socket.clone().unwrap();
 
     let line = notify
@@ -108,7 +105,7 @@ async fn store_open_failure_is_named_and_retried_until_it_opens() {
 
     // The cause goes away: Nexus unseals by itself with the keepers' shards.
     std::fs::remove_dir(&db).unwrap();
-    nexus.wait_unsealed(10).await;
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
     notify.wait_for("STATUS=unsealed").await;
     let (status, body) = unix_get(&sock, "/v1/sys/health").await;
     assert_eq!(status, 200, "{body}");
@@ -120,20 +117,20 @@ async fn store_open_failure_is_named_and_retried_until_it_opens() {
         "{:?}",
         notify.seen
     );
-    let su = w.client(SUPERUSER, &nexus).await;
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     su.put_secret("after/fix", values(&[("k", "v")]))
         .await
         .unwrap();
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     for k in keepers {
-        k.stop().await;
+        k.stop().await.unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_without_keeper_shards_names_the_restore_command() {
-    let w = World::new();
-    let data = w.data_dir("db");
+    let w = World::new().unwrap();
+    let data = w.path("db");
     std::fs::create_dir_all(&data).unwrap();
     let key = RootKey::generate().unwrap();
     {
@@ -141,14 +138,15 @@ async fn data_without_keeper_shards_names_the_restore_command() {
         put(&Store::new(Arc::new(backend), 3).unwrap(), "kept", "v1");
     }
     // Keepers answer but hold nothing (after a power cut: shards live in RAM only).
-    let keepers = w.start_keepers().await;
-    let mut notify = NotifySocket::bind(&w.data_dir("notify.sock"));
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
+    let mut notify = NotifySocket::bind(&w.path("notify.sock"));
     let nexus = w
         .start_nexus_with(
-            w.config("sqlite", &urls(&keepers), &data),
-            Notifier::with_socket(w.data_dir("notify.sock")),
+            w.config("sqlite", &urls(&keepers), &data).unwrap(),
+            Notifier::with_socket(w.path("notify.sock")),
         )
-        .await;
+        .await
+        .unwrap();
     // Re-evaluated when keeper health changes, not only when the shard count does.
     assert_eq!(notify.wait_for(RESTORE_LINE).await, RESTORE_LINE);
     for m in &notify.seen {
@@ -173,11 +171,11 @@ async fn data_without_keeper_shards_names_the_restore_command() {
         .await;
     // The rest come back: Nexus unseals by itself and the data reads back.
     seed(&keepers, &key);
-    nexus.wait_unsealed(10).await;
-    let su = w.client(SUPERUSER, &nexus).await;
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     assert_eq!(su.get_secret("kept", 0).await.unwrap()["v"], "v1");
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     for k in keepers {
-        k.stop().await;
+        k.stop().await.unwrap();
     }
 }

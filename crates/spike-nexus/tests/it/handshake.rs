@@ -18,10 +18,11 @@ async fn plain_http_to_tls_port(addr: std::net::SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_handshakes_are_counted_in_metrics() {
-    let w = World::new();
+    let w = World::new().unwrap();
     let nexus = w
-        .start_nexus(w.config("memory", &[], &w.data_dir("hs")))
-        .await;
+        .start_nexus(w.config("memory", &[], &w.path("hs")).unwrap())
+        .await
+        .unwrap();
     let metrics = nexus.metrics_addr.unwrap();
     let (_, text) = tcp_get(metrics, "/metrics").await;
     assert!(
@@ -48,8 +49,8 @@ async fn failed_handshakes_are_counted_in_metrics() {
     );
 
     // A good client is not counted.
-    let su = w.client(SUPERUSER, &nexus).await;
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     assert_eq!(su.health().await.unwrap().status, 200);
     assert_eq!(nexus.state.metrics().handshake_failures(), 2);
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }

@@ -14,13 +14,13 @@ use crate::harness::*;
 /// The bootstrap steps (docs/protocol.md#bootstrap-and-keepers) done with spike-client + spike-crypto: generate a key, push
 /// shard i to keeper i, then prove to Nexus (once unsealed) that it holds the same key.
 async fn bootstrap(w: &World, keepers: &[KeeperHandle], nexus: &NexusHandle) -> RootKey {
-    let identity = w.identity(BOOTSTRAP).await;
+    let identity = w.identity(BOOTSTRAP).await.unwrap();
     let key = RootKey::generate().unwrap();
     for (shard, keeper) in shamir::split(&key, 3, 2).unwrap().iter().zip(keepers) {
         let client = KeeperClient::new(
             &identity,
             BaseUrl::parse(&keeper.url).unwrap(),
-            &roots(),
+            &roots().unwrap(),
             ClientOptions::with_timeout(Duration::from_secs(5)),
         )
         .unwrap();
@@ -29,8 +29,8 @@ async fn bootstrap(w: &World, keepers: &[KeeperHandle], nexus: &NexusHandle) -> 
             .await
             .unwrap();
     }
-    nexus.wait_unsealed(10).await;
-    let nexus_client = w.client(BOOTSTRAP, nexus).await;
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
+    let nexus_client = w.client(BOOTSTRAP, nexus).await.unwrap();
     let text = verify::random_text().unwrap();
     let (nonce, ct) = Cipher::new(&key).seal(text.as_bytes()).unwrap();
     let hash = nexus_client.bootstrap_verify(&nonce, &ct).await.unwrap();
@@ -38,17 +38,16 @@ async fn bootstrap(w: &World, keepers: &[KeeperHandle], nexus: &NexusHandle) -> 
     key
 }
 
-fn urls(keepers: &[KeeperHandle]) -> Vec<String> {
-    keepers.iter().map(|k| k.url.clone()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_restart_threshold_reseed_and_restore() {
-    let w = World::new();
-    let data = w.data_dir("db");
-    let mut keepers = w.start_keepers().await;
+    let w = World::new().unwrap();
+    let data = w.path("db");
+    let mut keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let peers = urls(&keepers);
-    let nexus = w.start_nexus(w.config("sqlite", &peers, &data)).await;
+    let nexus = w
+        .start_nexus(w.config("sqlite", &peers, &data).unwrap())
+        .await
+        .unwrap();
     let sock = nexus.health_socket.clone().unwrap();
     eventually(5, "keepers probed", || {
         nexus.state.health().keepers_reachable == 3
@@ -58,7 +57,7 @@ async fn bootstrap_restart_threshold_reseed_and_restore() {
 
     // 1. bootstrap, unseal, round trip
     let _key = bootstrap(&w, &keepers, &nexus).await;
-    let su = w.client(SUPERUSER, &nexus).await;
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     su.put_secret("app/db", values(&[("user", "admin"), ("pass", "s3cret")]))
         .await
         .unwrap();
@@ -66,34 +65,49 @@ async fn bootstrap_restart_threshold_reseed_and_restore() {
     assert_eq!(unix_get(&sock, "/v1/sys/health").await.0, 200);
 
     // 2. a keeper restarted empty is re-seeded
-    let port = keepers.remove(2).stop().await;
-    keepers.push(w.start_keeper(2, port).await);
+    let port = keepers.remove(2).stop().await.unwrap();
+    keepers.push(w.start_keeper(2, port).await.unwrap());
     assert!(!keepers[2].store.has_shard());
     eventually(5, "keeper 3 re-seeded", || keepers[2].store.has_shard()).await;
 
     // 3. Nexus restart unseals from keepers alone; data reads back
-    nexus.stop().await;
-    let nexus = w.start_nexus(w.config("sqlite", &peers, &data)).await;
-    nexus.wait_unsealed(10).await;
-    let su = w.client(SUPERUSER, &nexus).await;
+    nexus.stop().await.unwrap();
+    let nexus = w
+        .start_nexus(w.config("sqlite", &peers, &data).unwrap())
+        .await
+        .unwrap();
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     assert_eq!(su.get_secret("app/db", 0).await.unwrap()["user"], "admin");
-    let exported = w.client(RECOVER, &nexus).await.recover().await.unwrap();
+    let exported = w
+        .client(RECOVER, &nexus)
+        .await
+        .unwrap()
+        .recover()
+        .await
+        .unwrap();
     assert_eq!(exported.len(), 3);
 
     // 4. down to exactly the threshold: still unseals
-    let port3 = keepers.pop().unwrap().stop().await;
-    nexus.stop().await;
-    let nexus = w.start_nexus(w.config("sqlite", &peers, &data)).await;
-    nexus.wait_unsealed(10).await;
-    nexus.stop().await;
+    let port3 = keepers.pop().unwrap().stop().await.unwrap();
+    nexus.stop().await.unwrap();
+    let nexus = w
+        .start_nexus(w.config("sqlite", &peers, &data).unwrap())
+        .await
+        .unwrap();
+    nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
+    nexus.stop().await.unwrap();
 
     // 5. below the threshold: stays sealed, 503 on routes and on health
-    let port2 = keepers.pop().unwrap().stop().await;
-    let nexus = w.start_nexus(w.config("sqlite", &peers, &data)).await;
+    let port2 = keepers.pop().unwrap().stop().await.unwrap();
+    let nexus = w
+        .start_nexus(w.config("sqlite", &peers, &data).unwrap())
+        .await
+        .unwrap();
     let sock = nexus.health_socket.clone().unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(!nexus.state.is_unsealed());
-    let su = w.client(SUPERUSER, &nexus).await;
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     let raw = post_json(
         &su,
         "/v1/store/secrets",
@@ -110,9 +124,9 @@ async fn bootstrap_restart_threshold_reseed_and_restore() {
     // 6. break the glass: keepers come back empty, operator restores from the exported
     //    shards; Nexus unseals and pushes shards to every keeper at once.
     keepers[0].store.clear();
-    keepers.push(w.start_keeper(1, port2).await);
-    keepers.push(w.start_keeper(2, port3).await);
-    let restore = w.client(RESTORE, &nexus).await;
+    keepers.push(w.start_keeper(1, port2).await.unwrap());
+    keepers.push(w.start_keeper(2, port3).await.unwrap());
+    let restore = w.client(RESTORE, &nexus).await.unwrap();
     let st = restore
         .restore(1, ShardBytes::new(*exported[&1].as_bytes()))
         .await
@@ -128,28 +142,29 @@ async fn bootstrap_restart_threshold_reseed_and_restore() {
         keepers.iter().all(|k| k.store.has_shard())
     })
     .await;
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     for k in keepers {
-        k.stop().await;
+        k.stop().await.unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn svid_rotation_under_load_fails_no_request() {
-    let w = World::new();
-    let data = w.data_dir("db");
-    let keepers = w.start_keepers().await;
+    let w = World::new().unwrap();
+    let data = w.path("db");
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let nexus = w
-        .start_nexus(w.config("sqlite", &urls(&keepers), &data))
-        .await;
+        .start_nexus(w.config("sqlite", &urls(&keepers), &data).unwrap())
+        .await
+        .unwrap();
     bootstrap(&w, &keepers, &nexus).await;
 
     // A fresh connection (handshake) per request, so rotations are exercised.
-    let identity = w.identity(SUPERUSER).await;
+    let identity = w.identity(SUPERUSER).await.unwrap();
     let client = NexusClient::new(
         &identity,
         BaseUrl::parse(&format!("https://127.0.0.1:{}", nexus.addr.port())).unwrap(),
-        &roots(),
+        &roots().unwrap(),
         ClientOptions {
             max_idle_connections: 0,
             ..ClientOptions::with_timeout(Duration::from_secs(5))
@@ -193,8 +208,8 @@ async fn svid_rotation_under_load_fails_no_request() {
     // keepers stayed reachable through their own rotation
     let h = nexus.state.health();
     assert_eq!(h.keepers_reachable, 3);
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     for k in keepers {
-        k.stop().await;
+        k.stop().await.unwrap();
     }
 }

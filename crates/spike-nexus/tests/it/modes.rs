@@ -10,13 +10,14 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lite_mode_serves_only_its_routes() {
-    let w = World::new();
-    let keepers = w.start_keepers().await;
+    let w = World::new().unwrap();
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let peers: Vec<String> = keepers.iter().map(|k| k.url.clone()).collect();
     let nexus = w
-        .start_nexus(w.config("lite", &peers, &w.data_dir("lite")))
-        .await;
-    let restore = w.client(RESTORE, &nexus).await;
+        .start_nexus(w.config("lite", &peers, &w.path("lite")).unwrap())
+        .await
+        .unwrap();
+    let restore = w.client(RESTORE, &nexus).await.unwrap();
     let key = RootKey::generate().unwrap();
     for s in shamir::split(&key, 3, 2).unwrap().iter().take(2) {
         restore
@@ -24,8 +25,8 @@ async fn lite_mode_serves_only_its_routes() {
             .await
             .unwrap();
     }
-    nexus.wait_unsealed(5).await;
-    let lite = w.client(LITE, &nexus).await;
+    nexus.wait_unsealed(Duration::from_secs(5)).await.unwrap();
+    let lite = w.client(LITE, &nexus).await.unwrap();
     let enc = lite.encrypt(b"x").await.unwrap();
     let plain = lite
         .decrypt(
@@ -36,7 +37,7 @@ async fn lite_mode_serves_only_its_routes() {
         .await
         .unwrap();
     assert_eq!(plain, b"x");
-    let su = w.client(SUPERUSER, &nexus).await;
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
     for (path, action) in [
         ("/v1/store/secrets", None),
         ("/v1/store/secrets", Some("get")),
@@ -49,23 +50,25 @@ async fn lite_mode_serves_only_its_routes() {
         keepers.iter().all(|k| k.store.has_shard())
     })
     .await;
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
     for k in keepers {
-        k.stop().await;
+        k.stop().await.unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sd_notify_ready_and_seal_status_lines() {
-    let w = World::new();
-    let sock_path = w.data_dir("notify.sock");
+    let w = World::new().unwrap();
+    let sock_path = w.path("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let nexus = w
         .start_nexus_with(
-            w.config("sqlite", &dead_keepers(), &w.data_dir("db")),
+            w.config("sqlite", &dead_keepers().unwrap(), &w.path("db"))
+                .unwrap(),
             Notifier::with_socket(&sock_path),
         )
-        .await;
+        .await
+        .unwrap();
     let mut seen: Vec<String> = Vec::new();
     let mut buf = vec![0u8; 4096];
     let recv = |seen: &mut Vec<String>, n: usize, buf: &[u8]| {
@@ -86,7 +89,7 @@ async fn sd_notify_ready_and_seal_status_lines() {
     // READY=1 is sent while still sealed
     assert!(!nexus.state.is_unsealed());
 
-    let restore = w.client(RESTORE, &nexus).await;
+    let restore = w.client(RESTORE, &nexus).await.unwrap();
     let key = RootKey::generate().unwrap();
     for s in shamir::split(&key, 3, 2).unwrap().iter().take(2) {
         restore
@@ -101,5 +104,5 @@ async fn sd_notify_ready_and_seal_status_lines() {
             .unwrap();
         recv(&mut seen, n, &buf);
     }
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }

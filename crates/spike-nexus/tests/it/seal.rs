@@ -21,13 +21,16 @@ fn dup(s: &(i64, ShardBytes)) -> ShardBytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_restore_recover_and_restart() {
-    let w = World::new();
-    let data = w.data_dir("db");
-    let keepers = dead_keepers();
-    let nexus = w.start_nexus(w.config("sqlite", &keepers, &data)).await;
-    let su = w.client(SUPERUSER, &nexus).await;
-    let restore = w.client(RESTORE, &nexus).await;
-    let recover = w.client(RECOVER, &nexus).await;
+    let w = World::new().unwrap();
+    let data = w.path("db");
+    let keepers = dead_keepers().unwrap();
+    let nexus = w
+        .start_nexus(w.config("sqlite", &keepers, &data).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
+    let restore = w.client(RESTORE, &nexus).await.unwrap();
+    let recover = w.client(RECOVER, &nexus).await.unwrap();
 
     // Sealed and never bootstrapped: 503 on routes (even unknown ones), 501 on health.
     for (path, action) in [
@@ -109,13 +112,16 @@ async fn sealed_restore_recover_and_restart() {
     let (status, body) = unix_get(&sock, "/v1/sys/health").await;
     assert_eq!(status, 200);
     assert_eq!(body["has_data"], true);
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 
     // Restart on the same database: initialized but sealed (503); a wrong key is refused
     // with 400 and discarded; the right shards unseal and the old data reads back.
-    let nexus = w.start_nexus(w.config("sqlite", &keepers, &data)).await;
-    let su = w.client(SUPERUSER, &nexus).await;
-    let restore = w.client(RESTORE, &nexus).await;
+    let nexus = w
+        .start_nexus(w.config("sqlite", &keepers, &data).unwrap())
+        .await
+        .unwrap();
+    let su = w.client(SUPERUSER, &nexus).await.unwrap();
+    let restore = w.client(RESTORE, &nexus).await.unwrap();
     let sock = nexus.health_socket.clone().unwrap();
     let (status, body) = unix_get(&sock, "/v1/sys/health").await;
     assert_eq!(status, 503);
@@ -144,5 +150,5 @@ async fn sealed_restore_recover_and_restart() {
     // further restores answer restored:true without changing anything
     let st = restore.restore(wrong[2].0, dup(&wrong[2])).await.unwrap();
     assert!(st.restored);
-    nexus.stop().await;
+    nexus.stop().await.unwrap();
 }

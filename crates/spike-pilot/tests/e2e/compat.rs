@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::cli::{Cli, CliKind, script};
 use crate::world::{Cluster, RECOVER, RESTORE, SUPERUSER, World, shard_texts};
@@ -101,7 +102,11 @@ async fn go_sdk_against_our_nexus() {
     sdk(&cli, SUPERUSER, &cluster, &["not-ready"]).await;
 
     let key = w.bootstrap(&cluster.keepers).await;
-    cluster.nexus.wait_unsealed(30).await;
+    cluster
+        .nexus
+        .wait_unsealed(Duration::from_secs(30))
+        .await
+        .unwrap();
 
     let lines = sdk(&cli, SUPERUSER, &cluster, &["secrets", "compat/sdk/db"]).await;
     assert!(lines.contains(&"ok secret undelete all".to_owned()));

@@ -1,81 +1,52 @@
-//! The test world: one Workload API server serving every identity (Nexus, keepers,
-//! bootstrap, the Pilot roles), one extra server per Pilot role for Go processes (they take
-//! the first SVID they get), three in-process keepers and an in-process SQLite Nexus.
+//! The Pilot side of the shared test cluster ([`spike_testkit::cluster`]): the world serves
+//! Nexus, the keepers, bootstrap and the Pilot roles from one Workload API server, plus one
+//! extra server per Pilot role for Go processes (they take the first SVID they get). A
+//! [`Cluster`] is three in-process keepers and an in-process SQLite Nexus, bootstrapped by hand.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use spike_client::{BaseUrl, ClientOptions, KeeperClient};
 use spike_crypto::{RootKey, shamir};
-use spike_daemon::config::GoDuration;
-use spike_daemon::listen::ListenFds;
-use spike_daemon::notify::Notifier;
-use spike_identity::{Identity, IdentityOptions, SpiffeId};
-use spike_nexus::config::{Config, ConfigFile, PeerList, TrustRootsFile};
-use spike_nexus::state::NexusState;
-use spike_nexus::{NexusError, Running};
-use spike_proto::ShardBytes;
-use spike_proto::spiffe_id::{TrustRoot, TrustRoots};
-use spike_testkit::{TestPki, WorkloadApiServer};
-use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use spike_nexus::config::{Config, ConfigFile};
+use spike_testkit::WorkloadApiServer;
+use spike_testkit::cluster::{self, BOOTSTRAP, KEEPERS, KeeperHandle, NEXUS, SHARES, urls};
 
-pub(crate) const TRUST_DOMAIN: &str = "spike.test";
-pub(crate) const NEXUS: &str = "/spike/nexus";
-pub(crate) const BOOTSTRAP: &str = "/spike/bootstrap";
-pub(crate) const SUPERUSER: &str = "/spike/pilot/role/superuser";
-pub(crate) const RECOVER: &str = "/spike/pilot/role/recover";
-pub(crate) const RESTORE: &str = "/spike/pilot/role/restore";
-pub(crate) const KEEPERS: [&str; 3] = ["/spike/keeper/1", "/spike/keeper/2", "/spike/keeper/3"];
-/// Shamir parameters of every cluster here.
-pub(crate) const SHARES: u16 = 3;
-pub(crate) const THRESHOLD: u16 = 2;
+pub(crate) use spike_testkit::cluster::{
+    NexusHandle, RECOVER, RESTORE, SUPERUSER, THRESHOLD, TRUST_DOMAIN, eventually,
+};
 
-pub(crate) fn roots() -> TrustRoots {
-    TrustRoots::uniform(TrustRoot::new(TRUST_DOMAIN).unwrap())
+/// The shared [`cluster::World`] and one single-identity server per Pilot role.
+pub(crate) struct World {
+    inner: cluster::World,
+    roles: BTreeMap<&'static str, WorkloadApiServer>,
 }
 
-/// The PKI, the shared Workload API server, one single-identity server per Pilot role, and
-/// a scratch directory.
-pub(crate) struct World {
-    pub(crate) pki: TestPki,
-    pub(crate) wl: WorkloadApiServer,
-    roles: BTreeMap<&'static str, WorkloadApiServer>,
-    pub(crate) dir: TempDir,
+impl Deref for World {
+    type Target = cluster::World;
+
+    fn deref(&self) -> &cluster::World {
+        &self.inner
+    }
 }
 
 impl World {
     /// Must be called inside a Tokio runtime (the Workload API servers are tasks).
     pub(crate) fn new() -> World {
-        let pki = TestPki::new().unwrap();
-        let mut ids: Vec<String> = [NEXUS, BOOTSTRAP, SUPERUSER, RECOVER, RESTORE]
-            .iter()
-            .map(|p| pki.id(p))
-            .collect();
-        ids.extend(KEEPERS.iter().map(|p| pki.id(p)));
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let wl = WorkloadApiServer::start_in_tempdir(&pki, &refs).unwrap();
+        let mut paths = vec![NEXUS, BOOTSTRAP, SUPERUSER, RECOVER, RESTORE];
+        paths.extend(KEEPERS);
+        let inner = cluster::World::serving(&paths, tempfile::tempdir().unwrap()).unwrap();
         let roles = [SUPERUSER, RECOVER, RESTORE]
             .into_iter()
             .map(|role| {
-                let id = pki.id(role);
-                let server = WorkloadApiServer::start_in_tempdir(&pki, &[id.as_str()]).unwrap();
+                let id = inner.pki.id(role);
+                let server =
+                    WorkloadApiServer::start_in_tempdir(&inner.pki, &[id.as_str()]).unwrap();
                 (role, server)
             })
             .collect();
-        World {
-            pki,
-            wl,
-            roles,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    pub(crate) fn id(&self, path: &str) -> String {
-        self.pki.id(path)
+        World { inner, roles }
     }
 
     /// `unix://<socket>` of the server serving every identity.
@@ -88,96 +59,26 @@ impl World {
         unix_url(self.roles[role].socket_path())
     }
 
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub(crate) async fn identity(&self, path: &str) -> Identity {
-        Identity::connect_with(IdentityOptions {
-            endpoint: Some(self.wl.endpoint()),
-            timeout: Duration::from_secs(10),
-            expected_id: Some(SpiffeId::from_str(&self.id(path)).unwrap()),
-            trust_domains: None,
+    /// The shared test configuration for SQLite in `data` on `keepers`, without a metrics
+    /// listener and with the default body limit.
+    fn nexus_config(keepers: &[String], data: &Path) -> Config {
+        Config::try_from(ConfigFile {
+            metrics_listen: String::new(),
+            request_body_limit: ConfigFile::default().request_body_limit,
+            ..cluster::test_config_file("sqlite", keepers, data)
         })
-        .await
         .unwrap()
     }
 
-    /// A Nexus configuration: SQLite in `data`, the given keepers, fast intervals.
-    fn nexus_config(&self, keepers: &[String], data: &Path) -> Config {
-        let file = ConfigFile {
-            listen: "127.0.0.1:0".to_owned(),
-            backend_store: "sqlite".to_owned(),
-            keeper_peers: Some(PeerList::List(keepers.to_vec())),
-            shamir_shares: SHARES,
-            shamir_threshold: THRESHOLD,
-            data_dir: Some(data.to_owned()),
-            trust_roots: TrustRootsFile {
-                nexus: Some(TRUST_DOMAIN.to_owned()),
-                keeper: Some(TRUST_DOMAIN.to_owned()),
-                bootstrap: Some(TRUST_DOMAIN.to_owned()),
-                pilot: Some(TRUST_DOMAIN.to_owned()),
-                lite_workload: Some(TRUST_DOMAIN.to_owned()),
-            },
-            health_socket: Some(data.join("health.sock")),
-            metrics_listen: String::new(),
-            keeper_update_interval: GoDuration(Duration::from_secs(3)),
-            keeper_probe_interval: GoDuration(Duration::from_millis(300)),
-            keeper_timeout: GoDuration(Duration::from_secs(2)),
-            recovery_initial_interval: GoDuration(Duration::from_millis(50)),
-            recovery_max_interval: GoDuration(Duration::from_millis(300)),
-            shutdown_grace: GoDuration(Duration::from_secs(2)),
-            ..ConfigFile::default()
-        };
-        Config::try_from(file).unwrap()
-    }
-
     pub(crate) async fn start_nexus(&self, keepers: &[String], data: &Path) -> NexusHandle {
-        let identity = self.identity(NEXUS).await;
-        let token = CancellationToken::new();
-        let running = spike_nexus::start(
-            self.nexus_config(keepers, data),
-            identity,
-            Notifier::disabled(),
-            ListenFds::none(),
-            token.clone(),
-        )
-        .await
-        .unwrap();
-        NexusHandle::new(running, token)
-    }
-
-    /// Starts keeper `index` (0-based) on a free port.
-    pub(crate) async fn start_keeper(&self, index: usize) -> KeeperHandle {
-        let toml = format!(
-            "listen = \"127.0.0.1:0\"\nspiffe_id = \"{}\"\nshutdown_grace_period = \"1s\"\n\
-             [trust_roots]\nnexus = \"{TRUST_DOMAIN}\"\nkeeper = \"{TRUST_DOMAIN}\"\n\
-             bootstrap = \"{TRUST_DOMAIN}\"\n",
-            self.id(KEEPERS[index])
-        );
-        let config =
-            spike_keeper::KeeperConfig::from_toml(&toml, &spike_daemon::MapEnv::new()).unwrap();
-        let identity = self.identity(KEEPERS[index]).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let keeper = spike_keeper::Keeper::new(config, identity).unwrap();
-        let store = keeper.store();
-        let token = CancellationToken::new();
-        let join = tokio::spawn(keeper.serve(listener, token.clone()));
-        KeeperHandle {
-            url: format!("https://127.0.0.1:{port}"),
-            store,
-            token,
-            join,
-        }
+        self.inner
+            .start_nexus(World::nexus_config(keepers, data))
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn start_keepers(&self) -> Vec<KeeperHandle> {
-        let mut out = Vec::new();
-        for i in 0..KEEPERS.len() {
-            out.push(self.start_keeper(i).await);
-        }
-        out
+        self.inner.start_keepers(KEEPERS.len()).await.unwrap()
     }
 
     /// Bootstraps by hand as SPIKE Bootstrap does: a fresh root key, split 3/2, shard `i`
@@ -185,21 +86,10 @@ impl World {
     /// SVID. Nexus then recovers the key from the keepers on its own.
     pub(crate) async fn bootstrap(&self, keepers: &[KeeperHandle]) -> RootKey {
         let key = RootKey::generate().unwrap();
-        let shards = shamir::split(&key, SHARES, THRESHOLD).unwrap();
-        let identity = self.identity(BOOTSTRAP).await;
-        for (keeper, shard) in keepers.iter().zip(&shards) {
-            let client = KeeperClient::new(
-                &identity,
-                BaseUrl::parse(&keeper.url).unwrap(),
-                &roots(),
-                ClientOptions::with_timeout(Duration::from_secs(5)),
-            )
+        self.inner
+            .seed_keepers(keepers, &key, THRESHOLD)
+            .await
             .unwrap();
-            client
-                .contribute(ShardBytes::new(*shard.expose_secret()))
-                .await
-                .unwrap();
-        }
         key
     }
 }
@@ -220,70 +110,6 @@ pub(crate) fn shard_texts(key: &RootKey) -> BTreeMap<u16, String> {
             )
         })
         .collect()
-}
-
-pub(crate) struct NexusHandle {
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) state: NexusState,
-    token: CancellationToken,
-    join: JoinHandle<Result<(), NexusError>>,
-}
-
-impl NexusHandle {
-    fn new(running: Running, token: CancellationToken) -> Self {
-        let addr = running.api_addr;
-        let state = running.state.clone();
-        let join = tokio::spawn(running.wait());
-        NexusHandle {
-            addr,
-            state,
-            token,
-            join,
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
-    }
-
-    pub(crate) async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.join)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-
-    pub(crate) async fn wait_unsealed(&self, secs: u64) {
-        let mut rx = self.state.watch_unsealed();
-        tokio::time::timeout(Duration::from_secs(secs), rx.wait_for(|u| *u))
-            .await
-            .expect("Nexus did not unseal in time")
-            .unwrap();
-    }
-}
-
-pub(crate) struct KeeperHandle {
-    pub(crate) url: String,
-    pub(crate) store: spike_keeper::ShardStore,
-    token: CancellationToken,
-    join: JoinHandle<Result<(), spike_keeper::KeeperError>>,
-}
-
-impl KeeperHandle {
-    pub(crate) async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.join)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
-
-pub(crate) fn urls(keepers: &[KeeperHandle]) -> Vec<String> {
-    keepers.iter().map(|k| k.url.clone()).collect()
 }
 
 /// Three keepers and a SQLite Nexus on them.
@@ -310,7 +136,10 @@ impl Cluster {
     pub(crate) async fn bootstrapped(w: &World, name: &str) -> (Cluster, RootKey) {
         let c = Cluster::start(w, name).await;
         let key = w.bootstrap(&c.keepers).await;
-        c.nexus.wait_unsealed(30).await;
+        c.nexus
+            .wait_unsealed(Duration::from_secs(30))
+            .await
+            .unwrap();
         (c, key)
     }
 
@@ -322,9 +151,9 @@ impl Cluster {
             nexus,
             data,
         } = self;
-        nexus.stop().await;
+        nexus.stop().await.unwrap();
         for k in keepers {
-            k.stop().await;
+            k.stop().await.unwrap();
         }
         let keepers = w.start_keepers().await;
         let nexus = w.start_nexus(&urls(&keepers), &data).await;
@@ -336,21 +165,9 @@ impl Cluster {
     }
 
     pub(crate) async fn stop(self) {
-        self.nexus.stop().await;
+        self.nexus.stop().await.unwrap();
         for k in self.keepers {
-            k.stop().await;
+            k.stop().await.unwrap();
         }
-    }
-}
-
-/// Polls `cond` every 50 ms for up to `secs` seconds.
-pub(crate) async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
