@@ -217,41 +217,25 @@ impl TryFrom<ConfigFile> for KeeperConfig {
         )
         .map_err(common)?;
         let trust_roots = raw.trust_roots.resolve(TRUST_ROLES).map_err(common)?;
-        if raw.max_connections == 0 {
-            return Err(KeeperError::InvalidConfig {
-                key: "max_connections",
-                message: "must be at least 1".to_owned(),
-            });
-        }
-        if raw.request_body_limit < 1024 {
-            return Err(KeeperError::InvalidConfig {
-                key: "request_body_limit",
-                message: "must be at least 1024 (a contribute request is about 150 bytes)"
-                    .to_owned(),
-            });
-        }
-        for (key, d) in [
-            ("handshake_timeout", raw.handshake_timeout),
-            ("read_header_timeout", raw.read_header_timeout),
-        ] {
-            if d.0.is_zero() {
-                return Err(KeeperError::InvalidConfig {
-                    key,
-                    message: "must be greater than zero".to_owned(),
-                });
-            }
-        }
+        let server = spike_daemon::common::ServerSettings::parse(
+            raw.max_connections,
+            raw.request_body_limit,
+            raw.handshake_timeout.0,
+            raw.read_header_timeout.0,
+            raw.shutdown_grace.0,
+        )
+        .map_err(common)?;
         Ok(Self {
             listen,
             spiffe_endpoint_socket: identity.endpoint,
             spiffe_id: identity.spiffe_id,
             spiffe_source_timeout: identity.timeout,
             trust_roots,
-            handshake_timeout: raw.handshake_timeout.0,
-            read_header_timeout: raw.read_header_timeout.0,
-            max_connections: raw.max_connections,
-            max_body_bytes: raw.request_body_limit,
-            shutdown_grace_period: raw.shutdown_grace.0,
+            handshake_timeout: server.handshake_timeout,
+            read_header_timeout: server.read_header_timeout,
+            max_connections: server.max_connections,
+            max_body_bytes: server.request_body_limit,
+            shutdown_grace_period: server.shutdown_grace,
             require_mlock: raw.require_mlock,
             log: LogOptions {
                 level: raw.log_level,

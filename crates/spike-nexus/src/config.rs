@@ -431,12 +431,13 @@ impl TryFrom<ConfigFile> for Config {
                 message: "must be at least 1".to_owned(),
             });
         }
-        if raw.max_connections == 0 {
-            return Err(NexusConfigError::Value {
-                key: "max_connections",
-                message: "must be at least 1".to_owned(),
-            });
-        }
+        let server = spike_daemon::common::ServerSettings::parse(
+            raw.max_connections,
+            raw.request_body_limit,
+            raw.handshake_timeout.0,
+            raw.read_header_timeout.0,
+            raw.shutdown_grace.0,
+        )?;
         let metrics_listen = match raw.metrics_listen.trim() {
             "" => None,
             s => Some(parse_listen_addr(s).map_err(|e| NexusConfigError::Listen {
@@ -482,11 +483,11 @@ impl TryFrom<ConfigFile> for Config {
             spiffe_timeout: identity.timeout,
             health_socket,
             metrics_listen,
-            request_body_limit: raw.request_body_limit.max(1),
-            max_connections: raw.max_connections,
-            handshake_timeout: positive("handshake_timeout", raw.handshake_timeout.0)?,
-            read_header_timeout: positive("read_header_timeout", raw.read_header_timeout.0)?,
-            shutdown_grace: raw.shutdown_grace.0,
+            request_body_limit: server.request_body_limit,
+            max_connections: server.max_connections,
+            handshake_timeout: server.handshake_timeout,
+            read_header_timeout: server.read_header_timeout,
+            shutdown_grace: server.shutdown_grace,
             recovery_initial_interval: positive(
                 "recovery_initial_interval",
                 raw.recovery_initial_interval.0,
