@@ -92,10 +92,15 @@ rustPlatform.buildRustPackage {
     ''
       install -d $out/lib/systemd/system $out/libexec/spike $out/share/spike/units \
         $out/share/spike/etc/spike $out/share/spike/etc/spire $out/share/doc/spike
-      # The shared sandbox (units/hardening.conf) replaces each unit's hardening placeholder.
+      # The shared sandbox (units/hardening.conf) replaces each unit's hardening placeholder;
+      # sed reads a missing file as empty, so check it is there and that every unit got it.
+      test -s units/hardening.conf
       for u in ${lib.escapeShellArgs spikeUnits}; do
         sed -e '/^@hardening@$/{r units/hardening.conf' -e 'd;}' ${spireBin} ${fill} units/"$u" \
           > $out/lib/systemd/system/"$u"
+        if grep -q '^@hardening@$' units/"$u"; then
+          grep -q '^DynamicUser=yes$' $out/lib/systemd/system/"$u"
+        fi
       done
       for u in ${lib.escapeShellArgs spireUnits}; do
         sed ${spireBin} ${fill} units/"$u" > $out/share/spike/units/"$u"

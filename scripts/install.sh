@@ -50,7 +50,17 @@ while (($#)); do
   esac
 done
 [[ "$KEEPERS" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keepers must be 1..99 (got $KEEPERS)" >&2; exit 64; }
-[[ -n "$THRESHOLD" ]] || THRESHOLD=$((KEEPERS / 2 + 1))
+if [[ -z "$THRESHOLD" ]]; then
+  THRESHOLD=$((KEEPERS / 2 + 1))
+  # An existing appliance keeps its threshold: a new one would make Nexus re-seed the keepers
+  # from another polynomial than the recovery shards the operator holds.
+  old_threshold=$(sed -n 's/^shamir_threshold *= *\([0-9]*\).*/\1/p' "${ROOT%/}/etc/spike/nexus.toml" 2>/dev/null || true)
+  if [[ -n "$old_threshold" && "$old_threshold" != "$THRESHOLD" && $FORCE_CONFIG -eq 1 ]]; then
+    echo "install.sh: this appliance uses threshold $old_threshold; pass --threshold $old_threshold to keep it" \
+      "(a different threshold needs a new root key: docs/operations.md)" >&2
+    exit 64
+  fi
+fi
 [[ "$THRESHOLD" =~ ^[1-9][0-9]?$ ]] && ((THRESHOLD <= KEEPERS)) \
   || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
@@ -96,6 +106,9 @@ for b in "${BINARIES[@]}"; do
 done
 [[ -n "$SPIRE_FROM" ]] || SPIRE_FROM="$("$here/scripts/build-spire.sh")"
 
+# The shared sandbox must be there: sed reads a missing file as empty, which would install
+# the daemons unsandboxed.
+[[ -s "$here/units/hardening.conf" ]] || { say "units/hardening.conf is missing or empty"; exit 1; }
 fill() { # src dst mode; "@hardening@" alone on a line becomes units/hardening.conf
   sed -e "/^@hardening@\$/{r $here/units/hardening.conf" -e "d;}" \
       -e "s|@bindir@|$BINDIR|g" -e "s|@libexecdir@|$LIBEXECDIR|g" -e "s|@sysconfdir@|$SYSCONFDIR|g" \
@@ -123,7 +136,12 @@ install -d -m 0755 "$R$BINDIR" "$R$LIBEXECDIR/spike" "$R$UNITDIR" "$R$DOCDIR" "$
 for b in "${BINARIES[@]}"; do install -m 0755 "$FROM/$b" "$R$BINDIR/$b"; done
 install -m 0755 "$SPIRE_FROM/spire-server" "$SPIRE_FROM/spire-agent" "$R$BINDIR/"
 say "units -> $R$UNITDIR"
-for u in "${UNITS[@]}"; do fill "$here/units/$u" "$R$UNITDIR/$u" 0644; done
+for u in "${UNITS[@]}"; do
+  fill "$here/units/$u" "$R$UNITDIR/$u" 0644
+  if grep -q '^@hardening@$' "$here/units/$u" && ! grep -q '^DynamicUser=yes$' "$R$UNITDIR/$u"; then
+    say "$u lost its sandbox while filling"; exit 1
+  fi
+done
 for s in "$here"/units/libexec/*; do fill "$s" "$R$LIBEXECDIR/spike/$(basename "$s")" 0755; done
 # The operator's way back (recover/restore), on root's PATH.
 install -d -m 0755 "$R$PREFIX/sbin"
@@ -147,6 +165,7 @@ case "$ROLE" in
       keeper_sockets+=("spike-keeper@$i.socket")
       dropin "spike-keeper@$i.socket" listen.conf "# Keeper $i: port 8440 + $i (install.sh keeper_port).
 [Socket]
+ListenStream=
 ListenStream=127.0.0.1:$(keeper_port "$i")"
     done ;;
   server)
@@ -165,6 +184,7 @@ IPAddressAllow=$ALLOW_NET"
     sed -i "s/server_address = \"127.0.0.1\"/server_address = \"$SERVER_ADDRESS\"/" "$R/etc/spire/agent.conf"
     dropin "spike-keeper@$KEEPER_ID.socket" listen.conf "# Reachable by Nexus and bootstrap on other hosts.
 [Socket]
+ListenStream=
 ListenStream=0.0.0.0:8443"
     # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
     systemctl "${sysctl_root[@]}" mask spire-server.service spike-register.service \

@@ -114,12 +114,13 @@ impl RecordCipher {
     /// [`RecordCipher::seal`] with a caller-chosen nonce.
     ///
     /// A nonce must never be reused under one key for different plaintexts;
-    /// this exists for known-answer tests of the format.
+    /// this exists for [`RecordCipher::seal`] and the known-answer tests of the format, and is
+    /// not exported.
     ///
     /// # Errors
     ///
     /// [`AeadError::Encrypt`].
-    pub fn seal_with_nonce(
+    fn seal_with_nonce(
         &self,
         nonce: &Nonce,
         table: &str,
