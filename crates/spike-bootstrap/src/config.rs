@@ -226,7 +226,7 @@ pub struct BootstrapConfig {
     /// Which SVID to use when the agent returns several.
     pub spiffe_id: Option<SpiffeId>,
     /// Bounded wait for the SVID.
-    pub spiffe_source_timeout: Duration,
+    pub spiffe_timeout: Duration,
     /// Bound on one HTTP request.
     pub http_client_timeout: Duration,
     /// Role trust roots.
@@ -362,7 +362,7 @@ impl BootstrapConfig {
             state_dir,
             spiffe_endpoint_socket: identity.endpoint,
             spiffe_id: identity.spiffe_id,
-            spiffe_source_timeout: identity.timeout,
+            spiffe_timeout: identity.timeout,
             http_client_timeout: raw.http_client_timeout.0,
             trust_roots,
             deprecations: Vec::new(),

@@ -137,7 +137,7 @@ async fn run_inner(config: &BootstrapConfig) -> Result<Outcome, BootstrapError> 
     let settings = spike_daemon::common::IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
         spiffe_id: config.spiffe_id.clone(),
-        timeout: config.spiffe_source_timeout,
+        timeout: config.spiffe_timeout,
     };
     // Accept peers from every trust domain our trust roots name (not only our own).
     let identity =

@@ -41,7 +41,7 @@ pub struct ServeOptions {
     /// Bound on reading a request's headers; also closes idle keep-alive connections.
     pub read_header_timeout: Duration,
     /// Time open connections get after shutdown starts (see [`Connections::drain`]).
-    pub shutdown_grace_period: Duration,
+    pub shutdown_grace: Duration,
 }
 
 /// The connection tasks of one listener. On shutdown, [`Connections::drain`] gives them the
@@ -167,7 +167,7 @@ pub async fn serve_connection<IO>(
 /// - A failed `accept` is logged at `warn` and retried after [`ACCEPT_BACKOFF`] (fixed 100 ms).
 /// - Shutdown: the loop stops accepting and closes the listener, handshakes in progress are
 ///   abandoned, and every connection finishes its in-flight request and closes. Connections
-///   still open `options.shutdown_grace_period` after cancellation are dropped, and that is an
+///   still open `options.shutdown_grace` after cancellation are dropped, and that is an
 ///   error ([`GraceExpired`]), the same semantic as [`crate::shutdown::Tasks::join`].
 ///
 /// # Errors
@@ -240,7 +240,7 @@ where
     }
     drop(listener);
     connections
-        .drain(options.name, options.shutdown_grace_period)
+        .drain(options.name, options.shutdown_grace)
         .await
 }
 

@@ -33,16 +33,16 @@ use crate::state::ShardStore;
 struct AppState {
     store: ShardStore,
     roots: Arc<TrustRoots>,
-    max_body_bytes: usize,
+    request_body_limit: usize,
 }
 
 /// The keeper router: every request goes to one dispatcher (no axum routes, so unknown
 /// paths and methods get SPIKE's 400 fallback, not axum's 404/405).
-pub fn router(store: ShardStore, roots: Arc<TrustRoots>, max_body_bytes: usize) -> Router {
+pub fn router(store: ShardStore, roots: Arc<TrustRoots>, request_body_limit: usize) -> Router {
     Router::new().fallback(dispatch).with_state(AppState {
         store,
         roots,
-        max_body_bytes,
+        request_body_limit,
     })
 }
 
@@ -60,7 +60,7 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
             StatusCode::BAD_REQUEST,
             &FallbackResponse::error(ErrorCode::ApiBadRequest),
         ),
-        Some(route) => match read_body(req.into_body(), app.max_body_bytes).await {
+        Some(route) => match read_body(req.into_body(), app.request_body_limit).await {
             Err(BodyError::TooLarge) => {
                 error_for(route, StatusCode::BAD_REQUEST, ErrorCode::ApiBadRequest)
             }

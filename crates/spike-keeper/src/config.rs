@@ -127,7 +127,7 @@ pub struct KeeperConfig {
     /// Which SVID to use when the agent returns several.
     pub spiffe_id: Option<SpiffeId>,
     /// Bounded wait for the first SVID.
-    pub spiffe_source_timeout: Duration,
+    pub spiffe_timeout: Duration,
     /// Trust roots for the role checks.
     pub trust_roots: TrustRoots,
     /// TLS handshake bound.
@@ -137,9 +137,9 @@ pub struct KeeperConfig {
     /// Concurrent connection cap (at least 1).
     pub max_connections: usize,
     /// Request body limit in bytes.
-    pub max_body_bytes: usize,
+    pub request_body_limit: usize,
     /// Shutdown grace period.
-    pub shutdown_grace_period: Duration,
+    pub shutdown_grace: Duration,
     /// Fail at startup when `mlockall` is refused.
     pub require_mlock: bool,
     /// Logging options.
@@ -156,13 +156,13 @@ impl Default for KeeperConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
             spiffe_endpoint_socket: None,
             spiffe_id: None,
-            spiffe_source_timeout: Duration::from_secs(30),
+            spiffe_timeout: Duration::from_secs(30),
             trust_roots: TrustRoots::default(),
             handshake_timeout: Duration::from_secs(10),
             read_header_timeout: Duration::from_secs(10),
             max_connections: 256,
-            max_body_bytes: 64 * 1024,
-            shutdown_grace_period: Duration::from_secs(10),
+            request_body_limit: 64 * 1024,
+            shutdown_grace: Duration::from_secs(10),
             require_mlock: false,
             log: LogOptions::default(),
             deprecations: Vec::new(),
@@ -229,13 +229,13 @@ impl TryFrom<ConfigFile> for KeeperConfig {
             listen,
             spiffe_endpoint_socket: identity.endpoint,
             spiffe_id: identity.spiffe_id,
-            spiffe_source_timeout: identity.timeout,
+            spiffe_timeout: identity.timeout,
             trust_roots,
             handshake_timeout: server.handshake_timeout,
             read_header_timeout: server.read_header_timeout,
             max_connections: server.max_connections,
-            max_body_bytes: server.request_body_limit,
-            shutdown_grace_period: server.shutdown_grace,
+            request_body_limit: server.request_body_limit,
+            shutdown_grace: server.shutdown_grace,
             require_mlock: raw.require_mlock,
             log: LogOptions {
                 level: raw.log_level,
@@ -260,9 +260,9 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(7));
-        assert_eq!(c.max_body_bytes, 2048);
-        assert_eq!(c.shutdown_grace_period, Duration::from_secs(3));
+        assert_eq!(c.spiffe_timeout, Duration::from_secs(7));
+        assert_eq!(c.request_body_limit, 2048);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         let news: Vec<_> = c.deprecations.iter().map(|d| (d.old, d.new)).collect();
         assert_eq!(
             news,
@@ -283,9 +283,9 @@ mod tests {
             &env,
         )
         .unwrap();
-        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(7));
-        assert_eq!(c.max_body_bytes, 2048);
-        assert_eq!(c.shutdown_grace_period, Duration::from_secs(3));
+        assert_eq!(c.spiffe_timeout, Duration::from_secs(7));
+        assert_eq!(c.request_body_limit, 2048);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert!(c.deprecations.is_empty());
     }
 
@@ -307,7 +307,7 @@ mod tests {
     fn env_sets_the_new_key_and_wins_over_an_old_one() {
         let env = MapEnv::new().with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "9s");
         let c = KeeperConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &env).unwrap();
-        assert_eq!(c.spiffe_source_timeout, Duration::from_secs(9));
+        assert_eq!(c.spiffe_timeout, Duration::from_secs(9));
         assert_eq!(c.deprecations.len(), 1);
     }
 
@@ -328,7 +328,7 @@ mod tests {
             c.trust_roots
                 .is_bootstrap("spiffe://spike.ist/spike/bootstrap")
         );
-        assert_eq!(c.max_body_bytes, 65536);
+        assert_eq!(c.request_body_limit, 65536);
         assert!(!c.require_mlock);
         assert_eq!(c.read_header_timeout, Duration::from_secs(10));
         let d = KeeperConfig::default();

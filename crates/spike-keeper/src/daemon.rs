@@ -45,7 +45,7 @@ pub async fn run_daemon(
     let settings = IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
         spiffe_id: config.spiffe_id.clone(),
-        timeout: config.spiffe_source_timeout,
+        timeout: config.spiffe_timeout,
     };
     // Accept peers from every trust domain our trust roots name (not only our own); the own-ID
     // role check is in `Keeper::new`.
@@ -70,7 +70,7 @@ pub async fn run_daemon(
         }
         ListenerOrigin::Bound => tracing::info!(listen = %addr, "bound the listen address"),
     }
-    let grace = keeper.config().shutdown_grace_period;
+    let grace = keeper.config().shutdown_grace;
     let mut tasks: Tasks<KeeperError> = Tasks::new(shutdown.clone());
     tasks.spawn("api", move |t| keeper.serve(listener, t));
     {

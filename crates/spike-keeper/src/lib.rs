@@ -103,13 +103,13 @@ impl Keeper {
         let router = api::router(
             self.store.clone(),
             Arc::new(self.config.trust_roots.clone()),
-            self.config.max_body_bytes,
+            self.config.request_body_limit,
         );
         let options = ServeOptions {
             name: "SPIKE Keeper API",
             read_header_timeout: self.config.read_header_timeout,
             max_connections: self.config.max_connections,
-            shutdown_grace_period: self.config.shutdown_grace_period,
+            shutdown_grace: self.config.shutdown_grace,
         };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, spiffe_id = %self.identity.own_id(), "keeper serving");

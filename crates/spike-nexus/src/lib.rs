@@ -187,7 +187,7 @@ pub async fn start(
         name: "SPIKE Nexus API",
         max_connections: config.max_connections,
         read_header_timeout: config.read_header_timeout,
-        shutdown_grace_period: config.shutdown_grace,
+        shutdown_grace: config.shutdown_grace,
     };
     let options = ServeOptions {
         read_header_timeout: config.read_header_timeout,

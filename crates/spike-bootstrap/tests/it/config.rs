@@ -165,7 +165,7 @@ async fn marker_makes_runs_idempotent_without_any_network() {
 fn deprecated_spiffe_source_timeout_still_works_with_a_warning() {
     let e = env("https://k1:8443,https://k2:8443,https://k3:8443", "3", "2");
     let config = BootstrapConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &e).unwrap();
-    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(7));
+    assert_eq!(config.spiffe_timeout, Duration::from_secs(7));
     assert_eq!(config.deprecations.len(), 1);
     let text = config.deprecations[0].to_string();
     assert!(
@@ -174,13 +174,13 @@ fn deprecated_spiffe_source_timeout_still_works_with_a_warning() {
     );
 
     let config = BootstrapConfig::from_toml("spiffe_timeout = \"7s\"\n", &e).unwrap();
-    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(7));
+    assert_eq!(config.spiffe_timeout, Duration::from_secs(7));
     assert!(config.deprecations.is_empty());
 
     // The environment variable sets the new key and wins over the file.
     let with_env = e.clone().with("SPIKE_SPIFFE_SOURCE_TIMEOUT", "9s");
     let config = BootstrapConfig::from_toml("spiffe_source_timeout = \"7s\"\n", &with_env).unwrap();
-    assert_eq!(config.spiffe_source_timeout, Duration::from_secs(9));
+    assert_eq!(config.spiffe_timeout, Duration::from_secs(9));
 }
 
 #[test]

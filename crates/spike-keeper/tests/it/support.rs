@@ -57,7 +57,7 @@ pub(crate) async fn world() -> World {
 pub(crate) fn config() -> KeeperConfig {
     KeeperConfig {
         trust_roots: roots(),
-        shutdown_grace_period: Duration::from_secs(2),
+        shutdown_grace: Duration::from_secs(2),
         ..KeeperConfig::default()
     }
 }
