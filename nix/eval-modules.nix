@@ -176,6 +176,22 @@ let
         type = types.attrsOf types.anything;
         default = { };
       };
+      # nixpkgs' users.groups: the attributes SPIKE's modules set.
+      users.groups = mkOption {
+        default = { };
+        type = types.attrsOf (
+          types.submodule {
+            options.gid = mkOption {
+              type = types.nullOr types.int;
+              default = null;
+            };
+            options.members = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+            };
+          }
+        );
+      };
       networking.firewall.allowedTCPPorts = mkOption {
         type = types.listOf types.port;
         default = [ ];

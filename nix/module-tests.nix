@@ -140,6 +140,9 @@ let
       "127.0.0.1:8445"
     ])
     (case "nexus socket unchanged" c.systemd.sockets.spike-nexus.listenStreams [ ])
+    (case "nexus socket stays on loopback" c.systemd.sockets.spike-nexus.socketConfig { })
+    (case "metrics socket unchanged" c.systemd.sockets.spike-nexus-metrics.listenStreams [ ])
+    (case "health socket group" (c.users.groups ? spike-health) true)
     (case "workload API socket" c.systemd.services.spike-nexus.environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire-agent/public/api.sock")
     (case "pilot endpoint" c.services.spike.pilot.settings.spiffe_endpoint_socket "unix:///run/spire-agent/public/api.sock")
     (case "spire server at the appliance path" c.services.spire.server.settings.server.socket_path "/run/spire-server/private/api.sock")
@@ -155,7 +158,11 @@ let
     (case "registrations" (map (e: e.selector) c.services.spike.spire.registrations) ([
       "systemd:id:spike-nexus.service"
       "systemd:id:spike-bootstrap.service"
-    ] ++ map (i: "systemd:id:spike-keeper@${toString i}.service") (lib.range 1 5) ++ [ "unix:uid:0" ]))
+    ] ++ map (i: "systemd:id:spike-keeper@${toString i}.service") (lib.range 1 5) ++ [
+      "unix:uid:0"
+      "systemd:id:spike-recover.service"
+      "systemd:id:spike-restore.service"
+    ]))
     (case "registration parent" (lib.unique (map (e: e.parentId) c.services.spike.spire.registrations)) [ "spiffe://example.org/node/local" ])
     (case "spike-register replaced by a drop-in" (builtins.length c.systemd.services.spike-register.serviceConfig.ExecStart) 2)
 
@@ -236,6 +243,7 @@ let
       ""
       "127.0.0.1:9000"
     ])
+    (case "moved nexus: off loopback" moved.systemd.sockets.spike-nexus.socketConfig { BindToDevice = ""; })
     (case "moved nexus: pilot url" moved.services.spike.pilot.settings.nexus_url "https://127.0.0.1:9000")
     (case "bootstrap off: masked" moved.systemd.services.spike-bootstrap.enable false)
     (case "bootstrap off: not registered" (map (e: e.spiffeId) moved.services.spike.spire.registrations) [

@@ -29,6 +29,7 @@ let
     "spike-keeper@.service"
     "spike-nexus.socket"
     "spike-nexus-health.socket"
+    "spike-nexus-metrics.socket"
     "spike-nexus.service"
     "spike-bootstrap.service"
     "spike-ready.service"

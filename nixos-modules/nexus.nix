@@ -12,6 +12,8 @@ let
   h = import ./helpers.nix { inherit lib pkgs; };
   prefix = "services.spike.nexus.settings";
   defaultListen = ":8553";
+  defaultMetricsListen = "127.0.0.1:9553";
+  metricsListen = ncfg.settings.metrics_listen or defaultMetricsListen;
   file = h.configFor {
     name = "nexus";
     bin = "spike-nexus";
@@ -124,8 +126,22 @@ in
         ""
         (h.goListenToSystemd ncfg.settings.listen)
       ];
+      # The unit binds the API to loopback (BindToDevice=lo); serving other hosts resets it.
+      socketConfig = lib.mkIf (ncfg.openFirewall || ncfg.settings.listen != defaultListen) {
+        BindToDevice = "";
+      };
     };
     systemd.sockets.spike-nexus-health.wantedBy = [ "sockets.target" ];
+    systemd.sockets.spike-nexus-metrics = {
+      wantedBy = [ "sockets.target" ];
+      listenStreams = lib.mkIf (metricsListen != defaultMetricsListen && metricsListen != "") [
+        ""
+        (h.goListenToSystemd metricsListen)
+      ];
+    };
+    # Who may read the health socket (SocketGroup= of spike-nexus-health.socket; the
+    # readiness units join it with SupplementaryGroups=).
+    users.groups.spike-health = { };
     # Readiness (ARCHITECTURE.md): spike-ready-trigger.service pokes this socket whenever Nexus
     # is unsealed, which starts spike-ready.service and, through it, spike.target.
     systemd.sockets.spike-ready.wantedBy = [ "sockets.target" ];

@@ -73,8 +73,8 @@ DOCDIR="$PREFIX/share/doc/spike" SYSCONFDIR=/etc
 BINARIES=(spike-nexus spike-keeper spike-bootstrap spike)
 UNITS=(spire-server.service spire-agent.service spike-spire-join.service spike-register.service
        spike-keeper@.socket spike-keeper@.service spike-nexus.socket spike-nexus.service
-       spike-nexus-health.socket spike-bootstrap.service spike-ready.socket spike-ready.service
-       spike-ready-trigger.service spike.target)
+       spike-nexus-health.socket spike-nexus-metrics.socket spike-bootstrap.service spike-ready.socket
+       spike-ready.service spike-ready-trigger.service spike.target)
 say() { echo "install.sh: $*" >&2; }
 
 if ((UNINSTALL)); then
@@ -142,6 +142,14 @@ for u in "${UNITS[@]}"; do
     say "$u lost its sandbox while filling"; exit 1
   fi
 done
+# The spike-health group (health socket access) before any unit that names it starts.
+install -d -m 0755 "$R$PREFIX/lib/sysusers.d"
+install -m 0644 "$here/units/sysusers.d/spike.conf" "$R$PREFIX/lib/sysusers.d/spike.conf"
+if [[ "$R" == "" ]]; then
+  systemd-sysusers "$PREFIX/lib/sysusers.d/spike.conf"
+else
+  systemd-sysusers --root="$R" "$R$PREFIX/lib/sysusers.d/spike.conf"
+fi
 for s in "$here"/units/libexec/*; do fill "$s" "$R$LIBEXECDIR/spike/$(basename "$s")" 0755; done
 # The operator's way back (recover/restore), on root's PATH.
 install -d -m 0755 "$R$PREFIX/sbin"
@@ -178,6 +186,12 @@ ListenStream=127.0.0.1:$(keeper_port "$i")"
 [Service]
 IPAddressAllow=$ALLOW_NET"
       done
+      dropin spike-nexus.socket network.conf "# Workloads and operators on other hosts (install.sh --allow-net): off loopback,
+# and only from these networks.
+[Socket]
+BindToDevice=
+IPAddressAllow=localhost $ALLOW_NET
+IPAddressDeny=any"
     fi ;;
   keeper)
     say "role keeper: keeper $KEEPER_ID on :8443, SPIRE agent joining $SERVER_ADDRESS"
@@ -188,7 +202,8 @@ ListenStream=
 ListenStream=0.0.0.0:8443"
     # This host runs no SPIRE server, Nexus or bootstrap; the agent is joined by the operator.
     systemctl "${sysctl_root[@]}" mask spire-server.service spike-register.service \
-      spike-nexus.service spike-nexus.socket spike-nexus-health.socket spike-bootstrap.service \
+      spike-nexus.service spike-nexus.socket spike-nexus-health.socket spike-nexus-metrics.socket \
+      spike-bootstrap.service \
       spike-ready.service spike-ready.socket spike-ready-trigger.service >/dev/null 2>&1
     keeper_sockets=("spike-keeper@$KEEPER_ID.socket") ;;
 esac
@@ -199,7 +214,7 @@ if ((ENABLE)); then
     units=(spike.target spire-agent.service spike-spire-join.service)
   else
     units=(spike.target spire-server.service spike-spire-join.service spire-agent.service spike-register.service spike-nexus.socket
-           spike-nexus-health.socket spike-nexus.service spike-bootstrap.service spike-ready.socket spike-ready.service)
+           spike-nexus-health.socket spike-nexus-metrics.socket spike-nexus.service spike-bootstrap.service spike-ready.socket spike-ready.service)
   fi
   systemctl "${sysctl_root[@]}" enable "${units[@]}" "${keeper_sockets[@]}" >/dev/null 2>&1 \
     || { say "systemctl enable failed"; exit 1; }

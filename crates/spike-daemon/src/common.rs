@@ -201,70 +201,6 @@ pub fn roots_list(roots: &TrustRoots, role: Role) -> String {
 /// contribute request is about 150 bytes, a restore request about 180) fits well inside it.
 pub const MIN_REQUEST_BODY_LIMIT: usize = 1024;
 
-/// The listener keys every mTLS daemon has, validated once: `max_connections`,
-/// `request_body_limit`, `handshake_timeout`, `read_header_timeout` and `shutdown_grace`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// Concurrent connections (at least 1).
-    pub max_connections: usize,
-    /// Request body limit in bytes (at least [`MIN_REQUEST_BODY_LIMIT`]).
-    pub request_body_limit: usize,
-    /// Bound on one TLS handshake (greater than zero).
-    pub handshake_timeout: Duration,
-    /// Bound on reading request headers (greater than zero).
-    pub read_header_timeout: Duration,
-    /// Time in-flight requests get after SIGTERM/SIGINT.
-    pub shutdown_grace: Duration,
-}
-
-impl ServerSettings {
-    /// Validates the raw values.
-    ///
-    /// # Errors
-    ///
-    /// [`CommonConfigError`] naming the first key out of range.
-    pub fn parse(
-        max_connections: usize,
-        request_body_limit: usize,
-        handshake_timeout: Duration,
-        read_header_timeout: Duration,
-        shutdown_grace: Duration,
-    ) -> Result<Self, CommonConfigError> {
-        if max_connections == 0 {
-            return Err(CommonConfigError {
-                key: "max_connections",
-                message: "must be at least 1".to_owned(),
-            });
-        }
-        if request_body_limit < MIN_REQUEST_BODY_LIMIT {
-            return Err(CommonConfigError {
-                key: keys::REQUEST_BODY_LIMIT,
-                message: format!(
-                    "must be at least {MIN_REQUEST_BODY_LIMIT} (every SPIKE request fits in it)"
-                ),
-            });
-        }
-        for (key, d) in [
-            ("handshake_timeout", handshake_timeout),
-            ("read_header_timeout", read_header_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(CommonConfigError {
-                    key,
-                    message: "must be greater than zero".to_owned(),
-                });
-            }
-        }
-        Ok(Self {
-            max_connections,
-            request_body_limit,
-            handshake_timeout,
-            read_header_timeout,
-            shutdown_grace,
-        })
-    }
-}
-
 /// The typed identity keys: how to reach the Workload API and which SVID to wait for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySettings {
@@ -314,41 +250,6 @@ impl IdentitySettings {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn server_settings_are_checked_once_for_every_daemon() {
-        let s = Duration::from_secs(1);
-        let ok = ServerSettings::parse(8, MIN_REQUEST_BODY_LIMIT, s, s, Duration::ZERO).unwrap();
-        assert_eq!(ok.request_body_limit, MIN_REQUEST_BODY_LIMIT);
-        assert_eq!(ok.shutdown_grace, Duration::ZERO);
-        let key = |r: Result<ServerSettings, CommonConfigError>| r.unwrap_err().key;
-        assert_eq!(
-            key(ServerSettings::parse(0, 4096, s, s, s)),
-            "max_connections"
-        );
-        assert_eq!(
-            key(ServerSettings::parse(
-                8,
-                MIN_REQUEST_BODY_LIMIT - 1,
-                s,
-                s,
-                s
-            )),
-            keys::REQUEST_BODY_LIMIT
-        );
-        assert_eq!(
-            key(ServerSettings::parse(8, 0, s, s, s)),
-            keys::REQUEST_BODY_LIMIT
-        );
-        assert_eq!(
-            key(ServerSettings::parse(8, 4096, Duration::ZERO, s, s)),
-            "handshake_timeout"
-        );
-        assert_eq!(
-            key(ServerSettings::parse(8, 4096, s, Duration::ZERO, s)),
-            "read_header_timeout"
-        );
-    }
-
     use super::*;
 
     #[test]

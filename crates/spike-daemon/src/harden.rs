@@ -5,9 +5,15 @@
 //! `MemorySwapMax=0` and `UMask=0077` on top (design docs/protocol.md#root-key-shards-and-recovery-files); this is the belt to those braces, and
 //! the only protection when the daemon is started by hand.
 //!
-//! `mlockall(MCL_CURRENT | MCL_FUTURE)` needs `RLIMIT_MEMLOCK` to cover the whole process (or
-//! `CAP_IPC_LOCK`). When it is refused, [`harden`] returns a report with a warning for the
-//! binary to log, or an error when [`HardenPolicy::require_mlock`] is set.
+//! `mlockall(MCL_CURRENT | MCL_FUTURE)` is attempted only when locked memory is **unbounded**:
+//! `RLIMIT_MEMLOCK` is infinite, or the process has `CAP_IPC_LOCK`. Under a finite cap, every
+//! later allocation (heap, thread stacks, TLS buffers) would count against it, and once load
+//! reaches the cap the kernel refuses new mappings and Rust aborts on allocation failure: a
+//! client could turn load into a crash. So memory is bounded by the cgroup instead (the units
+//! set `LimitMEMLOCK=infinity` with `MemoryMax=`, `MemorySwapMax=0`), and the daemons' own
+//! limits ([`crate::limits`]) keep their memory well below it. When locking is declined or
+//! refused, [`harden`] returns a report with a warning for the binary to log, or an error when
+//! [`HardenPolicy::require_mlock`] is set.
 
 use std::fmt;
 
@@ -42,6 +48,12 @@ pub enum MlockOutcome {
     Locked,
     /// Not attempted ([`HardenPolicy::lock_memory`] was false).
     Skipped,
+    /// Not attempted: locked memory is capped (`RLIMIT_MEMLOCK` finite, no `CAP_IPC_LOCK`), and
+    /// locking every future page under a cap turns load into allocation failures.
+    Declined {
+        /// The soft `RLIMIT_MEMLOCK` in bytes.
+        memlock_limit: u64,
+    },
     /// Refused by the kernel.
     Failed {
         /// The errno (`ENOMEM` when `RLIMIT_MEMLOCK` is too small, `EPERM` without privilege).
@@ -90,7 +102,13 @@ pub fn harden(policy: HardenPolicy) -> Result<HardenReport, HardenError> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(HardenError::CoreLimit)?;
     let previous_umask = umask(Mode::from_bits_truncate(0o077)).bits();
 
-    let mlock = if policy.lock_memory {
+    let mlock = if !policy.lock_memory {
+        MlockOutcome::Skipped
+    } else if let (Some(limit), false) = (memlock_limit(), has_cap_ipc_lock()) {
+        MlockOutcome::Declined {
+            memlock_limit: limit,
+        }
+    } else {
         match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
             Ok(()) => MlockOutcome::Locked,
             Err(errno) => MlockOutcome::Failed {
@@ -98,8 +116,6 @@ pub fn harden(policy: HardenPolicy) -> Result<HardenReport, HardenError> {
                 memlock_limit: memlock_limit(),
             },
         }
-    } else {
-        MlockOutcome::Skipped
     };
     evaluate(policy, previous_umask, mlock)
 }
@@ -111,12 +127,15 @@ fn evaluate(
     mlock: MlockOutcome,
 ) -> Result<HardenReport, HardenError> {
     let mut warnings = Vec::new();
-    if let MlockOutcome::Failed {
-        errno,
-        memlock_limit,
-    } = mlock
-    {
-        let message = mlock_failure_message(errno, memlock_limit);
+    let message = match mlock {
+        MlockOutcome::Failed {
+            errno,
+            memlock_limit,
+        } => Some(mlock_failure_message(errno, memlock_limit)),
+        MlockOutcome::Declined { memlock_limit } => Some(mlock_declined_message(memlock_limit)),
+        MlockOutcome::Locked | MlockOutcome::Skipped => None,
+    };
+    if let Some(message) = message {
         if policy.require_mlock {
             return Err(HardenError::Mlock(message));
         }
@@ -132,6 +151,21 @@ fn evaluate(
 fn memlock_limit() -> Option<u64> {
     let (soft, _hard) = getrlimit(Resource::RLIMIT_MEMLOCK).ok()?;
     (soft != nix::libc::RLIM_INFINITY).then_some(soft)
+}
+
+/// Whether `CAP_IPC_LOCK` (capability 14) is in the effective set (`CapEff` in
+/// `/proc/self/status`); with it, `RLIMIT_MEMLOCK` does not apply.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 struct Bytes(u64);
@@ -162,9 +196,38 @@ fn mlock_failure_message(errno: Errno, limit: Option<u64>) -> String {
     )
 }
 
+fn mlock_declined_message(limit: u64) -> String {
+    format!(
+        "memory not locked: RLIMIT_MEMLOCK is {} and CAP_IPC_LOCK is absent, and locking every \
+         future page under a cap would make allocations fail (an abort) once load reaches it; \
+         secrets in this process may be swapped to disk. Set LimitMEMLOCK=infinity with a \
+         MemoryMax= in the unit (the shipped units do), and keep MemorySwapMax=0",
+        Bytes(limit)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capped_lock_is_declined_with_the_fix() {
+        let declined = MlockOutcome::Declined {
+            memlock_limit: 256 << 20,
+        };
+        let report = evaluate(HardenPolicy::default(), 0o022, declined).unwrap();
+        let w = &report.warnings[0];
+        assert!(w.contains("RLIMIT_MEMLOCK is 256 MiB"), "{w}");
+        assert!(w.contains("LimitMEMLOCK=infinity"), "{w}");
+        let required = HardenPolicy {
+            lock_memory: true,
+            require_mlock: true,
+        };
+        assert!(matches!(
+            evaluate(required, 0o022, declined),
+            Err(HardenError::Mlock(_))
+        ));
+    }
 
     #[test]
     fn refused_mlock_is_a_warning_by_default() {

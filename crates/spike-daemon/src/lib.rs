@@ -20,12 +20,16 @@
 //!   per peer address per minute, in bounded memory (used by Nexus and Keeper).
 //! - [`harden`]: `PR_SET_DUMPABLE=0`, `RLIMIT_CORE=0`, umask 077, `mlockall` by policy.
 //! - [`identity`]: the Workload API connection of a daemon and its own-ID role check.
+//! - [`limits`]: the listeners' time and memory limits ([`limits::Limits`]): handshake slots
+//!   that drop the oldest when full, per-peer connection and body-memory caps, body deadlines,
+//!   write timeouts, connection lifetimes.
 //! - [`listen`]: named socket-activation fds (`LISTEN_FDNAMES`) as tokio listeners, with a
 //!   fallback bind; the one place with `unsafe` (adopting an fd number).
 //! - [`logging`]: tracing subscriber setup, [`logging::log_keys`], [`logging::AUDIT_TARGET`].
 //! - [`notify`]: `sd_notify` messages through an injectable [`notify::Notifier`], watchdog task.
-//! - [`serve`]: [`serve::serve_mtls`], the one mTLS accept loop (connection cap, handshake and
-//!   header timeouts, accept backoff, graceful shutdown with a grace period) of Nexus and Keeper.
+//! - [`serve`]: [`serve::serve_mtls`], the one mTLS accept loop of Nexus and Keeper (the
+//!   [`limits`] applied, accept backoff, graceful shutdown with a grace period), and
+//!   [`serve::serve_connection`], the per-connection HTTP/1.1 driver the plain listeners reuse.
 //! - [`shutdown`]: [`shutdown::Shutdown`], SIGTERM/SIGINT handling, `run_with_grace`, and
 //!   [`shutdown::Tasks`] (named tasks; the first failure cancels the rest).
 
@@ -37,6 +41,7 @@ pub mod env;
 pub mod handshake;
 pub mod harden;
 pub mod identity;
+pub mod limits;
 pub mod listen;
 pub mod logging;
 pub mod notify;

@@ -2,10 +2,10 @@
 //! the per-connection HTTP/1.1 driver ([`serve_connection`]) and the connection set
 //! ([`Connections`]) that Nexus's plain listeners reuse.
 //!
-//! One task per connection; a [`Semaphore`] caps connections (further ones wait in the listen
-//! backlog); the TLS handshake (with the acceptor's timeout and peer authorizer) runs in the
-//! connection's task, so a slow client never blocks the loop; the peer's [`PeerId`] is in every
-//! request's extensions.
+//! One task per connection; the TLS handshake (with the acceptor's timeout and peer authorizer)
+//! runs in the connection's task, so a slow client never blocks the loop; the peer's [`PeerId`]
+//! is in every request's extensions. Every connection and request is bounded in time and
+//! memory by the listener's [`Limits`] (see [`crate::limits`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,17 +13,23 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use spike_identity::{MtlsAcceptor, PeerId};
+use spike_identity::{MtlsAcceptor, PeerId, peer_certificate_expiry};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 use crate::handshake::HandshakeFailureLog;
+use crate::limits::{
+    ConnectionPass, DeadlineBody, EventCounter, EvictingSlots, Limits, PeerTable, Refused,
+    WriteDeadline, connection_lifetime,
+};
 use crate::shutdown::GraceExpired;
 
 /// Pause after a failed `accept` (e.g. `EMFILE`, out of file descriptors) before trying again:
@@ -36,10 +42,8 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct ServeOptions {
     /// The listener's name in logs (`SPIKE Nexus API`, `SPIKE Keeper API`).
     pub name: &'static str,
-    /// Most concurrent connections (at least one); further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Bound on reading a request's headers; also closes idle keep-alive connections.
-    pub read_header_timeout: Duration,
+    /// Connection, time and memory limits ([`crate::limits`]).
+    pub limits: Limits,
     /// Time open connections get after shutdown starts (see [`Connections::drain`]).
     pub shutdown_grace: Duration,
 }
@@ -113,34 +117,104 @@ impl Connections {
     }
 }
 
-/// Serves one connection with HTTP/1.1 until it closes or `shutdown` is cancelled; then it
-/// finishes its in-flight request and closes. `peer`, if any, goes into every request's
-/// extensions.
+/// The largest read buffer of one connection (headers must fit in it; hyper's default is
+/// 400 KiB). With `max_connections` connections this bounds the listener's buffer memory.
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
+
+/// One connection's identity and its place in the listener's accounting.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// The authenticated peer, put into every request's extensions (`None`: plain listener).
+    pub peer: Option<PeerId>,
+    /// The admitted connection: request bodies are reserved against its peer's budget
+    /// (`None`: no body budget, for listeners whose routes never read a body).
+    pub pass: Option<ConnectionPass>,
+    /// How long the connection may live before it is closed after its in-flight request.
+    pub lifetime: Duration,
+    /// The peer's address, for logs.
+    pub peer_addr: Option<SocketAddr>,
+}
+
+/// A `503` for a request refused before its body was read (budgets full).
+fn busy(refused: &Refused) -> Response<Body> {
+    let mut resp = Response::new(Body::from(format!("server busy: {refused}; retry later\n")));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Serves one connection with HTTP/1.1 until it closes, `shutdown` is cancelled or its
+/// lifetime ends; then it finishes its in-flight request and closes.
+///
+/// Every request body gets a deadline ([`Limits::body_deadline`]) and, when the connection has
+/// a [`ConnectionPass`], a reservation of body memory taken before the body is read (a refusal
+/// is a `503` with `Retry-After: 1`). Writes that make no progress for `write_timeout` close the
+/// connection.
 pub async fn serve_connection<IO>(
     io: IO,
     router: Router,
-    peer: Option<PeerId>,
+    cx: ConnectionContext,
+    limits: Limits,
     shutdown: CancellationToken,
-    read_header_timeout: Duration,
-    peer_addr: Option<SocketAddr>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let ConnectionContext {
+        peer,
+        pass,
+        lifetime,
+        peer_addr,
+    } = cx;
+    let pass = pass.map(Arc::new);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let mut req = req.map(Body::new);
+        let announced = req.body().size_hint().exact();
+        let reserved = match &pass {
+            Some(pass) => pass
+                .reserve_body(limits.body_reservation(announced))
+                .map(Some),
+            None => Ok(None),
+        };
+        let deadline = limits.body_deadline(announced);
+        let mut req = req.map(|b| Body::new(DeadlineBody::new(b, deadline)));
         if let Some(peer) = &peer {
             req.extensions_mut().insert(peer.clone());
         }
-        router.clone().oneshot(req)
+        let router = router.clone();
+        async move {
+            match reserved {
+                Ok(reservation) => {
+                    let resp = router.oneshot(req).await;
+                    drop(reservation);
+                    resp
+                }
+                Err(refused) => {
+                    tracing::debug!(%refused, "request refused before its body was read");
+                    Ok(busy(&refused))
+                }
+            }
+        }
     });
+    let io = WriteDeadline::new(io, limits.write_timeout);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_header_timeout)
+        .header_read_timeout(limits.read_header_timeout)
+        .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
+    let expired = tokio::time::sleep(lifetime);
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = expired => {
+            tracing::debug!(?peer_addr, ?lifetime, "connection lifetime reached; closing after the in-flight request");
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -158,12 +232,19 @@ pub async fn serve_connection<IO>(
 /// Serves `router` on `listener` over mTLS until `shutdown` is cancelled, then lets open
 /// connections finish their in-flight request within the grace period.
 ///
-/// - Each accepted connection first takes a slot of `options.max_connections` (a
-///   [`Semaphore`]), gets `TCP_NODELAY`, and runs in its own task: the TLS handshake (bounded
-///   by `acceptor`'s handshake timeout; its authorizer refuses unwanted peers), then HTTP/1.1
-///   with `options.read_header_timeout` and the peer's [`PeerId`] in the request extensions.
+/// - Each accepted connection gets `TCP_NODELAY` and its own task, and takes a handshake slot
+///   ([`EvictingSlots`]: `max_handshakes` in all, `max_handshakes_per_ip` per source IP; when
+///   full, the oldest pending handshake is dropped). The TLS handshake is bounded by
+///   `acceptor`'s timeout, and its authorizer refuses unwanted peers.
+/// - An authenticated connection must then be admitted ([`PeerTable`]: `max_connections` in
+///   all, `max_connections_per_peer` per SPIFFE ID), or it is closed. Only authenticated peers
+///   hold connection slots.
+/// - It is served by [`serve_connection`] with the peer's [`PeerId`] in the request
+///   extensions, for at most `max_connection_lifetime` and never past the peer certificate's
+///   `notAfter`.
 /// - A failed handshake calls `on_handshake_failure` (e.g. a metric counter) and is logged
-///   through a [`HandshakeFailureLog`] (`warn` once per peer address per minute).
+///   through a [`HandshakeFailureLog`] (`warn` once per peer address per minute). Dropped
+///   handshakes and refused connections are summarised at `warn` at most once per minute.
 /// - A failed `accept` is logged at `warn` and retried after [`ACCEPT_BACKOFF`] (fixed 100 ms).
 /// - Shutdown: the loop stops accepting and closes the listener, handshakes in progress are
 ///   abandoned, and every connection finishes its in-flight request and closes. Connections
@@ -183,23 +264,20 @@ pub async fn serve_mtls<H>(
 where
     H: Fn() + Clone + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let failures = HandshakeFailureLog::new(options.name);
+    let name = options.name;
+    let limits = options.limits;
+    let handshakes = EvictingSlots::new(limits.max_handshakes, limits.max_handshakes_per_ip);
+    let table = PeerTable::new(limits);
+    let refusals = Arc::new(EventCounter::new(Duration::from_secs(60)));
+    let failures = HandshakeFailureLog::new(name);
     let connections = Connections::new();
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (tcp, addr) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(listener = options.name, %error, "accept failed");
+                    tracing::warn!(listener = name, %error, "accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -208,17 +286,36 @@ where
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(peer_addr = %addr, %error, "cannot set TCP_NODELAY");
         }
+        let (ticket, dropped) = handshakes.take(Some(addr.ip()));
+        if dropped > 0
+            && let Some(n) = handshakes.record_evictions(dropped)
+        {
+            tracing::warn!(
+                listener = name,
+                dropped = n,
+                "{name}: dropped {n} pending TLS handshake(s), the oldest first: {} \
+                 ({}) or {} ({}) connections were waiting in the handshake (idle or slow \
+                 clients; summarised once a minute)",
+                crate::limits::keys::MAX_HANDSHAKES,
+                limits.max_handshakes,
+                crate::limits::keys::MAX_HANDSHAKES_PER_IP,
+                limits.max_handshakes_per_ip,
+            );
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         let token = shutdown.clone();
         let failures = failures.clone();
+        let table = table.clone();
+        let refusals = Arc::clone(&refusals);
         let on_handshake_failure = on_handshake_failure.clone();
         connections.spawn(async move {
-            let _permit = permit;
             let handshake = tokio::select! {
                 () = token.cancelled() => return,
+                () = ticket.evicted() => return,
                 handshake = acceptor.accept(tcp) => handshake,
             };
+            drop(ticket);
             let (tls, peer) = match handshake {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -227,21 +324,34 @@ where
                     return;
                 }
             };
-            serve_connection(
-                tls,
-                router,
-                Some(peer),
-                token,
-                options.read_header_timeout,
-                Some(addr),
-            )
-            .await;
+            let pass = match table.admit(Some(&peer)) {
+                Ok(pass) => pass,
+                Err(refused) => {
+                    if let Some(n) = refusals.record() {
+                        tracing::warn!(
+                            listener = name,
+                            peer_addr = %addr,
+                            %refused,
+                            refused_connections = n,
+                            "{name}: closed a new connection of {peer} from {addr}: {refused} \
+                             ({n} refused since the last line; summarised once a minute)"
+                        );
+                    }
+                    return;
+                }
+            };
+            let not_after = peer_certificate_expiry(tls.get_ref().1);
+            let cx = ConnectionContext {
+                peer: Some(peer),
+                pass: Some(pass),
+                lifetime: connection_lifetime(limits.max_connection_lifetime, not_after),
+                peer_addr: Some(addr),
+            };
+            serve_connection(tls, router, cx, limits, token).await;
         });
     }
     drop(listener);
-    connections
-        .drain(options.name, options.shutdown_grace)
-        .await
+    connections.drain(name, options.shutdown_grace).await
 }
 
 #[cfg(test)]

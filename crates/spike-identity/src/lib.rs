@@ -27,7 +27,10 @@ pub use identity::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT, ENDPOINT_ENV, Identity, IdentityOptions,
     IdentityUpdates, parse_trust_domains, resolve_endpoint,
 };
-pub use peer::{DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor, MtlsConnector, PeerId, peer_spiffe_id};
+pub use peer::{
+    DEFAULT_HANDSHAKE_TIMEOUT, MtlsAcceptor, MtlsConnector, PeerId, peer_certificate_expiry,
+    peer_spiffe_id,
+};
 pub use tls::{PeerAuthorizer, PeerRejected, allow_any, allow_ids, crypto_provider};
 
 /// Re-exported so callers name the same types this crate uses.

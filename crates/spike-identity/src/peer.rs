@@ -53,6 +53,16 @@ pub fn peer_spiffe_id(conn: &CommonState) -> Option<SpiffeId> {
     spiffe::cert::spiffe_id_from_der(leaf).ok()
 }
 
+/// The expiry (`notAfter`) of the peer's leaf certificate, if the handshake has completed and
+/// the certificate parses. Servers bound a connection's life by it, so a kept-alive connection
+/// never outlives the credential it was authenticated with.
+pub fn peer_certificate_expiry(conn: &CommonState) -> Option<std::time::SystemTime> {
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// Accepts mTLS connections with a handshake timeout and returns the peer's ID.
 #[derive(Clone)]
 pub struct MtlsAcceptor {

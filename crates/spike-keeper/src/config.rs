@@ -11,10 +11,19 @@
 //! | `trust_roots.nexus` | `"spike.ist"` | `SPIKE_TRUST_ROOT_NEXUS` | comma list; callers allowed to contribute and read the shard |
 //! | `trust_roots.keeper` | `"spike.ist"` | `SPIKE_TRUST_ROOT_KEEPER` | comma list; our own ID must be a keeper under one of them |
 //! | `trust_roots.bootstrap` | `"spike.ist"` | `SPIKE_TRUST_ROOT_BOOTSTRAP` | comma list; callers allowed to contribute |
+//! | `max_handshakes` | `64` | — | connections in the TLS handshake; when full the oldest is dropped |
+//! | `max_handshakes_per_ip` | `32` | — | the same, per source IP |
 //! | `handshake_timeout` | `"10s"` | — | bound on one TLS handshake |
+//! | `max_connections` | `256` | — | authenticated connections; more are closed after the handshake |
+//! | `max_connections_per_peer` | `64` | — | authenticated connections of one SPIFFE ID |
 //! | `read_header_timeout` | `"10s"` | `SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT` | bound on reading request headers (also idle keep-alive) |
-//! | `max_connections` | `256` | — | concurrent connections; more wait in the listen backlog |
 //! | `request_body_limit` (deprecated alias `max_body_bytes`) | `65536` | — | request body limit; larger bodies get 400 |
+//! | `request_body_timeout` | `"10s"` | — | time to read one body, plus one second per `request_body_min_rate` bytes |
+//! | `request_body_min_rate` | `65536` | — | bytes per second a body must at least arrive at |
+//! | `request_body_budget` | `1048576` | — | request body bytes in memory, all peers; more get 503 |
+//! | `request_body_budget_per_peer` | `524288` | — | request body bytes in memory, one SPIFFE ID |
+//! | `write_timeout` | `"10s"` | — | a response write with no progress this long closes the connection |
+//! | `max_connection_lifetime` | `"10m"` | — | a connection closes after this (and at the peer certificate's expiry) |
 //! | `shutdown_grace` (deprecated alias `shutdown_grace_period`) | `"10s"` | — | time in-flight requests get after SIGTERM |
 //! | `require_mlock` | `false` | — | fail at startup when `mlockall` is refused (else warn) |
 //! | `log_level` | unset (`SPIKE_SYSTEM_LOG_LEVEL`, else `WARN`) | — | `DEBUG`, `INFO`, `WARN`, `ERROR` |
@@ -35,6 +44,7 @@ use spike_daemon::common::{
     Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
 };
 use spike_daemon::config::{GoDuration, Loaded, parse_listen_addr};
+use spike_daemon::limits::{Limits, RawLimits};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
 use spike_identity::SpiffeId;
 use spike_proto::TrustRoots;
@@ -79,14 +89,32 @@ pub struct ConfigFile {
     pub spiffe_timeout: GoDuration,
     /// Trust roots per role.
     pub trust_roots: TrustRootsFile,
+    /// Connections in the TLS handshake.
+    pub max_handshakes: usize,
+    /// Connections in the TLS handshake from one IP.
+    pub max_handshakes_per_ip: usize,
     /// TLS handshake bound.
     pub handshake_timeout: GoDuration,
+    /// Authenticated connection cap.
+    pub max_connections: usize,
+    /// Authenticated connections of one SPIFFE ID.
+    pub max_connections_per_peer: usize,
     /// Request header read bound.
     pub read_header_timeout: GoDuration,
-    /// Concurrent connection cap.
-    pub max_connections: usize,
     /// Request body limit.
     pub request_body_limit: usize,
+    /// Base time to read a body.
+    pub request_body_timeout: GoDuration,
+    /// Minimum body rate in bytes per second.
+    pub request_body_min_rate: u64,
+    /// Request body bytes in memory, all peers.
+    pub request_body_budget: usize,
+    /// Request body bytes in memory, one peer.
+    pub request_body_budget_per_peer: usize,
+    /// Bound on a write with no progress.
+    pub write_timeout: GoDuration,
+    /// Longest life of a connection.
+    pub max_connection_lifetime: GoDuration,
     /// Shutdown grace period.
     pub shutdown_grace: GoDuration,
     /// Fail when `mlockall` is refused.
@@ -105,14 +133,45 @@ impl Default for ConfigFile {
             spiffe_id: None,
             spiffe_timeout: GoDuration(Duration::from_secs(30)),
             trust_roots: TrustRootsFile::default(),
+            max_handshakes: 64,
+            max_handshakes_per_ip: 32,
             handshake_timeout: GoDuration(Duration::from_secs(10)),
-            read_header_timeout: GoDuration(Duration::from_secs(10)),
             max_connections: 256,
+            max_connections_per_peer: 64,
+            read_header_timeout: GoDuration(Duration::from_secs(10)),
             request_body_limit: 64 * 1024,
+            request_body_timeout: GoDuration(Duration::from_secs(10)),
+            request_body_min_rate: 64 * 1024,
+            request_body_budget: 1024 * 1024,
+            request_body_budget_per_peer: 512 * 1024,
+            write_timeout: GoDuration(Duration::from_secs(10)),
+            max_connection_lifetime: GoDuration(Duration::from_secs(600)),
             shutdown_grace: GoDuration(Duration::from_secs(10)),
             require_mlock: false,
             log_level: None,
             log_target: LogTarget::Auto,
+        }
+    }
+}
+
+impl ConfigFile {
+    /// The limit keys' values.
+    #[must_use]
+    pub fn raw_limits(&self) -> RawLimits {
+        RawLimits {
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            handshake_timeout: self.handshake_timeout.0,
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            read_header_timeout: self.read_header_timeout.0,
+            request_body_limit: self.request_body_limit,
+            request_body_timeout: self.request_body_timeout.0,
+            request_body_min_rate: self.request_body_min_rate,
+            request_body_budget: self.request_body_budget,
+            request_body_budget_per_peer: self.request_body_budget_per_peer,
+            write_timeout: self.write_timeout.0,
+            max_connection_lifetime: self.max_connection_lifetime.0,
         }
     }
 }
@@ -130,14 +189,8 @@ pub struct KeeperConfig {
     pub spiffe_timeout: Duration,
     /// Trust roots for the role checks.
     pub trust_roots: TrustRoots,
-    /// TLS handshake bound.
-    pub handshake_timeout: Duration,
-    /// Request header read bound.
-    pub read_header_timeout: Duration,
-    /// Concurrent connection cap (at least 1).
-    pub max_connections: usize,
-    /// Request body limit in bytes.
-    pub request_body_limit: usize,
+    /// The listener's connection, time and memory limits.
+    pub limits: Limits,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Fail at startup when `mlockall` is refused.
@@ -158,10 +211,7 @@ impl Default for KeeperConfig {
             spiffe_id: None,
             spiffe_timeout: Duration::from_secs(30),
             trust_roots: TrustRoots::default(),
-            handshake_timeout: Duration::from_secs(10),
-            read_header_timeout: Duration::from_secs(10),
-            max_connections: 256,
-            request_body_limit: 64 * 1024,
+            limits: Limits::from_defaults(ConfigFile::default().raw_limits()),
             shutdown_grace: Duration::from_secs(10),
             require_mlock: false,
             log: LogOptions::default(),
@@ -217,25 +267,15 @@ impl TryFrom<ConfigFile> for KeeperConfig {
         )
         .map_err(common)?;
         let trust_roots = raw.trust_roots.resolve(TRUST_ROLES).map_err(common)?;
-        let server = spike_daemon::common::ServerSettings::parse(
-            raw.max_connections,
-            raw.request_body_limit,
-            raw.handshake_timeout.0,
-            raw.read_header_timeout.0,
-            raw.shutdown_grace.0,
-        )
-        .map_err(common)?;
+        let limits = Limits::parse(raw.raw_limits()).map_err(common)?;
         Ok(Self {
             listen,
             spiffe_endpoint_socket: identity.endpoint,
             spiffe_id: identity.spiffe_id,
             spiffe_timeout: identity.timeout,
             trust_roots,
-            handshake_timeout: server.handshake_timeout,
-            read_header_timeout: server.read_header_timeout,
-            max_connections: server.max_connections,
-            request_body_limit: server.request_body_limit,
-            shutdown_grace: server.shutdown_grace,
+            limits,
+            shutdown_grace: raw.shutdown_grace.0,
             require_mlock: raw.require_mlock,
             log: LogOptions {
                 level: raw.log_level,
@@ -261,7 +301,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.spiffe_timeout, Duration::from_secs(7));
-        assert_eq!(c.request_body_limit, 2048);
+        assert_eq!(c.limits.request_body_limit, 2048);
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         let news: Vec<_> = c.deprecations.iter().map(|d| (d.old, d.new)).collect();
         assert_eq!(
@@ -284,7 +324,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.spiffe_timeout, Duration::from_secs(7));
-        assert_eq!(c.request_body_limit, 2048);
+        assert_eq!(c.limits.request_body_limit, 2048);
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert!(c.deprecations.is_empty());
     }
@@ -328,9 +368,9 @@ mod tests {
             c.trust_roots
                 .is_bootstrap("spiffe://spike.ist/spike/bootstrap")
         );
-        assert_eq!(c.request_body_limit, 65536);
+        assert_eq!(c.limits.request_body_limit, 65536);
         assert!(!c.require_mlock);
-        assert_eq!(c.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.read_header_timeout, Duration::from_secs(10));
         let d = KeeperConfig::default();
         assert_eq!(d.listen, c.listen);
     }
@@ -350,7 +390,7 @@ mod tests {
         assert!(c.trust_roots.is_nexus("spiffe://b.org/spike/nexus"));
         assert!(!c.trust_roots.is_nexus("spiffe://spike.ist/spike/nexus"));
         assert!(c.trust_roots.is_bootstrap("spiffe://c.org/spike/bootstrap"));
-        assert_eq!(c.read_header_timeout, Duration::from_secs(3));
+        assert_eq!(c.limits.read_header_timeout, Duration::from_secs(3));
         assert!(c.require_mlock);
     }
 

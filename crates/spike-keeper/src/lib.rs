@@ -66,7 +66,10 @@ impl Keeper {
             let id = peer.to_string();
             roots.is_nexus(&id) || roots.is_bootstrap(&id)
         };
-        let acceptor = MtlsAcceptor::new(identity.server_config(allow)?, config.handshake_timeout);
+        let acceptor = MtlsAcceptor::new(
+            identity.server_config(allow)?,
+            config.limits.handshake_timeout,
+        );
         Ok(Self {
             config,
             identity,
@@ -103,12 +106,11 @@ impl Keeper {
         let router = api::router(
             self.store.clone(),
             Arc::new(self.config.trust_roots.clone()),
-            self.config.request_body_limit,
+            self.config.limits.request_body_limit,
         );
         let options = ServeOptions {
             name: "SPIKE Keeper API",
-            read_header_timeout: self.config.read_header_timeout,
-            max_connections: self.config.max_connections,
+            limits: self.config.limits,
             shutdown_grace: self.config.shutdown_grace,
         };
         if let Ok(addr) = listener.local_addr() {

@@ -136,11 +136,19 @@ pub trait PolicyCheck {
     /// True if a single policy grants every permission in `wants` (or `super`) to `peer_id`
     /// on `path`.
     fn check_access(&self, peer_id: &str, path: &str, wants: &[Permission]) -> bool;
+
+    /// True if some policy for `peer_id` grants every permission in `wants` (or `super`) on
+    /// some path: the necessary condition [`may_be_allowed`] checks before a body is read.
+    fn may_grant(&self, peer_id: &str, wants: &[Permission]) -> bool;
 }
 
 impl PolicyCheck for Store {
     fn check_access(&self, peer_id: &str, path: &str, wants: &[Permission]) -> bool {
         Store::check_access(self, peer_id, path, wants)
+    }
+
+    fn may_grant(&self, peer_id: &str, wants: &[Permission]) -> bool {
+        Store::may_grant(self, peer_id, wants)
     }
 }
 
@@ -150,6 +158,10 @@ pub struct NoPolicies;
 
 impl PolicyCheck for NoPolicies {
     fn check_access(&self, _: &str, _: &str, _: &[Permission]) -> bool {
+        false
+    }
+
+    fn may_grant(&self, _: &str, _: &[Permission]) -> bool {
         false
     }
 }
@@ -195,18 +207,35 @@ pub fn allowed(
     path: &str,
 ) -> bool {
     match peer {
-        Some(peer) => allowed_id(roots, policies, &peer.to_string(), action, path),
+        Some(peer) => allowed_id(roots, policies, &peer.to_string(), action, Some(path)),
+        None => false,
+    }
+}
+
+/// Whether `peer` could be allowed `action` on *some* request path: the check the API edge
+/// runs before it reads a request body, so a caller with no chance of being authorized never
+/// gets to make Nexus buffer a body. `false` implies [`allowed`] is `false` for every path;
+/// the handler still runs [`require`] on the real path.
+pub fn may_be_allowed(
+    roots: &TrustRoots,
+    policies: &dyn PolicyCheck,
+    peer: Option<&PeerId>,
+    action: Action,
+) -> bool {
+    match peer {
+        Some(peer) => allowed_id(roots, policies, &peer.to_string(), action, None),
         None => false,
     }
 }
 
 /// The decision on the ID's text: the trust-root predicates and policy regexes work on it.
+/// `path: None` asks whether any request path could be allowed.
 fn allowed_id(
     roots: &TrustRoots,
     policies: &dyn PolicyCheck,
     peer: &str,
     action: Action,
-    path: &str,
+    path: Option<&str>,
 ) -> bool {
     if spike_proto::validate::peer_spiffe_id(peer).is_err() {
         return false;
@@ -222,9 +251,18 @@ fn allowed_id(
             if roots.is_lite_workload(peer) {
                 return action.is_cipher();
             }
-            match action.resource_path(path) {
-                Some(resource) => policies.check_access(peer, resource, action.wants()),
-                None => false,
+            match path {
+                Some(path) => match action.resource_path(path) {
+                    Some(resource) => policies.check_access(peer, resource, action.wants()),
+                    None => false,
+                },
+                // The request path is in the body, not read yet: any policy of the peer that
+                // grants the permissions may cover it.
+                None => match action.resource_path("") {
+                    Some("") => policies.may_grant(peer, action.wants()),
+                    Some(fixed) => policies.check_access(peer, fixed, action.wants()),
+                    None => false,
+                },
             }
         }
     }
@@ -244,6 +282,14 @@ mod tests {
             self.0.iter().any(|(id, p, perms)| {
                 *id == peer
                     && *p == path
+                    && (perms.contains(&Permission::Super)
+                        || wants.iter().all(|w| perms.contains(w)))
+            })
+        }
+
+        fn may_grant(&self, peer: &str, wants: &[Permission]) -> bool {
+            self.0.iter().any(|(id, _, perms)| {
+                *id == peer
                     && (perms.contains(&Permission::Super)
                         || wants.iter().all(|w| perms.contains(w)))
             })
@@ -327,7 +373,7 @@ mod tests {
                 for (with_policies, table) in
                     [(true, &with as &dyn PolicyCheck), (false, &NoPolicies)]
                 {
-                    let got = allowed_id(&roots, table, caller, action, "app/db");
+                    let got = allowed_id(&roots, table, caller, action, Some("app/db"));
                     assert_eq!(
                         got,
                         expected(caller, action, with_policies),
@@ -336,6 +382,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The pre-body check never refuses what the full check would allow on some path, and it
+    /// refuses callers with no role and no policy.
+    #[test]
+    fn the_pre_body_check_is_a_necessary_condition() {
+        let roots = roots();
+        let with = policies();
+        let paths = [
+            "app/db",
+            "app/other",
+            "",
+            SYSTEM_ACL_PATH,
+            SYSTEM_SECRET_PATH,
+        ];
+        for caller in [
+            SUPER, RECOVER, RESTORE, BOOTSTRAP, KEEPER, NEXUS, LITE, PLAIN, GRANTED,
+        ] {
+            for action in ALL_ACTIONS {
+                for table in [&with as &dyn PolicyCheck, &NoPolicies] {
+                    let may = allowed_id(&roots, table, caller, action, None);
+                    for path in paths {
+                        if allowed_id(&roots, table, caller, action, Some(path)) {
+                            assert!(may, "{caller} {action:?} {path}");
+                        }
+                    }
+                }
+            }
+            for action in ALL_ACTIONS {
+                if caller == PLAIN {
+                    assert!(
+                        !allowed_id(&roots, &with, caller, action, None),
+                        "{action:?}: a caller without policies is refused before the body"
+                    );
+                }
+            }
+        }
+        assert!(!may_be_allowed(&roots, &with, None, Action::SecretGet));
     }
 
     #[test]
@@ -350,28 +434,28 @@ mod tests {
             &table,
             PLAIN,
             Action::SecretGet,
-            "app/db"
+            Some("app/db")
         ));
         assert!(allowed_id(
             &roots,
             &table,
             PLAIN,
             Action::SecretMetadata,
-            "app/db"
+            Some("app/db")
         ));
         assert!(!allowed_id(
             &roots,
             &table,
             PLAIN,
             Action::SecretPut,
-            "app/db"
+            Some("app/db")
         ));
         assert!(!allowed_id(
             &roots,
             &table,
             PLAIN,
             Action::SecretGet,
-            "app/other"
+            Some("app/other")
         ));
         // list checks spike/system/secret, not the request path
         assert!(!allowed_id(
@@ -379,10 +463,22 @@ mod tests {
             &table,
             PLAIN,
             Action::SecretList,
-            "app/db"
+            Some("app/db")
         ));
-        assert!(allowed_id(&roots, &table, PLAIN, Action::CipherEncrypt, ""));
-        assert!(!allowed_id(&roots, &table, PLAIN, Action::PolicyGet, ""));
+        assert!(allowed_id(
+            &roots,
+            &table,
+            PLAIN,
+            Action::CipherEncrypt,
+            Some("")
+        ));
+        assert!(!allowed_id(
+            &roots,
+            &table,
+            PLAIN,
+            Action::PolicyGet,
+            Some("")
+        ));
     }
 
     #[test]
@@ -398,7 +494,7 @@ mod tests {
                 &NoPolicies,
                 bad,
                 Action::SecretGet,
-                "a"
+                Some("a")
             ));
         }
         // No SPIFFE ID on the connection at all: denied.
@@ -422,7 +518,7 @@ mod tests {
             &NoPolicies,
             "spiffe://example.org/spike/pilot/role/superuser/alice",
             Action::PolicyPut,
-            ""
+            Some("")
         ));
     }
 }

@@ -25,6 +25,7 @@ use spike_daemon::common::{
     Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
 };
 use spike_daemon::config::{ConfigError, GoDuration, parse_listen_addr};
+use spike_daemon::limits::{Limits, RawLimits};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
 use spike_identity::SpiffeId;
 use spike_proto::spiffe_id::{Role, TrustRoots};
@@ -132,14 +133,36 @@ pub struct ConfigFile {
     pub health_socket: Option<PathBuf>,
     /// Prometheus listen address; `""` disables it.
     pub metrics_listen: String,
-    /// Maximum request body size in bytes (larger bodies get 400).
-    pub request_body_limit: usize,
-    /// Maximum number of concurrent connections on the API listener.
-    pub max_connections: usize,
+    /// Connections of the health socket; when full, the oldest is dropped.
+    pub health_max_connections: usize,
+    /// Connections of the metrics listener; when full, the oldest is dropped.
+    pub metrics_max_connections: usize,
+    /// Connections in the TLS handshake; when full, the oldest is dropped.
+    pub max_handshakes: usize,
+    /// Connections in the TLS handshake from one source IP.
+    pub max_handshakes_per_ip: usize,
     /// TLS handshake timeout.
     pub handshake_timeout: GoDuration,
+    /// Authenticated connections on the API listener.
+    pub max_connections: usize,
+    /// Authenticated connections of one SPIFFE ID.
+    pub max_connections_per_peer: usize,
     /// HTTP header read timeout (Go's `ReadHeaderTimeout`).
     pub read_header_timeout: GoDuration,
+    /// Maximum request body size in bytes (larger bodies get 400).
+    pub request_body_limit: usize,
+    /// Base time to read one request body.
+    pub request_body_timeout: GoDuration,
+    /// Bytes per second a request body must at least arrive at.
+    pub request_body_min_rate: u64,
+    /// Request body bytes in memory, all peers.
+    pub request_body_budget: usize,
+    /// Request body bytes in memory, one SPIFFE ID.
+    pub request_body_budget_per_peer: usize,
+    /// Bound on a response write with no progress.
+    pub write_timeout: GoDuration,
+    /// Longest life of one connection.
+    pub max_connection_lifetime: GoDuration,
     /// Time in-flight requests get after SIGTERM.
     pub shutdown_grace: GoDuration,
     /// First retry interval of the keeper recovery loop.
@@ -175,16 +198,49 @@ impl Default for ConfigFile {
             spiffe_timeout: GoDuration(Duration::from_secs(30)),
             health_socket: None,
             metrics_listen: "127.0.0.1:9553".to_owned(),
-            request_body_limit: 4 << 20,
-            max_connections: 1024,
+            health_max_connections: 32,
+            metrics_max_connections: 32,
+            max_handshakes: 256,
+            max_handshakes_per_ip: 128,
             handshake_timeout: GoDuration(Duration::from_secs(10)),
+            max_connections: 1024,
+            max_connections_per_peer: 256,
             read_header_timeout: GoDuration(Duration::from_secs(10)),
+            request_body_limit: 4 << 20,
+            request_body_timeout: GoDuration(Duration::from_secs(10)),
+            request_body_min_rate: 256 * 1024,
+            request_body_budget: 64 << 20,
+            request_body_budget_per_peer: 16 << 20,
+            write_timeout: GoDuration(Duration::from_secs(10)),
+            max_connection_lifetime: GoDuration(Duration::from_secs(600)),
             shutdown_grace: GoDuration(Duration::from_secs(10)),
             recovery_initial_interval: GoDuration(Duration::from_millis(500)),
             recovery_max_interval: GoDuration(Duration::from_secs(60)),
             log_level: None,
             log_target: LogTarget::Auto,
             require_mlock: false,
+        }
+    }
+}
+
+impl ConfigFile {
+    /// The API listener's limit keys.
+    #[must_use]
+    pub fn raw_limits(&self) -> RawLimits {
+        RawLimits {
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            handshake_timeout: self.handshake_timeout.0,
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            read_header_timeout: self.read_header_timeout.0,
+            request_body_limit: self.request_body_limit,
+            request_body_timeout: self.request_body_timeout.0,
+            request_body_min_rate: self.request_body_min_rate,
+            request_body_budget: self.request_body_budget,
+            request_body_budget_per_peer: self.request_body_budget_per_peer,
+            write_timeout: self.write_timeout.0,
+            max_connection_lifetime: self.max_connection_lifetime.0,
         }
     }
 }
@@ -237,14 +293,12 @@ pub struct Config {
     pub health_socket: Option<PathBuf>,
     /// Metrics listen address, if enabled.
     pub metrics_listen: Option<SocketAddr>,
-    /// Request body limit.
-    pub request_body_limit: usize,
-    /// Connection cap.
-    pub max_connections: usize,
-    /// TLS handshake timeout.
-    pub handshake_timeout: Duration,
-    /// HTTP header read timeout.
-    pub read_header_timeout: Duration,
+    /// Connections of the health socket (at least 1).
+    pub health_max_connections: usize,
+    /// Connections of the metrics listener (at least 1).
+    pub metrics_max_connections: usize,
+    /// The API listener's connection, time and memory limits.
+    pub limits: Limits,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Recovery backoff start.
@@ -431,13 +485,18 @@ impl TryFrom<ConfigFile> for Config {
                 message: "must be at least 1".to_owned(),
             });
         }
-        let server = spike_daemon::common::ServerSettings::parse(
-            raw.max_connections,
-            raw.request_body_limit,
-            raw.handshake_timeout.0,
-            raw.read_header_timeout.0,
-            raw.shutdown_grace.0,
-        )?;
+        let limits = Limits::parse(raw.raw_limits())?;
+        for (key, n) in [
+            ("health_max_connections", raw.health_max_connections),
+            ("metrics_max_connections", raw.metrics_max_connections),
+        ] {
+            if n == 0 {
+                return Err(NexusConfigError::Value {
+                    key,
+                    message: "must be at least 1".to_owned(),
+                });
+            }
+        }
         let metrics_listen = match raw.metrics_listen.trim() {
             "" => None,
             s => Some(parse_listen_addr(s).map_err(|e| NexusConfigError::Listen {
@@ -483,11 +542,10 @@ impl TryFrom<ConfigFile> for Config {
             spiffe_timeout: identity.timeout,
             health_socket,
             metrics_listen,
-            request_body_limit: server.request_body_limit,
-            max_connections: server.max_connections,
-            handshake_timeout: server.handshake_timeout,
-            read_header_timeout: server.read_header_timeout,
-            shutdown_grace: server.shutdown_grace,
+            health_max_connections: raw.health_max_connections,
+            metrics_max_connections: raw.metrics_max_connections,
+            limits,
+            shutdown_grace: raw.shutdown_grace.0,
             recovery_initial_interval: positive(
                 "recovery_initial_interval",
                 raw.recovery_initial_interval.0,
@@ -646,7 +704,7 @@ mod tests {
         .unwrap();
         let cfg = load(Some(&path), &env).unwrap();
         assert_eq!(cfg.spiffe_timeout, Duration::from_secs(7));
-        assert_eq!(cfg.request_body_limit, 2048);
+        assert_eq!(cfg.limits.request_body_limit, 2048);
         assert_eq!(cfg.shutdown_grace, Duration::from_secs(3));
         let pairs: Vec<_> = cfg.deprecations.iter().map(|d| (d.old, d.new)).collect();
         assert_eq!(

@@ -182,16 +182,20 @@ pub async fn start(
     let state = NexusState::new(Arc::clone(&config), notifier.clone(), Metrics::new())?;
     let keepers = Keepers::new(&identity, &config)?;
     let server_config = identity.server_config(spike_identity::allow_any())?;
-    let acceptor = MtlsAcceptor::new(server_config, config.handshake_timeout);
+    let acceptor = MtlsAcceptor::new(server_config, config.limits.handshake_timeout);
     let api_options = spike_daemon::serve::ServeOptions {
         name: "SPIKE Nexus API",
-        max_connections: config.max_connections,
-        read_header_timeout: config.read_header_timeout,
+        limits: config.limits,
         shutdown_grace: config.shutdown_grace,
     };
-    let options = ServeOptions {
-        read_header_timeout: config.read_header_timeout,
+    let health_options = ServeOptions {
+        limits: config.limits,
+        max_connections: config.health_max_connections,
         grace: config.shutdown_grace,
+    };
+    let metrics_options = ServeOptions {
+        max_connections: config.metrics_max_connections,
+        ..health_options
     };
 
     let (api_listener, origin) = listen.tcp_or_bind("api", config.listen).await?;
@@ -246,7 +250,7 @@ pub async fn start(
         Some((listener, path)) => {
             let router = api::health_router(state.clone());
             tasks.spawn("health", move |t| async move {
-                server::serve_unix(listener, router, options, t)
+                server::serve_unix(listener, router, health_options, t)
                     .await
                     .or_else(|e| cut_off("health", &e))
             });
@@ -257,7 +261,7 @@ pub async fn start(
     if let Some(listener) = metrics {
         let router = metrics_router(state.clone());
         tasks.spawn("metrics", move |t| async move {
-            server::serve_plain_tcp(listener, router, options, t)
+            server::serve_plain_tcp(listener, router, metrics_options, t)
                 .await
                 .or_else(|e| cut_off("metrics", &e))
         });

@@ -158,6 +158,10 @@ fn main() -> ExitCode {
         }
     }
     let result = tokio::runtime::Builder::new_multi_thread()
+        // Bounded thread count: with memory locked, every thread's stack is resident, and
+        // tokio's default blocking pool (512 threads) could alone outgrow the unit's
+        // MemoryMax=; store work (SQLite reads and the group commit) runs on the blocking pool.
+        .max_blocking_threads(32)
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)

@@ -1,16 +1,24 @@
 //! The plain (no TLS, no peer ID) accept loops: the health unix socket and the metrics
 //! listener. The mTLS API listener is [`spike_daemon::serve::serve_mtls`], shared with Keeper.
 //!
-//! Both loops use the same per-connection driver, accept backoff and shutdown semantics as the
-//! API listener: on cancellation the loop stops accepting, each connection finishes its
-//! in-flight request and closes, and connections still open after the grace period are
-//! dropped ([`GraceExpired`]).
+//! Both loops use the same per-connection driver (header, body and write deadlines, connection
+//! lifetime), accept backoff and shutdown semantics as the API listener: on cancellation the
+//! loop stops accepting, each connection finishes its in-flight request and closes, and
+//! connections still open after the grace period are dropped ([`GraceExpired`]).
+//!
+//! Each loop holds at most `max_connections` connections (`health_max_connections`,
+//! `metrics_max_connections`). When full, a new connection drops the **oldest** one
+//! ([`EvictingSlots`]): a probe completes in a millisecond, so idle connections piled up by a
+//! local client are the ones that go, and `spike-ready.service`'s probe still gets through.
+//! Their routes never read a request body, so no body budget applies.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use spike_daemon::serve::{ACCEPT_BACKOFF, Connections, serve_connection};
+use spike_daemon::limits::{EvictingSlots, Limits};
+use spike_daemon::serve::{ACCEPT_BACKOFF, ConnectionContext, Connections, serve_connection};
 use spike_daemon::shutdown::GraceExpired;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -19,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 /// Settings of the plain accept loops.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// HTTP header read timeout.
-    pub read_header_timeout: Duration,
+    /// Header, body and write deadlines and the connection lifetime (the API's).
+    pub limits: Limits,
+    /// Connections held at once; when full, the oldest is dropped (at least 1).
+    pub max_connections: usize,
     /// How long in-flight connections get after cancellation.
     pub grace: Duration,
 }
@@ -37,7 +47,7 @@ pub async fn serve_unix(
     token: CancellationToken,
 ) -> Result<(), GraceExpired> {
     let l = &listener;
-    let accept = move || async move { l.accept().await.map(|(s, _)| s) };
+    let accept = move || async move { l.accept().await.map(|(s, _)| (s, None)) };
     serve_plain(accept, "the health socket", router, options, token).await
 }
 
@@ -53,7 +63,7 @@ pub async fn serve_plain_tcp(
     token: CancellationToken,
 ) -> Result<(), GraceExpired> {
     let l = &listener;
-    let accept = move || async move { l.accept().await.map(|(s, _)| s) };
+    let accept = move || async move { l.accept().await.map(|(s, a)| (s, Some(a))) };
     serve_plain(accept, "the metrics listener", router, options, token).await
 }
 
@@ -68,11 +78,12 @@ async fn serve_plain<S, F, Fut>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::io::Result<S>>,
+    Fut: Future<Output = std::io::Result<(S, Option<SocketAddr>)>>,
 {
     let connections = Connections::new();
+    let slots = EvictingSlots::new(options.max_connections, options.max_connections);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer_addr) = tokio::select! {
             () = token.cancelled() => break,
             r = accept() => match r {
                 Ok(s) => s,
@@ -83,14 +94,30 @@ where
                 }
             },
         };
-        connections.spawn(serve_connection(
-            stream,
-            router.clone(),
-            None,
-            token.clone(),
-            options.read_header_timeout,
-            None,
-        ));
+        let (ticket, dropped) = slots.take(peer_addr.map(|a| a.ip()));
+        if dropped > 0
+            && let Some(n) = slots.record_evictions(dropped)
+        {
+            tracing::warn!(
+                dropped = n,
+                "{what}: dropped {n} connection(s), the oldest first: {} were open (idle \
+                 clients; summarised once a minute)",
+                options.max_connections
+            );
+        }
+        let cx = ConnectionContext {
+            peer: None,
+            pass: None,
+            lifetime: options.limits.max_connection_lifetime,
+            peer_addr,
+        };
+        let conn = serve_connection(stream, router.clone(), cx, options.limits, token.clone());
+        connections.spawn(async move {
+            tokio::select! {
+                () = ticket.evicted() => {}
+                () = conn => {}
+            }
+        });
     }
     connections.drain(what, options.grace).await
 }

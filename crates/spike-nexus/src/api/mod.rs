@@ -4,8 +4,9 @@
 //! Dispatch order (docs/protocol.md#conventions): `GET|HEAD /v1/sys/{health,seal-status}` (extension, no auth) →
 //! method ≠ POST → 400 `api_bad_request` → readiness gate (sealed and not memory and path not
 //! operator recover/restore → 503 `state_not_ready`, before route lookup) → exact path +
-//! `?action=` lookup (lite mode: its subset) → 400 when unknown → read the body (limit → 400)
-//! → handler. Handlers parse, then authorize, then validate (docs/protocol.md#secrets). Every error goes through
+//! `?action=` lookup (lite mode: its subset) → 400 when unknown → pre-body authorization
+//! ([`authz::may_be_allowed`]: 401 for a caller no role or policy could allow) → read the body
+//! (limit → 400, deadline → 400) → handler. Handlers parse, then authorize, then validate (docs/protocol.md#secrets). Every error goes through
 //! [`error::ApiError`] and is rendered once here with the route's typed error body.
 
 pub mod bootstrap;
@@ -304,7 +305,28 @@ pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response
         return finish("fallback", &path, resp);
     };
     let action = Action::from(route);
-    let body = match read_body(body, state.config().request_body_limit).await {
+    // Authorization that does not need the body runs before the body is read: a caller that
+    // no policy or role could allow never makes Nexus buffer (or wait for) a body.
+    let may = match state.unsealed() {
+        Some(u) => authz::may_be_allowed(
+            &state.config().trust_roots,
+            &u.store,
+            peer_id.as_ref(),
+            action,
+        ),
+        None => authz::may_be_allowed(
+            &state.config().trust_roots,
+            &NoPolicies,
+            peer_id.as_ref(),
+            action,
+        ),
+    };
+    if !may {
+        let err = ApiError::from(authz::AuthzError::Denied { action });
+        log_error(&err, action.name(), &peer, &request_id);
+        return finish(action.name(), &path, error_response(route, &err));
+    }
+    let body = match read_body(body, state.config().limits.request_body_limit).await {
         Ok(b) => b,
         Err(resp) => return finish(action.name(), &path, resp),
     };

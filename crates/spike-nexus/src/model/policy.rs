@@ -159,6 +159,12 @@ impl Policy {
         }
         permissions_satisfy(&self.permissions, wants)
     }
+
+    /// Whether this policy could grant `wants` to `peer_id` on some path: the ID pattern
+    /// matches and the permissions suffice (the path is not known yet).
+    pub fn may_grant(&self, peer_id: &str, wants: &[Permission]) -> bool {
+        self.id_regex.is_match(peer_id) && permissions_satisfy(&self.permissions, wants)
+    }
 }
 
 /// `ValidatePolicyPermissions`: `super` is a joker, otherwise every wanted permission must be present.

@@ -448,6 +448,16 @@ impl Store {
             .any(|p| p.grants(peer_id, path, wants))
     }
 
+    /// True when some policy for `peer_id` grants every wanted permission (or `super`) on some
+    /// path (the pre-body check of [`crate::authz::may_be_allowed`]).
+    pub fn may_grant(&self, peer_id: &str, wants: &[Permission]) -> bool {
+        self.inner
+            .policies
+            .read()
+            .values()
+            .any(|p| p.may_grant(peer_id, wants))
+    }
+
     /// True when the backend holds no secrets and no policies.
     ///
     /// # Errors

@@ -297,9 +297,6 @@ async fn bad_inputs_get_spike_error_codes_and_lose_nothing() {
         ("/v1/store/secrets/", None, "{}"),
         ("/v1/auth/initialization", Some("check"), "{}"),
         ("/v1/acl/policy", Some("undelete"), "{}"),
-        // memory mode: recover/restore are 400
-        ("/v1/operator/recover", None, "{}"),
-        ("/v1/operator/restore", None, r#"{"id":1,"shard":[1]}"#),
     ];
     for (path, action, body) in cases {
         let raw = post_json(&su, path, *action, body).await;
@@ -314,6 +311,20 @@ async fn bad_inputs_get_spike_error_codes_and_lose_nothing() {
             "api_bad_request",
             "{path} {action:?} {body}"
         );
+    }
+
+    // memory mode: recover/restore are 400 for their roles; any other caller is refused (401)
+    // before its body is read
+    for (path, body, role) in [
+        ("/v1/operator/recover", "{}", RECOVER),
+        ("/v1/operator/restore", r#"{"id":1,"shard":[1]}"#, RESTORE),
+    ] {
+        let raw = post_json(&su, path, None, body).await;
+        assert_eq!(raw.status, 401, "{path}");
+        let operator = w.client(role, &nexus).await.unwrap();
+        let raw = post_json(&operator, path, None, body).await;
+        assert_eq!(raw.status, 400, "{path}");
+        assert_eq!(body_json(&raw)["err"], "api_bad_request", "{path}");
     }
 
     // huge body -> 400

@@ -1,6 +1,8 @@
 //! spike-nexus integration tests: one binary, one module per area.
 
 #[cfg(test)]
+mod abuse;
+#[cfg(test)]
 mod api;
 #[cfg(test)]
 mod bootstrap_e2e;
