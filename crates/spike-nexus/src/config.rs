@@ -22,8 +22,10 @@ use serde::Deserialize;
 use spike_daemon::EnvSource;
 pub use spike_daemon::common::TrustRootsFile;
 use spike_daemon::common::{
-    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
+    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, KeeperPin,
+    SERVER_ALIASES,
 };
+pub use spike_daemon::common::{KeeperIdentity, KeeperPeerEntry, KeeperPeersFile};
 use spike_daemon::config::{ConfigError, GoDuration, parse_listen_addr};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
 use spike_identity::SpiffeId;
@@ -36,6 +38,7 @@ pub const ENV_MAP: &[(&str, &str)] = &[
     ("SPIKE_NEXUS_TLS_PORT", "listen"),
     ("SPIKE_NEXUS_BACKEND_STORE", "backend_store"),
     ("SPIKE_NEXUS_KEEPER_PEERS", "keeper_peers"),
+    ("SPIKE_NEXUS_KEEPER_IDENTITY", "keeper_identity"),
     ("SPIKE_NEXUS_SHAMIR_SHARES", "shamir_shares"),
     ("SPIKE_NEXUS_SHAMIR_THRESHOLD", "shamir_threshold"),
     (
@@ -82,15 +85,9 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run";
 /// Name of the SQLite database file inside the data directory.
 pub const DB_FILE_NAME: &str = "spike.db";
 
-/// A keeper list as written in TOML (array) or in `SPIKE_NEXUS_KEEPER_PEERS` (comma list).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum PeerList {
-    /// `"https://a:8443,https://b:8443"`
-    Comma(String),
-    /// `["https://a:8443", "https://b:8443"]`
-    List(Vec<String>),
-}
+/// A keeper list as written in TOML (array of URLs or `{ url, spiffe_id }` tables) or in
+/// `SPIKE_NEXUS_KEEPER_PEERS` (comma list of URLs).
+pub type PeerList = KeeperPeersFile;
 
 /// The raw configuration document.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,8 +97,12 @@ pub struct ConfigFile {
     pub listen: String,
     /// `sqlite`, `lite` or `memory` (case-insensitive).
     pub backend_store: String,
-    /// Keeper base URLs; the shard id of a keeper is its 1-based position.
+    /// Keeper base URLs, optionally pinned to SPIFFE IDs; the shard id of a keeper is its
+    /// 1-based position.
     pub keeper_peers: Option<PeerList>,
+    /// `position` (default: keeper *i* must present `…/spike/keeper/<i>`) or `role` (any
+    /// Keeper ID, as SPIKE).
+    pub keeper_identity: String,
     /// Total number of shards (must equal the keeper count in sqlite/lite mode).
     pub shamir_shares: u16,
     /// Shards needed to reconstruct the root key.
@@ -160,6 +161,7 @@ impl Default for ConfigFile {
             listen: ":8553".to_owned(),
             backend_store: "sqlite".to_owned(),
             keeper_peers: None,
+            keeper_identity: "position".to_owned(),
             shamir_shares: 3,
             shamir_threshold: 2,
             shamir_max_share_count: 1000,
@@ -196,6 +198,9 @@ pub struct KeeperPeer {
     pub id: u16,
     /// Base URL, e.g. `https://keeper-1:8443`.
     pub url: String,
+    /// The SPIFFE ID the keeper must present (`None`: any Keeper ID, `keeper_identity =
+    /// "role"`).
+    pub spiffe_id: Option<SpiffeId>,
 }
 
 /// The validated configuration.
@@ -271,6 +276,26 @@ impl Config {
         self.trust_roots
             .trust_domain_names(&spike_proto::spiffe_id::Role::ALL)
     }
+
+    /// Settings that work but weaken the root key's protection (keepers accepted by role
+    /// alone, threshold 1): printed by `check-config` and logged at every start.
+    pub fn warnings(&self) -> Vec<String> {
+        let pins: Vec<KeeperPin> = self
+            .keepers
+            .iter()
+            .map(|k| KeeperPin {
+                url: k.url.clone(),
+                spiffe_id: k.spiffe_id.clone(),
+            })
+            .collect();
+        let threshold = if self.backend == BackendKind::Memory {
+            // Memory mode splits no key.
+            0
+        } else {
+            self.threshold
+        };
+        spike_daemon::common::keeper_warnings(&pins, threshold)
+    }
 }
 
 /// The config spelling of a backend.
@@ -331,21 +356,17 @@ fn parse_backend(s: &str) -> Result<BackendKind, NexusConfigError> {
     }
 }
 
-fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfigError> {
-    let raw: Vec<String> = match list {
-        None => return Ok(Vec::new()),
-        Some(PeerList::Comma(s)) if s.trim().is_empty() => return Ok(Vec::new()),
-        Some(PeerList::Comma(s)) => s.split(',').map(|p| p.trim().to_owned()).collect(),
-        Some(PeerList::List(v)) => v.iter().map(|p| p.trim().to_owned()).collect(),
-    };
-    let mut out: Vec<KeeperPeer> = Vec::with_capacity(raw.len());
-    for (index, url) in raw.into_iter().enumerate() {
-        if url.is_empty() {
-            return Err(NexusConfigError::Keepers(format!(
-                "entry {} is empty",
-                index + 1
-            )));
-        }
+fn parse_keepers(
+    list: Option<&PeerList>,
+    mode: &str,
+    roots: &TrustRoots,
+) -> Result<Vec<KeeperPeer>, NexusConfigError> {
+    let mode = KeeperIdentity::parse(mode)?;
+    let pins = spike_daemon::common::keeper_pins(list, mode, roots)
+        .map_err(|e| NexusConfigError::Keepers(e.message))?;
+    let mut out: Vec<KeeperPeer> = Vec::with_capacity(pins.len());
+    for (index, pin) in pins.into_iter().enumerate() {
+        let url = pin.url;
         let uri: http::Uri = url
             .parse()
             .map_err(|_| NexusConfigError::Keepers(format!("{url:?} is not a URL")))?;
@@ -354,7 +375,6 @@ fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfig
                 "{url:?} must be an https URL with a host"
             )));
         }
-        let url = url.trim_end_matches('/').to_owned();
         if out.iter().any(|k| k.url == url) {
             return Err(NexusConfigError::Keepers(format!(
                 "{url:?} is listed twice"
@@ -362,7 +382,11 @@ fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfig
         }
         let id = u16::try_from(index + 1)
             .map_err(|_| NexusConfigError::Keepers("too many keepers".to_owned()))?;
-        out.push(KeeperPeer { id, url });
+        out.push(KeeperPeer {
+            id,
+            url,
+            spiffe_id: pin.spiffe_id,
+        });
     }
     Ok(out)
 }
@@ -386,7 +410,12 @@ impl TryFrom<ConfigFile> for Config {
             message: e.to_string(),
         })?;
         let backend = parse_backend(&raw.backend_store)?;
-        let keepers = parse_keepers(raw.keeper_peers.as_ref())?;
+        let trust_roots = raw.trust_roots.resolve(&Role::ALL)?;
+        let keepers = parse_keepers(
+            raw.keeper_peers.as_ref(),
+            &raw.keeper_identity,
+            &trust_roots,
+        )?;
         let (shares, threshold) = (raw.shamir_shares, raw.shamir_threshold);
         if threshold == 0 || threshold > shares {
             return Err(NexusConfigError::Shamir(format!(
@@ -477,7 +506,7 @@ impl TryFrom<ConfigFile> for Config {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            trust_roots: raw.trust_roots.resolve(&Role::ALL)?,
+            trust_roots,
             spiffe_endpoint: identity.endpoint,
             spiffe_id: identity.spiffe_id,
             spiffe_timeout: identity.timeout,

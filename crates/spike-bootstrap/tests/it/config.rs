@@ -32,7 +32,16 @@ fn spike_env_vars_configure_everything() {
         .with("STATE_DIRECTORY", "/run/state/spike-bootstrap:/other");
     let c = BootstrapConfig::from_toml("", &e).unwrap();
     assert_eq!(c.keepers.len(), 3);
-    assert_eq!(c.keepers[1].host(), "k2");
+    assert_eq!(c.keepers[1].url.host(), "k2");
+    // URL-only keepers are pinned by position under the keeper trust root.
+    assert_eq!(
+        c.keepers[1]
+            .spiffe_id
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("spiffe://spike.ist/spike/keeper/2")
+    );
     assert_eq!((c.shares, c.threshold), (3, 2));
     assert_eq!(c.nexus_api_url.host(), "nexus.example");
     assert_eq!(c.keeper_retry.max_attempts, 7);
