@@ -654,6 +654,83 @@ mod tests {
     }
 
     #[test]
+    fn keepers_are_pinned_by_position_by_table_or_by_role_with_a_warning() {
+        // The env form (URLs only) is pinned by position under the keeper trust root.
+        let cfg = load(None, &env3().with("SPIKE_TRUST_ROOT_KEEPER", "td.org")).unwrap();
+        let ids: Vec<String> = cfg
+            .keepers
+            .iter()
+            .map(|k| k.spiffe_id.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "spiffe://td.org/spike/keeper/1",
+                "spiffe://td.org/spike/keeper/2",
+                "spiffe://td.org/spike/keeper/3"
+            ]
+        );
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/keeper/x\" }, \
+             \"https://b:1\", \"https://c:1\"]\n",
+        )
+        .unwrap();
+        let cfg = load(Some(&path), &MapEnv::new()).unwrap();
+        assert_eq!(
+            cfg.keepers[0].spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://spike.ist/spike/keeper/x"
+        );
+        assert_eq!(
+            cfg.keepers[1].spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://spike.ist/spike/keeper/2"
+        );
+
+        // Two keepers expecting one ID, or a pin that is not a Keeper ID: refused.
+        for bad in [
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/keeper/2\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/nexus\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_peers = [{ url = \"https://a:1\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_identity = \"nobody\"\nkeeper_peers = [\"https://a:1\", \"https://b:1\", \"https://c:1\"]\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(load(Some(&path), &MapEnv::new()).is_err(), "{bad}");
+        }
+
+        // Role only (SPIKE): accepted, and warned about.
+        let cfg = load(None, &env3().with("SPIKE_NEXUS_KEEPER_IDENTITY", "role")).unwrap();
+        assert!(cfg.keepers.iter().all(|k| k.spiffe_id.is_none()));
+        let warnings = cfg.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("by role alone"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn threshold_one_is_accepted_with_a_warning() {
+        let cfg = load(None, &env3().with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "1")).unwrap();
+        assert_eq!(cfg.threshold, 1);
+        let warnings = cfg.warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("shamir_threshold = 1")),
+            "{warnings:?}"
+        );
+        let cfg = load(
+            None,
+            &MapEnv::new()
+                .with("SPIKE_NEXUS_BACKEND_STORE", "memory")
+                .with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "1"),
+        )
+        .unwrap();
+        assert!(cfg.warnings().is_empty(), "memory mode splits no key");
+    }
+
+    #[test]
     fn shamir_rules() {
         let env = env3().with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "4");
         assert!(load(None, &env).is_err());
