@@ -8,7 +8,10 @@
 //!    marker and stop without re-keying; `501` (never bootstrapped) or no health route (a Go
 //!    Nexus) → go on; with `force`, go on only if Nexus reports it holds no data;
 //! 4. generate a root key, split it (Shamir over the P-256 field, SPIKE-compatible) and
-//!    deliver share *i* to the keeper at position *i* with retries and backoff;
+//!    deliver share *i* to the keeper at position *i* with retries and backoff; the keeper
+//!    must present the SPIFFE ID its URL is pinned to (by default
+//!    `spiffe://<keeper root>/spike/keeper/<i>`) in the TLS handshake, before its share is
+//!    sent;
 //! 5. verify Nexus (docs/protocol.md#root-key-shards-and-recovery-files): it must decrypt a random text sealed with the new key (503 is
 //!    retried until `verification_timeout`; a wrong hash fails at once);
 //! 6. write the done-marker atomically. The root key is zeroized on drop.
