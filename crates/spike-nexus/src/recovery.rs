@@ -222,25 +222,25 @@ async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>) -> boo
     match keys::agreement(&shards, config.shares, config.threshold, MAX_COMBINATIONS) {
         Agreement::TooFew => false,
         Agreement::Agreed(key) => {
-            state.set_disagreement(None);
             match state.unseal(key, ORIGIN_KEEPERS).await {
-                Ok(()) => true,
+                Ok(()) => {
+                    state.set_disagreement(None);
+                    true
+                }
                 Err(UnsealError::WrongKey) => {
-                    let ids: Vec<u16> = collected.keys().copied().collect();
                     let check = if state.is_lite() {
                         format!(
-                            "lite's key check {} (if the keepers were deliberately re-bootstrapped, \
-                             move that file away)",
+                            "lite's key-check file {}",
                             keys::lite_keycheck_path(&config.data_dir).display()
                         )
                     } else {
                         "the database's key check".to_owned()
                     };
-                    tracing::error!(
-                        ?ids,
-                        "shards from these keepers agree on a root key that does not match {check}; \
-                         Nexus stays sealed (stale shards? restore: spike operator restore)"
-                    );
+                    // Logged (at error) and put on STATUS and health when it changes.
+                    state.set_disagreement(Some(Disagreement {
+                        misfits: collected.keys().copied().collect(),
+                        refused_by: Some(check),
+                    }));
                     false
                 }
                 Err(e) => {
@@ -257,7 +257,7 @@ async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>) -> boo
             candidates,
             misfits,
         } => {
-            state.set_disagreement(Some(Disagreement { misfits }));
+            state.set_disagreement(Some(Disagreement::misfits(misfits)));
             if !state.has_key_check() {
                 // Nothing tells which key is right: stay sealed, push nothing.
                 return false;
@@ -397,7 +397,7 @@ async fn sync(state: &NexusState, keepers: &Keepers, full: bool) {
         }
     }
     if !misfits.is_empty() && !operator {
-        state.set_disagreement(Some(Disagreement { misfits }));
+        state.set_disagreement(Some(Disagreement::misfits(misfits)));
         return;
     }
     if operator && !misfits.is_empty() {

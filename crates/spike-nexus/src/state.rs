@@ -113,13 +113,34 @@ pub enum UnsealError {
 /// operator restores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disagreement {
-    /// Keepers (shard ids) whose shards do not fit the key the others agree on.
+    /// Keepers (shard ids) whose shards do not fit the key the others agree on (with
+    /// `refused_by`: every keeper that answered).
     pub misfits: Vec<u16>,
+    /// Set when the shards agree with each other but not with this key check (a path or
+    /// "the database's key check").
+    pub refused_by: Option<String>,
 }
 
 impl Disagreement {
+    /// Keepers `misfits` hold shards that do not fit the key the others agree on.
+    pub fn misfits(misfits: Vec<u16>) -> Self {
+        Self {
+            misfits,
+            refused_by: None,
+        }
+    }
+
     /// The health/log text, naming the keepers and the ways out.
     pub fn describe(&self, unsealed: bool) -> String {
+        if let Some(check) = &self.refused_by {
+            return format!(
+                "keepers disagree with the key check: the shards of keepers {} agree on a root \
+                 key that does not match {check}; no shard is pushed. Restore from the recovery \
+                 shards (spike operator restore), or, only after a deliberate re-bootstrap of a \
+                 lite Nexus, move the key-check file away (docs/operations.md)",
+                crate::keys::id_list(&self.misfits)
+            );
+        }
         let ids = crate::keys::id_list(&self.misfits);
         let (whose, verb) = if self.misfits.len() == 1 {
             (format!("keeper {ids}"), "holds")

@@ -154,7 +154,15 @@ async fn lite_with_one_bogus_shard_stays_sealed_pushes_nothing_until_it_is_clear
         .start_nexus(w.config("lite", &peers, &data).unwrap())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(5, "the refusal is reported", || {
+        nexus
+            .state
+            .health()
+            .keepers_disagree
+            .is_some_and(|t| t.contains("lite-keycheck") && t.contains("spike operator restore"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
         !nexus.state.is_unsealed(),
         "lite accepted a key its key check refuses"
