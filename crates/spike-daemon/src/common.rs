@@ -16,6 +16,8 @@
 //! | trust roots per role | `[trust_roots]` | — | Nexus, Keeper, Bootstrap |
 //! | request body limit | `request_body_limit` | `max_body_bytes` | Nexus, Keeper |
 //! | shutdown grace period | `shutdown_grace` | `shutdown_grace_period` | Nexus, Keeper |
+//! | keepers and their pinned SPIFFE IDs | `keeper_peers` ([`keeper_pins`]) | — | Nexus, Bootstrap |
+//! | ID expected of a keeper given by URL | `keeper_identity` ([`KeeperIdentity`]) | — | Nexus, Bootstrap |
 
 use std::fmt;
 use std::time::Duration;
