@@ -174,7 +174,11 @@ let
     (case "registrations" (map (e: e.selector) c.services.spike.spire.registrations) ([
       "systemd:id:spike-nexus.service"
       "systemd:id:spike-bootstrap.service"
-    ] ++ map (i: "systemd:id:spike-keeper@${toString i}.service") (lib.range 1 5) ++ [ "unix:uid:0" ]))
+    ] ++ map (i: "systemd:id:spike-keeper@${toString i}.service") (lib.range 1 5) ++ [
+      "unix:uid:0"
+      "systemd:id:spike-recover.service"
+      "systemd:id:spike-restore.service"
+    ]))
     (case "registration parent" (lib.unique (map (e: e.parentId) c.services.spike.spire.registrations)) [ "spiffe://example.org/node/local" ])
     (case "spike-register replaced by a drop-in" (builtins.length c.systemd.services.spike-register.serviceConfig.ExecStart) 2)
 
