@@ -36,6 +36,18 @@ let
     };
   } extra)).failedAssertions;
 
+  warned = extra: (eval (lib.recursiveUpdate {
+    services.spike = {
+      trustDomain = "example.org";
+      spire.enable = true;
+      keepers = {
+        enable = true;
+        instances = lib.range 1 5;
+      };
+      nexus.enable = true;
+    };
+  } extra)).warnings;
+
   keeperHost = eval {
     services.spike = {
       trustDomain = "example.org";
@@ -100,6 +112,13 @@ let
     (case "nexus keeper_peers" c.services.spike.nexus.settings.keeper_peers peers)
     (case "nexus shares" c.services.spike.nexus.settings.shamir_shares 5)
     (case "nexus threshold" c.services.spike.nexus.settings.shamir_threshold 3)
+    (case "keepers pinned by position" [
+      c.services.spike.nexus.settings.keeper_identity
+      c.services.spike.bootstrap.settings.keeper_identity
+    ] [ "position" "position" ])
+    (case "threshold 1 warned" (has "services.spike.nexus.settings.shamir_threshold = 1" (warned { services.spike.shamir.threshold = 1; })) true)
+    (case "threshold 1 warned for bootstrap" (has "services.spike.bootstrap.settings.shamir_threshold = 1" (warned { services.spike.shamir.threshold = 1; })) true)
+    (case "role-only keepers warned" (has "services.spike.nexus.settings.keeper_identity = \"role\"" (warned { services.spike.nexus.settings.keeper_identity = "role"; services.spike.bootstrap.settings.keeper_identity = "role"; })) true)
     (case "bootstrap agrees" (with c.services.spike.bootstrap.settings; [
       keeper_peers
       shamir_shares
@@ -175,7 +194,7 @@ let
     ])
     (case "trust root spiffe id" (has "services.spike.keepers.settings.trust_roots.nexus" (bad { services.spike.keepers.settings.trust_roots.nexus = "spiffe://a.org/spike/nexus"; })) true)
     (case "secret in the store" (has "services.spike.spire.agentJoinTokenFile (/nix/store/x-token) is in the Nix store" (bad { services.spike.spire.agentJoinTokenFile = "/nix/store/x-token"; })) true)
-    (case "bootstrap vs nexus" (has "services.spike.bootstrap.settings.{keeper_peers,shamir_shares,shamir_threshold} must equal" mismatch) true)
+    (case "bootstrap vs nexus" (has "services.spike.bootstrap.settings.{keeper_peers,keeper_identity,shamir_shares,shamir_threshold} must equal" mismatch) true)
     (case "duplicate keeper" (has "keeper_peers lists a keeper twice" (bad { services.spike.keeperPeers = [ "https://a:1" "https://a:1" ]; services.spike.shamir.shares = 2; })) true)
 
     (case "keeper host: socket on every address" k.systemd.sockets."spike-keeper@2".listenStreams [

@@ -54,11 +54,12 @@ in
             description = "Nexus base URL.";
           };
           keeper_peers = lib.mkOption {
-            type = lib.types.listOf lib.types.str;
+            type = lib.types.listOf h.keeperPeerType;
             default = cfg.keeperPeers;
             defaultText = lib.literalExpression "config.services.spike.keeperPeers";
-            description = "Keeper base URLs in shard order, exactly as Nexus's.";
+            description = "Keeper base URLs in shard order, exactly as Nexus's (entries may be `{ url, spiffe_id }`).";
           };
+          keeper_identity = h.keeperIdentityOption;
           shamir_shares = lib.mkOption {
             type = lib.types.ints.unsigned;
             default = cfg.shamir.shares;
@@ -108,6 +109,10 @@ in
         serviceConfig = lib.mkIf (bcfg.ipAddressAllow != [ ]) { IPAddressAllow = bcfg.ipAddressAllow; };
       };
 
+      warnings = lib.optionals (bcfg.configFile == null && bcfg.settings.backend_store != "memory") (
+        h.keeperWarnings prefix bcfg.settings
+      );
+
       assertions =
         lib.optionals (bcfg.configFile == null && bcfg.settings.backend_store != "memory") (
           h.shamirAssertions prefix bcfg.settings
@@ -120,8 +125,9 @@ in
             assertion =
               bcfg.settings.keeper_peers == cfg.nexus.settings.keeper_peers
               && bcfg.settings.shamir_shares == cfg.nexus.settings.shamir_shares
-              && bcfg.settings.shamir_threshold == cfg.nexus.settings.shamir_threshold;
-            message = "services.spike.bootstrap.settings.{keeper_peers,shamir_shares,shamir_threshold} must equal services.spike.nexus.settings.{keeper_peers,shamir_shares,shamir_threshold}: Nexus reads the shards Bootstrap hands out (set services.spike.keeperPeers and services.spike.shamir instead of either).";
+              && bcfg.settings.shamir_threshold == cfg.nexus.settings.shamir_threshold
+              && bcfg.settings.keeper_identity == cfg.nexus.settings.keeper_identity;
+            message = "services.spike.bootstrap.settings.{keeper_peers,keeper_identity,shamir_shares,shamir_threshold} must equal services.spike.nexus.settings.{keeper_peers,keeper_identity,shamir_shares,shamir_threshold}: Nexus reads the shards Bootstrap hands out (set services.spike.keeperPeers and services.spike.shamir instead of either).";
           }
         ];
     })

@@ -3,6 +3,8 @@
 let
   spikeLib = import ../nix/lib.nix;
   format = pkgs.formats.toml { };
+  # The URL of a keeper_peers entry (a URL, or { url, spiffe_id }).
+  peerUrl = p: if builtins.isString p then p else p.url or "(no url)";
 in
 spikeLib
 // {
@@ -115,11 +117,37 @@ spikeLib
       }) (spikeLib.trustRootProblems "${prefix}.${role}" roots.${role})
     ) (builtins.filter (r: builtins.isString roots.${r}) (builtins.attrNames roots));
 
+  # A keeper_peers entry: a URL (keeper i must then present spiffe://<keeper root>/spike/keeper/<i>,
+  # keeper_identity = "position") or { url, spiffe_id } pinning the URL to another ID.
+  keeperPeerType = lib.types.either lib.types.str (lib.types.attrsOf lib.types.str);
+  inherit peerUrl;
+
+  # `keeper_identity`, shared by Nexus and Bootstrap.
+  keeperIdentityOption = lib.mkOption {
+    type = lib.types.enum [
+      "position"
+      "role"
+    ];
+    default = "position";
+    description = ''
+      The SPIFFE ID required of a keeper listed by URL alone, checked in the TLS handshake of
+      every keeper call: `position` (keeper i must present
+      `spiffe://<keeper trust root>/spike/keeper/<i>`, the ID services.spike.spire registers for
+      spike-keeper@i) or `role` (any Keeper ID, as SPIKE does; warned about).
+    '';
+  };
+
+  # Warnings shared by Nexus and Bootstrap: keepers accepted by role alone, threshold 1.
+  keeperWarnings =
+    prefix: settings:
+    lib.optional ((settings.keeper_identity or "position") == "role") "${prefix}.keeper_identity = \"role\": any workload with a Keeper SVID answering at a keeper URL receives that keeper's shard; keep the default \"position\" or pin each URL with { url, spiffe_id }."
+    ++ lib.optional ((settings.shamir_threshold or null) == 1) "${prefix}.shamir_threshold = 1: every keeper's shard alone is the whole root key, so one compromised keeper discloses every secret; use 2 or more (services.spike.shamir.threshold).";
+
   # Assertions shared by Nexus and Bootstrap: one shard per keeper and a threshold in range.
   shamirAssertions =
     prefix: settings:
     let
-      peers = settings.keeper_peers;
+      peers = map peerUrl settings.keeper_peers;
       n = builtins.length peers;
     in
     [

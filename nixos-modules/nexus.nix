@@ -58,11 +58,12 @@ in
             description = "`sqlite`: encrypted database; `lite`: encryption as a service; `memory`: nothing persisted, no keepers.";
           };
           keeper_peers = lib.mkOption {
-            type = lib.types.nullOr (lib.types.listOf lib.types.str);
+            type = lib.types.nullOr (lib.types.listOf h.keeperPeerType);
             default = unlessMemory cfg.keeperPeers;
             defaultText = lib.literalMD "`config.services.spike.keeperPeers` (unset with the `memory` backend)";
-            description = "Keeper base URLs in shard order.";
+            description = "Keeper base URLs in shard order; an entry may be `{ url, spiffe_id }` to pin the URL to an ID other than `…/spike/keeper/<position>`.";
           };
+          keeper_identity = h.keeperIdentityOption;
           shamir_shares = lib.mkOption {
             type = lib.types.nullOr lib.types.ints.unsigned;
             default = unlessMemory cfg.shamir.shares;
@@ -158,6 +159,10 @@ in
     networking.firewall.allowedTCPPorts = lib.mkIf (ncfg.openFirewall && port != null) [
       (lib.toInt port)
     ];
+
+    warnings = lib.optionals (ncfg.configFile == null && ncfg.settings.backend_store != "memory") (
+      h.keeperWarnings prefix ncfg.settings
+    );
 
     assertions =
       lib.optionals (ncfg.configFile == null && ncfg.settings.backend_store != "memory") (

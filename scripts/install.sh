@@ -12,7 +12,8 @@
 #   --spire-from DIR    spire-server and spire-agent (default: scripts/build-spire.sh)
 #   --keepers N         keeper instances on this host (default 3)
 #   --threshold T       Shamir threshold (default: a majority of the keepers, 2 of 3, 3 of 5;
-#                       the NixOS module's default too)
+#                       the NixOS module's default too); 1 works but is warned about: each
+#                       keeper's shard alone is then the whole root key
 #   --trust-domain TD   SPIFFE trust domain (default spike.internal)
 #   --no-enable         do not enable spike.target
 #   --force-config      overwrite existing files in /etc/spike and /etc/spire
@@ -63,6 +64,10 @@ if [[ -z "$THRESHOLD" ]]; then
 fi
 [[ "$THRESHOLD" =~ ^[1-9][0-9]?$ ]] && ((THRESHOLD <= KEEPERS)) \
   || { echo "install.sh: --threshold must be 1..keepers (got $THRESHOLD with $KEEPERS keepers)" >&2; exit 64; }
+if ((THRESHOLD == 1)); then
+  echo "install.sh: warning: threshold 1: every keeper's shard alone is the whole root key, so one" \
+    "compromised keeper (or its memory) discloses every secret; use --threshold 2 or more" >&2
+fi
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
 case "$ROLE" in all|server|keeper) ;; *) echo "install.sh: --role must be all, server or keeper" >&2; exit 64 ;; esac
 [[ "$KEEPER_ID" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keeper-id must be 1..99" >&2; exit 64; }

@@ -209,7 +209,8 @@ for impl in go rs; do
   register spike/nexus "$(uid_of "spikebench-$impl-nexus")"
   register spike/bootstrap "$(uid_of "spikebench-$impl-bootstrap")"
   for i in $(seq 1 "$keepers"); do
-    register spike/keeper "$(uid_of "spikebench-$impl-keeper$i")"
+    # One ID per keeper (SPIKE accepts any spike/keeper/...; ours pins keeper i to .../keeper/<i>).
+    register "spike/keeper/$i" "$(uid_of "spikebench-$impl-keeper$i")"
   done
 done
 echo "== SPIRE up; waiting for the pilot SVID"

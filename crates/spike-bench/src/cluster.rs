@@ -125,7 +125,7 @@ impl Cluster {
             BackendChoice::Sqlite => "sqlite",
         };
         let file = ConfigFile {
-            keeper_peers: (!keepers.is_empty()).then(|| PeerList::List(keepers.clone())),
+            keeper_peers: (!keepers.is_empty()).then(|| PeerList::urls(&keepers)),
             shamir_shares: shares,
             // Memory mode has no keepers; the shamir settings only need to validate.
             shamir_threshold: threshold.min(shares),

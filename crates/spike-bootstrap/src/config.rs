@@ -3,7 +3,8 @@
 //! | Key | Default | Env | Meaning |
 //! |---|---|---|---|
 //! | `nexus_api_url` | `"https://localhost:8553"` | `SPIKE_NEXUS_API_URL` | Nexus base URL |
-//! | `keeper_peers` | — (required) | `SPIKE_NEXUS_KEEPER_PEERS` | keeper base URLs (list, or a comma-separated string); keeper id = 1-based position, same order as Nexus |
+//! | `keeper_peers` | — (required) | `SPIKE_NEXUS_KEEPER_PEERS` | keeper base URLs (list, or a comma-separated string), or `{ url, spiffe_id }` tables pinning a URL to an ID; keeper id = 1-based position, same order as Nexus |
+//! | `keeper_identity` | `"position"` | `SPIKE_NEXUS_KEEPER_IDENTITY` | ID required of a keeper given by URL alone: `position` = `spiffe://<keeper root>/spike/keeper/<i>`; `role` = any Keeper ID (SPIKE; warned) |
 //! | `shamir_shares` | `3` | `SPIKE_NEXUS_SHAMIR_SHARES` | total shares; must equal the keeper count |
 //! | `shamir_threshold` | `2` | `SPIKE_NEXUS_SHAMIR_THRESHOLD` | shares needed; `1..=shamir_shares` |
 //! | `backend_store` | `"sqlite"` | `SPIKE_NEXUS_BACKEND_STORE` | `memory` needs no bootstrap (exit 0); `sqlite`/`lite` (and unknown values, as Go) proceed |
@@ -33,7 +34,8 @@ use serde::{Deserialize, Deserializer};
 use spike_client::BaseUrl;
 use spike_daemon::EnvSource;
 pub use spike_daemon::common::TrustRootsFile;
-use spike_daemon::common::{Alias, Deprecation, IDENTITY_ALIASES, IdentitySettings};
+use spike_daemon::common::{Alias, Deprecation, IDENTITY_ALIASES, IdentitySettings, KeeperPin};
+pub use spike_daemon::common::{KeeperIdentity, KeeperPeerEntry, KeeperPeersFile};
 use spike_daemon::config::{GoDuration, Loaded};
 use spike_identity::SpiffeId;
 use spike_proto::TrustRoots;
@@ -50,6 +52,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/spike-bootstrap";
 pub const ENV_MAP: &[(&str, &str)] = &[
     ("SPIKE_NEXUS_API_URL", "nexus_api_url"),
     ("SPIKE_NEXUS_KEEPER_PEERS", "keeper_peers"),
+    ("SPIKE_NEXUS_KEEPER_IDENTITY", "keeper_identity"),
     ("SPIKE_NEXUS_SHAMIR_SHARES", "shamir_shares"),
     ("SPIKE_NEXUS_SHAMIR_THRESHOLD", "shamir_threshold"),
     ("SPIKE_NEXUS_BACKEND_STORE", "backend_store"),
@@ -90,9 +93,10 @@ pub const TRUST_ROLES: &[Role] = &[Role::Nexus, Role::Keeper, Role::Bootstrap];
 pub struct ConfigFile {
     /// Nexus base URL.
     pub nexus_api_url: String,
-    /// Keeper base URLs.
-    #[serde(deserialize_with = "string_or_list")]
-    pub keeper_peers: Vec<String>,
+    /// Keeper base URLs, optionally pinned to SPIFFE IDs.
+    pub keeper_peers: Option<KeeperPeersFile>,
+    /// `position` or `role` (see the module docs).
+    pub keeper_identity: String,
     /// Total shares.
     pub shamir_shares: i64,
     /// Shares needed.
@@ -132,7 +136,8 @@ impl Default for ConfigFile {
     fn default() -> Self {
         Self {
             nexus_api_url: "https://localhost:8553".to_owned(),
-            keeper_peers: Vec::new(),
+            keeper_peers: None,
+            keeper_identity: "position".to_owned(),
             shamir_shares: 3,
             shamir_threshold: 2,
             backend_store: "sqlite".to_owned(),
@@ -151,24 +156,6 @@ impl Default for ConfigFile {
             trust_roots: TrustRootsFile::default(),
         }
     }
-}
-
-/// Accepts a TOML list or a comma-separated string (as in `SPIKE_NEXUS_KEEPER_PEERS`).
-fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::One(s) => s
-            .split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| !p.is_empty())
-            .collect(),
-        Either::Many(v) => v.into_iter().map(|p| p.trim().to_owned()).collect(),
-    })
 }
 
 /// A boolean, or a string where exactly `"true"` (trimmed, any case) is true, like SPIKE.
@@ -198,13 +185,32 @@ pub struct RetryPolicy {
     pub overall: Duration,
 }
 
+/// One keeper to seed: its URL and the SPIFFE ID it must present (`None`: any Keeper ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperTarget {
+    /// Base URL.
+    pub url: BaseUrl,
+    /// The exact SPIFFE ID required in the TLS handshake, if pinned.
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+impl KeeperTarget {
+    /// A keeper accepted by role alone (any Keeper ID).
+    pub fn any_keeper(url: BaseUrl) -> Self {
+        Self {
+            url,
+            spiffe_id: None,
+        }
+    }
+}
+
 /// The validated bootstrap configuration.
 #[derive(Debug, Clone)]
 pub struct BootstrapConfig {
     /// Nexus base URL.
     pub nexus_api_url: BaseUrl,
-    /// Keeper URLs; keeper id = index + 1.
-    pub keepers: Vec<BaseUrl>,
+    /// Keepers; keeper id = index + 1.
+    pub keepers: Vec<KeeperTarget>,
     /// Total shares (= keeper count).
     pub shares: u16,
     /// Shares needed.
@@ -266,6 +272,25 @@ impl BootstrapConfig {
         Ok(config)
     }
 
+    /// Settings that work but weaken the root key's protection (keepers accepted by role
+    /// alone, threshold 1): printed by `check-config` and logged at every run.
+    pub fn warnings(&self) -> Vec<String> {
+        let pins: Vec<KeeperPin> = self
+            .keepers
+            .iter()
+            .map(|k| KeeperPin {
+                url: k.url.to_string(),
+                spiffe_id: k.spiffe_id.clone(),
+            })
+            .collect();
+        let threshold = if self.memory_backend {
+            0
+        } else {
+            self.threshold
+        };
+        spike_daemon::common::keeper_warnings(&pins, threshold)
+    }
+
     /// The path of the done-marker.
     pub fn marker_path(&self) -> PathBuf {
         self.state_dir.join(crate::marker::MARKER_NAME)
@@ -276,20 +301,35 @@ impl BootstrapConfig {
             |key: &'static str, message: String| BootstrapError::InvalidConfig { key, message };
         let nexus_api_url = BaseUrl::parse(&raw.nexus_api_url)
             .map_err(|e| invalid("nexus_api_url", e.to_string()))?;
-        if raw.keeper_peers.is_empty() {
+        let trust_roots = raw
+            .trust_roots
+            .resolve(TRUST_ROLES)
+            .map_err(|e| invalid(e.key, e.message))?;
+        let mode =
+            KeeperIdentity::parse(&raw.keeper_identity).map_err(|e| invalid(e.key, e.message))?;
+        let pins = spike_daemon::common::keeper_pins(raw.keeper_peers.as_ref(), mode, &trust_roots)
+            .map_err(|e| invalid(e.key, e.message))?;
+        if pins.is_empty() {
             return Err(invalid(
                 "keeper_peers",
                 "no keepers configured (set keeper_peers or SPIKE_NEXUS_KEEPER_PEERS)".to_owned(),
             ));
         }
-        let mut keepers = Vec::with_capacity(raw.keeper_peers.len());
+        let mut keepers: Vec<KeeperTarget> = Vec::with_capacity(pins.len());
         let mut seen = HashSet::new();
-        for peer in &raw.keeper_peers {
-            let url = BaseUrl::parse(peer).map_err(|e| invalid("keeper_peers", e.to_string()))?;
+        for pin in pins {
+            let url =
+                BaseUrl::parse(&pin.url).map_err(|e| invalid("keeper_peers", e.to_string()))?;
             if !seen.insert(url.clone()) {
-                return Err(invalid("keeper_peers", format!("duplicate keeper {peer}")));
+                return Err(invalid(
+                    "keeper_peers",
+                    format!("duplicate keeper {}", pin.url),
+                ));
             }
-            keepers.push(url);
+            keepers.push(KeeperTarget {
+                url,
+                spiffe_id: pin.spiffe_id,
+            });
         }
         let shares = u16::try_from(raw.shamir_shares)
             .ok()
@@ -319,10 +359,6 @@ impl BootstrapConfig {
             raw.spiffe_timeout.0,
         )
         .map_err(|e| invalid(e.key, e.message))?;
-        let trust_roots = raw
-            .trust_roots
-            .resolve(TRUST_ROLES)
-            .map_err(|e| invalid(e.key, e.message))?;
         if raw.keeper_retry_initial_interval.0 > raw.keeper_retry_max_interval.0 {
             return Err(invalid(
                 "keeper_retry_initial_interval",

@@ -8,7 +8,10 @@
 //!    marker and stop without re-keying; `501` (never bootstrapped) or no health route (a Go
 //!    Nexus) → go on; with `force`, go on only if Nexus reports it holds no data;
 //! 4. generate a root key, split it (Shamir over the P-256 field, SPIKE-compatible) and
-//!    deliver share *i* to the keeper at position *i* with retries and backoff;
+//!    deliver share *i* to the keeper at position *i* with retries and backoff; the keeper
+//!    must present the SPIFFE ID its URL is pinned to (by default
+//!    `spiffe://<keeper root>/spike/keeper/<i>`) in the TLS handshake, before its share is
+//!    sent;
 //! 5. verify Nexus (docs/protocol.md#root-key-shards-and-recovery-files): it must decrypt a random text sealed with the new key (503 is
 //!    retried until `verification_timeout`; a wrong hash fails at once);
 //! 6. write the done-marker atomically. The root key is zeroized on drop.
@@ -29,15 +32,13 @@ pub mod marker;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use spike_client::{
-    BaseUrl, ClientError, ClientOptions, HealthResponse, KeeperClient, NexusClient,
-};
+use spike_client::{ClientError, ClientOptions, HealthResponse, KeeperClient, NexusClient};
 use spike_crypto::{Cipher, RootKey, shamir};
 use spike_identity::Identity;
 use spike_proto::{ShardBytes, TrustRoots};
 use tokio::time::Instant;
 
-pub use config::{BootstrapConfig, RetryPolicy};
+pub use config::{BootstrapConfig, KeeperTarget, RetryPolicy};
 pub use error::BootstrapError;
 
 /// What a successful [`run`] did.
@@ -250,7 +251,9 @@ async fn nexus_health(
 }
 
 /// Splits `root_key` and delivers share *i* (1-based) to `keepers[i-1]`, all keepers in
-/// parallel, each with retries and exponential backoff bounded by `retry`.
+/// parallel, each with retries and exponential backoff bounded by `retry`. A keeper must
+/// present its pinned SPIFFE ID (or, unpinned, any Keeper ID) in the TLS handshake before its
+/// shard is sent; a mismatch is [`BootstrapError::KeeperRejected`] (exit 6), never retried.
 ///
 /// The keeper count is the share count. Public so tests (and tools) can seed keepers with a
 /// known key.
@@ -262,7 +265,7 @@ async fn nexus_health(
 /// keeper order is returned.
 pub async fn deliver_shards(
     identity: &Identity,
-    keepers: &[BaseUrl],
+    keepers: &[KeeperTarget],
     threshold: u16,
     roots: &TrustRoots,
     retry: &RetryPolicy,
@@ -280,20 +283,25 @@ pub async fn deliver_shards(
         return Err(BootstrapError::InvalidThreshold { threshold, shares });
     }
     let mut deliveries = Vec::with_capacity(keepers.len());
-    for (index, url) in keepers.iter().enumerate() {
+    for (index, target) in keepers.iter().enumerate() {
+        let url = &target.url;
         let id = index + 1;
         let share_id = u16::try_from(id).unwrap_or(u16::MAX);
         let shard = shamir::share_for(root_key, share_id, shares, threshold)
             .map_err(|e| BootstrapError::Crypto(e.to_string()))?;
-        let client =
-            KeeperClient::new(identity, url.clone(), roots, options.clone()).map_err(|e| {
-                BootstrapError::KeeperUnreachable {
-                    id,
-                    url: url.to_string(),
-                    attempts: 0,
-                    last: e.to_string(),
-                }
-            })?;
+        let client = KeeperClient::pinned(
+            identity,
+            url.clone(),
+            target.spiffe_id.clone(),
+            roots,
+            options.clone(),
+        )
+        .map_err(|e| BootstrapError::KeeperUnreachable {
+            id,
+            url: url.to_string(),
+            attempts: 0,
+            last: e.to_string(),
+        })?;
         deliveries.push(async move { deliver_one(id, &client, &shard, retry).await });
     }
     for result in futures::future::join_all(deliveries).await {
@@ -321,7 +329,7 @@ async fn deliver_one(
             {
                 Ok(()) => return Ok(()),
                 Err(err) => {
-                    if let Some(rejected) = keeper_rejection(id, &url, &err) {
+                    if let Some(rejected) = keeper_rejection(id, client, &err) {
                         return Err(rejected);
                     }
                     tracing::warn!(keeper = id, url = %url, attempt = attempts, error = %err, "shard delivery failed");
@@ -367,14 +375,16 @@ async fn deliver_one(
 }
 
 /// Maps a SPIFFE-level refusal to exit 6; `None` for anything else.
-fn keeper_rejection(id: usize, url: &str, err: &ClientError) -> Option<Option<BootstrapError>> {
+fn keeper_rejection(
+    id: usize,
+    client: &KeeperClient,
+    err: &ClientError,
+) -> Option<Option<BootstrapError>> {
+    let url = client.base_url().to_string();
     let detail = match err {
-        ClientError::ServerRejected {
-            presented, reason, ..
-        } => format!(
-            "its SPIFFE ID {} is not a SPIKE Keeper ID under SPIKE_TRUST_ROOT_KEEPER ({reason}); \
-             check keeper_peers and the trust roots",
-            presented.as_deref().unwrap_or("(unknown)")
+        ClientError::ServerRejected { reason, .. } => format!(
+            "{} ({reason}); check keeper_peers, keeper_identity and the trust roots",
+            client.identity_mismatch(err).unwrap_or_default()
         ),
         ClientError::RejectedByServer { alert, .. } => format!(
             "the keeper rejected our SVID during the TLS handshake ({alert}); check \
@@ -385,11 +395,7 @@ fn keeper_rejection(id: usize, url: &str, err: &ClientError) -> Option<Option<Bo
         }
         _ => return None,
     };
-    Some(Some(BootstrapError::KeeperRejected {
-        id,
-        url: url.to_owned(),
-        detail,
-    }))
+    Some(Some(BootstrapError::KeeperRejected { id, url, detail }))
 }
 
 /// The docs/protocol.md#root-key-shards-and-recovery-files proof: Nexus must decrypt a random text sealed with `root_key` and return its

@@ -46,6 +46,9 @@ fn main() -> ExitCode {
         for deprecation in &config.deprecations {
             eprintln!("spike-bootstrap: warning: {deprecation}");
         }
+        for warning in config.warnings() {
+            eprintln!("spike-bootstrap: warning: {warning}");
+        }
         println!(
             "configuration OK: {} keepers, threshold {}, Nexus {}, marker {}",
             config.keepers.len(),
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
     }
     for deprecation in &config.deprecations {
         tracing::warn!("{deprecation}");
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,10 +11,13 @@ use crate::url::BaseUrl;
 
 /// A typed client for one SPIKE Keeper.
 ///
-/// The server must present a Keeper SPIFFE ID (`IsKeeper` under the given trust roots).
+/// The server must present a Keeper SPIFFE ID (`IsKeeper` under the given trust roots) and,
+/// when the client is pinned ([`KeeperClient::pinned`]), exactly the expected ID. The check
+/// runs in the TLS handshake, before any request (and so any shard) is sent.
 #[derive(Clone, Debug)]
 pub struct KeeperClient {
     http: HttpsClient,
+    expected: Option<SpiffeId>,
 }
 
 impl KeeperClient {
@@ -50,6 +53,61 @@ impl KeeperClient {
     ) -> Result<Self, ClientError> {
         Ok(Self {
             http: HttpsClient::new(identity, base, authorize, options)?,
+            expected: None,
+        })
+    }
+
+    /// A client for the keeper at `base` that requires the server to present exactly
+    /// `expected` (which must also be a Keeper under `roots`); with `None`, any Keeper ID, as
+    /// [`KeeperClient::new`].
+    ///
+    /// # Errors
+    /// [`ClientError::Identity`] if the TLS configuration cannot be built.
+    pub fn pinned(
+        identity: &Identity,
+        base: BaseUrl,
+        expected: Option<SpiffeId>,
+        roots: &TrustRoots,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let Some(expected) = expected else {
+            return Self::new(identity, base, roots, options);
+        };
+        let roots = roots.clone();
+        let want = expected.clone();
+        let mut client = Self::with_authorizer(
+            identity,
+            base,
+            move |id: &SpiffeId| *id == want && roots.is_keeper(id.to_string().as_str()),
+            options,
+        )?;
+        client.expected = Some(expected);
+        Ok(client)
+    }
+
+    /// The SPIFFE ID this client requires of the keeper, when pinned.
+    pub fn expected_id(&self) -> Option<&SpiffeId> {
+        self.expected.as_ref()
+    }
+
+    /// A sentence for logs when `err` is the keeper presenting the wrong SPIFFE ID; `None`
+    /// for any other error.
+    pub fn identity_mismatch(&self, err: &ClientError) -> Option<String> {
+        let ClientError::ServerRejected { presented, .. } = err else {
+            return None;
+        };
+        let presented = presented.as_deref().unwrap_or("no SPIFFE ID");
+        Some(match &self.expected {
+            Some(want) => format!(
+                "the server at {} presented {presented} but keeper_peers pins this URL to {want}; \
+                 nothing was sent to it",
+                self.base_url()
+            ),
+            None => format!(
+                "the server at {} presented {presented}, which is not a Keeper ID; nothing was \
+                 sent to it",
+                self.base_url()
+            ),
         })
     }
 

@@ -4,7 +4,8 @@
 //! X.509-SVID (from [`spike_identity::Identity`]) and accepts the server only if its SVID
 //! verifies against the trust bundle and its SPIFFE ID satisfies an authorizer: a Nexus
 //! client requires `IsNexus`, a keeper client `IsKeeper` (under [`spike_proto::TrustRoots`]),
-//! exactly as SPIKE's Go clients do (docs/protocol.md#conventions). Every phase is bounded by a timeout
+//! exactly as SPIKE's Go clients do (docs/protocol.md#conventions), and a pinned keeper client
+//! ([`KeeperClient::pinned`]) exactly the SPIFFE ID its URL is pinned to. Every phase is bounded by a timeout
 //! ([`ClientOptions`], defaults from docs/protocol.md#limits), so no call hangs. Responses are interpreted like
 //! the Go SDK (docs/protocol.md#conventions): non-200 statuses map to [`ClientError`] variants by status alone, a
 //! 200 body is decoded into its typed [`spike_proto`] response and a non-empty `err` becomes

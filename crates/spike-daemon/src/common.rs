@@ -16,6 +16,8 @@
 //! | trust roots per role | `[trust_roots]` | — | Nexus, Keeper, Bootstrap |
 //! | request body limit | `request_body_limit` | `max_body_bytes` | Nexus, Keeper |
 //! | shutdown grace period | `shutdown_grace` | `shutdown_grace_period` | Nexus, Keeper |
+//! | keepers and their pinned SPIFFE IDs | `keeper_peers` ([`keeper_pins`]) | — | Nexus, Bootstrap |
+//! | ID expected of a keeper given by URL | `keeper_identity` ([`KeeperIdentity`]) | — | Nexus, Bootstrap |
 
 use std::fmt;
 use std::time::Duration;
@@ -41,6 +43,10 @@ pub mod keys {
     pub const REQUEST_BODY_LIMIT: &str = "request_body_limit";
     /// Time in-flight requests get after SIGTERM.
     pub const SHUTDOWN_GRACE: &str = "shutdown_grace";
+    /// Keeper base URLs (optionally pinned to SPIFFE IDs).
+    pub const KEEPER_PEERS: &str = "keeper_peers";
+    /// How a keeper given by URL alone is identified (`position` or `role`).
+    pub const KEEPER_IDENTITY: &str = "keeper_identity";
 }
 
 /// A deprecated key that still works as a spelling of `new`.
@@ -246,6 +252,206 @@ impl IdentitySettings {
             timeout,
         })
     }
+}
+
+/// One `keeper_peers` entry as written: a bare URL (its expected SPIFFE ID then follows
+/// [`KeeperIdentity`]), or a table pinning the URL to an explicit SPIFFE ID.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum KeeperPeerEntry {
+    /// `"https://keeper-1:8443"`
+    Url(String),
+    /// `{ url = "https://keeper-1:8443", spiffe_id = "spiffe://td/spike/keeper/1" }`
+    Pinned(PinnedKeeperPeer),
+}
+
+impl From<String> for KeeperPeerEntry {
+    fn from(url: String) -> Self {
+        KeeperPeerEntry::Url(url)
+    }
+}
+
+/// A keeper URL with the SPIFFE ID it must present.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedKeeperPeer {
+    /// Base URL, e.g. `https://keeper-1:8443`.
+    pub url: String,
+    /// The SPIFFE ID the keeper at `url` must present.
+    pub spiffe_id: String,
+}
+
+/// `keeper_peers` as written in TOML (array) or in `SPIKE_NEXUS_KEEPER_PEERS` (comma list of
+/// URLs).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum KeeperPeersFile {
+    /// `"https://a:8443,https://b:8443"`
+    Comma(String),
+    /// `["https://a:8443", { url = "https://b:8443", spiffe_id = "…" }]`
+    List(Vec<KeeperPeerEntry>),
+}
+
+impl KeeperPeersFile {
+    /// A list of bare URLs.
+    pub fn urls<S: AsRef<str>>(urls: &[S]) -> Self {
+        KeeperPeersFile::List(
+            urls.iter()
+                .map(|u| KeeperPeerEntry::Url(u.as_ref().to_owned()))
+                .collect(),
+        )
+    }
+}
+
+/// How the SPIFFE ID expected of a keeper given by URL alone is chosen (`keeper_identity`,
+/// `SPIKE_NEXUS_KEEPER_IDENTITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeeperIdentity {
+    /// `"position"` (default): keeper *i* (1-based position in `keeper_peers`) must present
+    /// `spiffe://<first keeper trust root>/spike/keeper/<i>`, the ID `spike-register` and the
+    /// NixOS modules issue.
+    #[default]
+    Position,
+    /// `"role"`: any Keeper ID under the keeper trust roots, as SPIKE does. Any keeper can then
+    /// collect any other keeper's shard; a warning says so at every start.
+    Role,
+}
+
+impl KeeperIdentity {
+    /// Parses `position` or `role` (case-insensitive); blank means the default.
+    ///
+    /// # Errors
+    /// [`CommonConfigError`] naming `keeper_identity`.
+    pub fn parse(s: &str) -> Result<Self, CommonConfigError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "position" => Ok(KeeperIdentity::Position),
+            "role" => Ok(KeeperIdentity::Role),
+            other => Err(CommonConfigError {
+                key: keys::KEEPER_IDENTITY,
+                message: format!("{other:?} is not one of position, role"),
+            }),
+        }
+    }
+}
+
+/// One keeper after parsing: its URL (trimmed, no trailing `/`) and the SPIFFE ID it must
+/// present (`None`: any Keeper ID, [`KeeperIdentity::Role`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeeperPin {
+    /// Base URL as written (trimmed, without a trailing `/`).
+    pub url: String,
+    /// The exact SPIFFE ID required at the TLS handshake, if pinned.
+    pub spiffe_id: Option<SpiffeId>,
+}
+
+/// The expected ID of keeper `position` (1-based) under `roots`:
+/// `spiffe://<first keeper root>/spike/keeper/<position>`.
+pub fn keeper_id_for_position(roots: &TrustRoots, position: usize) -> String {
+    format!("{}/{position}", roots.id_of(Role::Keeper))
+}
+
+/// Parses `keeper_peers` with `keeper_identity` into URL/ID pins, in keeper order.
+///
+/// Entries must be non-empty; an explicit `spiffe_id` must be a Keeper ID under the keeper
+/// trust roots; no two keepers may expect the same ID (each keeper would then be able to
+/// collect the other's shard). URL syntax is checked by the daemon.
+///
+/// # Errors
+/// [`CommonConfigError`] naming `keeper_peers`.
+pub fn keeper_pins(
+    list: Option<&KeeperPeersFile>,
+    mode: KeeperIdentity,
+    roots: &TrustRoots,
+) -> Result<Vec<KeeperPin>, CommonConfigError> {
+    let err = |message: String| CommonConfigError {
+        key: keys::KEEPER_PEERS,
+        message,
+    };
+    let entries: Vec<(String, Option<String>)> = match list {
+        None => return Ok(Vec::new()),
+        Some(KeeperPeersFile::Comma(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(KeeperPeersFile::Comma(s)) => {
+            s.split(',').map(|p| (p.trim().to_owned(), None)).collect()
+        }
+        Some(KeeperPeersFile::List(v)) => v
+            .iter()
+            .map(|e| match e {
+                KeeperPeerEntry::Url(u) => (u.trim().to_owned(), None),
+                KeeperPeerEntry::Pinned(p) => {
+                    (p.url.trim().to_owned(), Some(p.spiffe_id.trim().to_owned()))
+                }
+            })
+            .collect(),
+    };
+    let mut out: Vec<KeeperPin> = Vec::with_capacity(entries.len());
+    for (index, (url, explicit)) in entries.into_iter().enumerate() {
+        let position = index + 1;
+        if url.is_empty() {
+            return Err(err(format!("entry {position} is empty")));
+        }
+        let url = url.trim_end_matches('/').to_owned();
+        let spiffe_id = match (explicit, mode) {
+            (Some(id), _) => {
+                let parsed = SpiffeId::new(&id)
+                    .map_err(|e| err(format!("entry {position}: spiffe_id {id:?}: {e}")))?;
+                if !roots.is_keeper(&id) {
+                    return Err(err(format!(
+                        "entry {position}: spiffe_id {id} is not a Keeper ID under the keeper \
+                         trust roots ({})",
+                        roots_list(roots, Role::Keeper)
+                    )));
+                }
+                Some(parsed)
+            }
+            (None, KeeperIdentity::Position) => {
+                let id = keeper_id_for_position(roots, position);
+                Some(
+                    SpiffeId::new(&id)
+                        .map_err(|e| err(format!("entry {position}: derived ID {id:?}: {e}")))?,
+                )
+            }
+            (None, KeeperIdentity::Role) => None,
+        };
+        if let Some(id) = &spiffe_id
+            && out.iter().any(|p| p.spiffe_id.as_ref() == Some(id))
+        {
+            return Err(err(format!(
+                "two keepers are pinned to {id}: each keeper needs its own SPIFFE ID"
+            )));
+        }
+        out.push(KeeperPin { url, spiffe_id });
+    }
+    Ok(out)
+}
+
+/// The warnings a keeper set deserves, for `check-config` and the start log: keepers accepted
+/// by role alone, and a threshold of 1 (one keeper's shard is the whole root key).
+pub fn keeper_warnings(pins: &[KeeperPin], threshold: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    let role_only: Vec<String> = pins
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.spiffe_id.is_none())
+        .map(|(i, p)| format!("{} ({})", i + 1, p.url))
+        .collect();
+    if !role_only.is_empty() {
+        out.push(format!(
+            "keeper_identity = \"role\": keepers {} are accepted by role alone, so any workload \
+             with a Keeper SVID answering at one of these URLs receives that keeper's shard; pin \
+             each URL to its ID (keeper_peers = [{{ url = …, spiffe_id = … }}]) or use the \
+             default keeper_identity = \"position\" (docs/config.md)",
+            role_only.join(", ")
+        ));
+    }
+    if threshold == 1 {
+        out.push(
+            "shamir_threshold = 1: every keeper holds the whole root key (each shard alone \
+             reconstructs it), so one compromised keeper discloses every secret; use 2 or more \
+             (docs/config.md)"
+                .to_owned(),
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ use serde::Deserialize;
 use spike_daemon::EnvSource;
 pub use spike_daemon::common::TrustRootsFile;
 use spike_daemon::common::{
-    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, SERVER_ALIASES,
+    Alias, CommonConfigError, Deprecation, IDENTITY_ALIASES, IdentitySettings, KeeperPin,
+    SERVER_ALIASES,
 };
+pub use spike_daemon::common::{KeeperIdentity, KeeperPeerEntry, KeeperPeersFile};
 use spike_daemon::config::{ConfigError, GoDuration, parse_listen_addr};
 use spike_daemon::limits::{Limits, RawLimits};
 use spike_daemon::logging::{LogLevel, LogOptions, LogTarget};
@@ -37,6 +39,7 @@ pub const ENV_MAP: &[(&str, &str)] = &[
     ("SPIKE_NEXUS_TLS_PORT", "listen"),
     ("SPIKE_NEXUS_BACKEND_STORE", "backend_store"),
     ("SPIKE_NEXUS_KEEPER_PEERS", "keeper_peers"),
+    ("SPIKE_NEXUS_KEEPER_IDENTITY", "keeper_identity"),
     ("SPIKE_NEXUS_SHAMIR_SHARES", "shamir_shares"),
     ("SPIKE_NEXUS_SHAMIR_THRESHOLD", "shamir_threshold"),
     (
@@ -83,15 +86,9 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run";
 /// Name of the SQLite database file inside the data directory.
 pub const DB_FILE_NAME: &str = "spike.db";
 
-/// A keeper list as written in TOML (array) or in `SPIKE_NEXUS_KEEPER_PEERS` (comma list).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum PeerList {
-    /// `"https://a:8443,https://b:8443"`
-    Comma(String),
-    /// `["https://a:8443", "https://b:8443"]`
-    List(Vec<String>),
-}
+/// A keeper list as written in TOML (array of URLs or `{ url, spiffe_id }` tables) or in
+/// `SPIKE_NEXUS_KEEPER_PEERS` (comma list of URLs).
+pub type PeerList = KeeperPeersFile;
 
 /// The raw configuration document.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,8 +98,12 @@ pub struct ConfigFile {
     pub listen: String,
     /// `sqlite`, `lite` or `memory` (case-insensitive).
     pub backend_store: String,
-    /// Keeper base URLs; the shard id of a keeper is its 1-based position.
+    /// Keeper base URLs, optionally pinned to SPIFFE IDs; the shard id of a keeper is its
+    /// 1-based position.
     pub keeper_peers: Option<PeerList>,
+    /// `position` (default: keeper *i* must present `…/spike/keeper/<i>`) or `role` (any
+    /// Keeper ID, as SPIKE).
+    pub keeper_identity: String,
     /// Total number of shards (must equal the keeper count in sqlite/lite mode).
     pub shamir_shares: u16,
     /// Shards needed to reconstruct the root key.
@@ -183,6 +184,7 @@ impl Default for ConfigFile {
             listen: ":8553".to_owned(),
             backend_store: "sqlite".to_owned(),
             keeper_peers: None,
+            keeper_identity: "position".to_owned(),
             shamir_shares: 3,
             shamir_threshold: 2,
             shamir_max_share_count: 1000,
@@ -252,6 +254,9 @@ pub struct KeeperPeer {
     pub id: u16,
     /// Base URL, e.g. `https://keeper-1:8443`.
     pub url: String,
+    /// The SPIFFE ID the keeper must present (`None`: any Keeper ID, `keeper_identity =
+    /// "role"`).
+    pub spiffe_id: Option<SpiffeId>,
 }
 
 /// The validated configuration.
@@ -325,6 +330,26 @@ impl Config {
         self.trust_roots
             .trust_domain_names(&spike_proto::spiffe_id::Role::ALL)
     }
+
+    /// Settings that work but weaken the root key's protection (keepers accepted by role
+    /// alone, threshold 1): printed by `check-config` and logged at every start.
+    pub fn warnings(&self) -> Vec<String> {
+        let pins: Vec<KeeperPin> = self
+            .keepers
+            .iter()
+            .map(|k| KeeperPin {
+                url: k.url.clone(),
+                spiffe_id: k.spiffe_id.clone(),
+            })
+            .collect();
+        let threshold = if self.backend == BackendKind::Memory {
+            // Memory mode splits no key.
+            0
+        } else {
+            self.threshold
+        };
+        spike_daemon::common::keeper_warnings(&pins, threshold)
+    }
 }
 
 /// The config spelling of a backend.
@@ -385,21 +410,17 @@ fn parse_backend(s: &str) -> Result<BackendKind, NexusConfigError> {
     }
 }
 
-fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfigError> {
-    let raw: Vec<String> = match list {
-        None => return Ok(Vec::new()),
-        Some(PeerList::Comma(s)) if s.trim().is_empty() => return Ok(Vec::new()),
-        Some(PeerList::Comma(s)) => s.split(',').map(|p| p.trim().to_owned()).collect(),
-        Some(PeerList::List(v)) => v.iter().map(|p| p.trim().to_owned()).collect(),
-    };
-    let mut out: Vec<KeeperPeer> = Vec::with_capacity(raw.len());
-    for (index, url) in raw.into_iter().enumerate() {
-        if url.is_empty() {
-            return Err(NexusConfigError::Keepers(format!(
-                "entry {} is empty",
-                index + 1
-            )));
-        }
+fn parse_keepers(
+    list: Option<&PeerList>,
+    mode: &str,
+    roots: &TrustRoots,
+) -> Result<Vec<KeeperPeer>, NexusConfigError> {
+    let mode = KeeperIdentity::parse(mode)?;
+    let pins = spike_daemon::common::keeper_pins(list, mode, roots)
+        .map_err(|e| NexusConfigError::Keepers(e.message))?;
+    let mut out: Vec<KeeperPeer> = Vec::with_capacity(pins.len());
+    for (index, pin) in pins.into_iter().enumerate() {
+        let url = pin.url;
         let uri: http::Uri = url
             .parse()
             .map_err(|_| NexusConfigError::Keepers(format!("{url:?} is not a URL")))?;
@@ -408,7 +429,6 @@ fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfig
                 "{url:?} must be an https URL with a host"
             )));
         }
-        let url = url.trim_end_matches('/').to_owned();
         if out.iter().any(|k| k.url == url) {
             return Err(NexusConfigError::Keepers(format!(
                 "{url:?} is listed twice"
@@ -416,7 +436,11 @@ fn parse_keepers(list: Option<&PeerList>) -> Result<Vec<KeeperPeer>, NexusConfig
         }
         let id = u16::try_from(index + 1)
             .map_err(|_| NexusConfigError::Keepers("too many keepers".to_owned()))?;
-        out.push(KeeperPeer { id, url });
+        out.push(KeeperPeer {
+            id,
+            url,
+            spiffe_id: pin.spiffe_id,
+        });
     }
     Ok(out)
 }
@@ -440,7 +464,12 @@ impl TryFrom<ConfigFile> for Config {
             message: e.to_string(),
         })?;
         let backend = parse_backend(&raw.backend_store)?;
-        let keepers = parse_keepers(raw.keeper_peers.as_ref())?;
+        let trust_roots = raw.trust_roots.resolve(&Role::ALL)?;
+        let keepers = parse_keepers(
+            raw.keeper_peers.as_ref(),
+            &raw.keeper_identity,
+            &trust_roots,
+        )?;
         let (shares, threshold) = (raw.shamir_shares, raw.shamir_threshold);
         if threshold == 0 || threshold > shares {
             return Err(NexusConfigError::Shamir(format!(
@@ -536,7 +565,7 @@ impl TryFrom<ConfigFile> for Config {
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
-            trust_roots: raw.trust_roots.resolve(&Role::ALL)?,
+            trust_roots,
             spiffe_endpoint: identity.endpoint,
             spiffe_id: identity.spiffe_id,
             spiffe_timeout: identity.timeout,
@@ -680,6 +709,83 @@ mod tests {
         // memory mode needs none
         let env = MapEnv::new().with("SPIKE_NEXUS_BACKEND_STORE", "memory");
         assert!(load(None, &env).unwrap().keepers.is_empty());
+    }
+
+    #[test]
+    fn keepers_are_pinned_by_position_by_table_or_by_role_with_a_warning() {
+        // The env form (URLs only) is pinned by position under the keeper trust root.
+        let cfg = load(None, &env3().with("SPIKE_TRUST_ROOT_KEEPER", "td.org")).unwrap();
+        let ids: Vec<String> = cfg
+            .keepers
+            .iter()
+            .map(|k| k.spiffe_id.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "spiffe://td.org/spike/keeper/1",
+                "spiffe://td.org/spike/keeper/2",
+                "spiffe://td.org/spike/keeper/3"
+            ]
+        );
+        assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nexus.toml");
+        std::fs::write(
+            &path,
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/keeper/x\" }, \
+             \"https://b:1\", \"https://c:1\"]\n",
+        )
+        .unwrap();
+        let cfg = load(Some(&path), &MapEnv::new()).unwrap();
+        assert_eq!(
+            cfg.keepers[0].spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://spike.ist/spike/keeper/x"
+        );
+        assert_eq!(
+            cfg.keepers[1].spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://spike.ist/spike/keeper/2"
+        );
+
+        // Two keepers expecting one ID, or a pin that is not a Keeper ID: refused.
+        for bad in [
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/keeper/2\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_peers = [{ url = \"https://a:1\", spiffe_id = \"spiffe://spike.ist/spike/nexus\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_peers = [{ url = \"https://a:1\" }, \"https://b:1\", \"https://c:1\"]\n",
+            "keeper_identity = \"nobody\"\nkeeper_peers = [\"https://a:1\", \"https://b:1\", \"https://c:1\"]\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(load(Some(&path), &MapEnv::new()).is_err(), "{bad}");
+        }
+
+        // Role only (SPIKE): accepted, and warned about.
+        let cfg = load(None, &env3().with("SPIKE_NEXUS_KEEPER_IDENTITY", "role")).unwrap();
+        assert!(cfg.keepers.iter().all(|k| k.spiffe_id.is_none()));
+        let warnings = cfg.warnings();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("by role alone"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn threshold_one_is_accepted_with_a_warning() {
+        let cfg = load(None, &env3().with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "1")).unwrap();
+        assert_eq!(cfg.threshold, 1);
+        let warnings = cfg.warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("shamir_threshold = 1")),
+            "{warnings:?}"
+        );
+        let cfg = load(
+            None,
+            &MapEnv::new()
+                .with("SPIKE_NEXUS_BACKEND_STORE", "memory")
+                .with("SPIKE_NEXUS_SHAMIR_THRESHOLD", "1"),
+        )
+        .unwrap();
+        assert!(cfg.warnings().is_empty(), "memory mode splits no key");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`api`]: the dispatcher, the route handlers and the health extension.
 //! - [`server`]: the plain accept loops (health unix socket, metrics); the mTLS API loop is
 //!   [`spike_daemon::serve::serve_mtls`].
+//! - [`keys`]: whether shards agree on one root key, and lite mode's key-check file.
 //! - [`recovery`]: keeper recovery, periodic shard push and keeper probing.
 //! - [`metrics`]: Prometheus text exposition.
 //! - [`audit`]: the per-request audit event.
@@ -25,6 +26,7 @@ pub mod api;
 pub mod audit;
 pub mod authz;
 pub mod config;
+pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod probe;

@@ -136,6 +136,9 @@ fn main() -> ExitCode {
         for deprecation in &config.deprecations {
             eprintln!("spike-nexus: warning: {deprecation}");
         }
+        for warning in config.warnings() {
+            eprintln!("spike-nexus: warning: {warning}");
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -145,6 +148,9 @@ fn main() -> ExitCode {
     }
     for deprecation in &config.deprecations {
         tracing::warn!("{deprecation}");
+    }
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
     }
     let policy = harden::HardenPolicy {
         lock_memory: true,

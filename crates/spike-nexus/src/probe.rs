@@ -56,8 +56,17 @@ impl HealthAnswer {
         let (collected, threshold) = (num("shards_collected"), num("threshold"));
         let has_data = v.get("has_data").and_then(serde_json::Value::as_bool) == Some(true);
         let store_error = v.get("store_error").and_then(serde_json::Value::as_str);
+        let disagree = v
+            .get("keepers_disagree")
+            .and_then(serde_json::Value::as_str);
         match (self.code, store_error) {
-            (200, _) => "unsealed".to_owned(),
+            (200, _) => match disagree {
+                Some(d) => format!("unsealed; shard pushes held: {d}"),
+                None => "unsealed".to_owned(),
+            },
+            (_, None) if disagree.is_some() => {
+                format!("sealed: {}", disagree.unwrap_or_default())
+            }
             (_, Some(err)) => format!(
                 "sealed: Nexus cannot open its store: {err} (it retries by itself; see journalctl -u spike-nexus)"
             ),

@@ -4,21 +4,31 @@
 //! exponential backoff (initial and max interval from the config, ×2, jitter ±50 %). Shards
 //! are collected across attempts by keeper id (the 1-based position in the keeper list);
 //! invalid ones (zero, ≥ the group order) are skipped with a log line. Once `threshold`
-//! distinct shards are there, they are combined and the key goes through
-//! [`NexusState::unseal`], which verifies it against the database's key check; if it does not
-//! match, other subsets of the collected shards are tried, then the shards are discarded and
-//! collection starts over. When the store cannot be opened (full disk, permissions), the
+//! distinct shards are there, Nexus checks that they agree on one root key
+//! ([`crate::keys::agreement`]: every shard received must be the share of the reconstructed
+//! key). A key they agree on goes through [`NexusState::unseal`], which verifies it against
+//! the database's key check (lite: the key-check file, written the first time). When they
+//! disagree, Nexus records a [`Disagreement`] (health, `STATUS=`, log name the keepers and the
+//! way out) and unseals only with a candidate key that an existing key check confirms; without
+//! a key check it stays sealed. Then the shards are discarded and collection starts over. When the store cannot be opened (full disk, permissions), the
 //! shards are discarded too and collected again on the next round, so the unseal is retried
 //! with backoff until it succeeds. Operator restore uses the same unseal path; the loop
 //! notices.
 //!
 //! Once unsealed: every keeper gets its shard at once, then every `keeper_update_interval`;
 //! keepers are probed every `keeper_probe_interval`, and one that answers it holds no shard
-//! (400 on `/v1/store/shard`) or a different one is re-seeded immediately. Reachability is
-//! recorded for health and metrics.
+//! (400 on `/v1/store/shard`) is re-seeded immediately. Before any push the keepers' shards are
+//! read: if one holds a shard that does not fit the live key, nothing is pushed to anyone
+//! (a [`Disagreement`]) until the shards agree again or an operator restore confirms the key.
+//! Reachability is recorded for health and metrics.
+//!
+//! Every keeper call (recovery fetch, push, probe) requires the keeper to present the SPIFFE
+//! ID its URL is pinned to (`keeper_peers`, docs/config.md), checked in the TLS handshake
+//! before anything is sent; a mismatch is logged with both IDs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use spike_client::{BaseUrl, ClientError, ClientOptions, KeeperClient};
@@ -29,7 +39,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, KeeperPeer};
-use crate::state::{NexusState, ORIGIN_KEEPERS, UnsealError};
+use crate::keys::{self, Agreement};
+use crate::state::{Disagreement, NexusState, ORIGIN_KEEPERS, UnsealError};
 
 /// Most threshold-subsets tried when a combination does not match the database.
 const MAX_COMBINATIONS: usize = 32;
@@ -38,6 +49,9 @@ const MAX_COMBINATIONS: usize = 32;
 #[derive(Debug, Clone)]
 pub struct Keepers {
     clients: Vec<(KeeperPeer, KeeperClient)>,
+    /// Per keeper: an identity mismatch was logged at `warn` (log again only after it
+    /// cleared).
+    mismatch_logged: Arc<[AtomicBool]>,
 }
 
 /// Why the keeper clients could not be built.
@@ -56,7 +70,8 @@ pub enum RecoveryError {
 }
 
 impl Keepers {
-    /// mTLS clients (server must be a Keeper) for every keeper in `config`.
+    /// mTLS clients for every keeper in `config`; each requires the keeper's pinned SPIFFE ID
+    /// (or, unpinned, any Keeper ID).
     ///
     /// # Errors
     /// [`RecoveryError::Client`] for a bad URL or TLS configuration.
@@ -71,13 +86,52 @@ impl Keepers {
                     source: Box::new(source),
                 };
                 let base = BaseUrl::parse(&peer.url).map_err(err)?;
-                let client =
-                    KeeperClient::new(identity, base, &config.trust_roots, options.clone())
-                        .map_err(err)?;
+                let client = KeeperClient::pinned(
+                    identity,
+                    base,
+                    peer.spiffe_id.clone(),
+                    &config.trust_roots,
+                    options.clone(),
+                )
+                .map_err(err)?;
                 Ok((peer.clone(), client))
             })
             .collect::<Result<Vec<_>, RecoveryError>>()?;
-        Ok(Keepers { clients })
+        let mismatch_logged = clients.iter().map(|_| AtomicBool::new(false)).collect();
+        Ok(Keepers {
+            clients,
+            mismatch_logged,
+        })
+    }
+
+    /// Logs a keeper presenting the wrong SPIFFE ID (at `warn` once, then at `debug` until
+    /// it presents the right one); returns whether `err` was such a mismatch.
+    fn note_identity(
+        &self,
+        index: usize,
+        client: &KeeperClient,
+        result: Result<(), &ClientError>,
+    ) -> bool {
+        let Some(flag) = self.mismatch_logged.get(index) else {
+            return false;
+        };
+        let mismatch = result.err().and_then(|e| client.identity_mismatch(e));
+        match mismatch {
+            Some(text) => {
+                if flag.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(keeper = %client.base_url(), "{text}");
+                } else {
+                    tracing::warn!(keeper = %client.base_url(), "keeper identity mismatch: {text}");
+                }
+                true
+            }
+            None => {
+                if result.is_ok() && flag.swap(false, Ordering::Relaxed) {
+                    tracing::info!(keeper = %client.base_url(), "the keeper presents its pinned SPIFFE ID again");
+                }
+                false
+            }
+        }
     }
 }
 
@@ -121,28 +175,6 @@ fn valid_shard(id: u16, bytes: &ShardBytes) -> Option<Shard> {
     Some(shard)
 }
 
-/// The index sets of size `k` out of `n`, in lexicographic order, at most `limit` of them.
-fn combinations(n: usize, k: usize, limit: usize) -> Vec<Vec<usize>> {
-    let mut out = Vec::new();
-    if k == 0 || k > n {
-        return out;
-    }
-    let mut idx: Vec<usize> = (0..k).collect();
-    loop {
-        out.push(idx.clone());
-        if out.len() >= limit {
-            return out;
-        }
-        let Some(i) = (0..k).rev().find(|&i| idx[i] != i + n - k) else {
-            return out;
-        };
-        idx[i] += 1;
-        for j in i + 1..k {
-            idx[j] = idx[j - 1] + 1;
-        }
-    }
-}
-
 enum Fetched {
     Shard(Shard),
     Empty,
@@ -151,8 +183,10 @@ enum Fetched {
 }
 
 async fn fetch(state: &NexusState, keepers: &Keepers) -> Vec<(u16, Fetched)> {
-    let calls = keepers.clients.iter().map(|(peer, client)| async move {
-        let result = match client.shard().await {
+    let calls = keepers.clients.iter().enumerate().map(|(index, (peer, client))| async move {
+        let answer = client.shard().await;
+        keepers.note_identity(index, client, answer.as_ref().map(drop));
+        let result = match answer {
             Ok(bytes) => match valid_shard(peer.id, &bytes) {
                 Some(shard) => Fetched::Shard(shard),
                 None if bytes.is_zero() => Fetched::Empty,
@@ -180,41 +214,67 @@ async fn fetch(state: &NexusState, keepers: &Keepers) -> Vec<(u16, Fetched)> {
     results
 }
 
-/// Tries threshold-subsets of `collected` until one unseals. Returns true when unsealed.
-async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>, threshold: u16) -> bool {
+/// Unseals with the key the collected shards agree on; when they disagree, records that and
+/// tries only candidates an existing key check confirms. Returns true when unsealed.
+async fn try_unseal(state: &NexusState, collected: &BTreeMap<u16, Shard>) -> bool {
+    let config = Arc::clone(state.config());
     let shards: Vec<&Shard> = collected.values().collect();
-    for combo in combinations(shards.len(), usize::from(threshold), MAX_COMBINATIONS) {
-        let subset: Vec<Shard> = combo
-            .iter()
-            .filter_map(|&i| shards.get(i).map(|s| s.duplicate_secret()))
-            .collect();
-        let key = match shamir::combine(&subset, threshold) {
-            Ok(key) => key,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot combine keeper shards");
-                continue;
-            }
-        };
-        match state.unseal(key, ORIGIN_KEEPERS).await {
-            Ok(()) => return true,
-            Err(UnsealError::WrongKey) => {
-                let ids: Vec<u16> = subset.iter().map(Shard::id).collect();
-                tracing::error!(
-                    ?ids,
-                    "shards from these keepers reconstruct a key that does not open the database (stale shards?)"
-                );
-            }
-            Err(e) => {
-                // The state remembers the failure (health `store_error`, STATUS) and logs it
-                // at error level when it changes; the shards are collected again on the next
-                // round, so the unseal is retried until the store opens (e.g. once disk space
-                // is freed).
-                tracing::debug!(error = %e, "unseal failed; retrying on the next round");
-                return false;
+    match keys::agreement(&shards, config.shares, config.threshold, MAX_COMBINATIONS) {
+        Agreement::TooFew => false,
+        Agreement::Agreed(key) => {
+            match state.unseal(key, ORIGIN_KEEPERS).await {
+                Ok(()) => {
+                    state.set_disagreement(None);
+                    true
+                }
+                Err(UnsealError::WrongKey) => {
+                    let check = if state.is_lite() {
+                        format!(
+                            "lite's key-check file {}",
+                            keys::lite_keycheck_path(&config.data_dir).display()
+                        )
+                    } else {
+                        "the database's key check".to_owned()
+                    };
+                    // Logged (at error) and put on STATUS and health when it changes.
+                    state.set_disagreement(Some(Disagreement {
+                        misfits: collected.keys().copied().collect(),
+                        refused_by: Some(check),
+                    }));
+                    false
+                }
+                Err(e) => {
+                    // The state remembers the failure (health `store_error`, STATUS) and logs
+                    // it at error level when it changes; the shards are collected again on the
+                    // next round, so the unseal is retried until the store opens (e.g. once
+                    // disk space is freed).
+                    tracing::debug!(error = %e, "unseal failed; retrying on the next round");
+                    false
+                }
             }
         }
+        Agreement::Disagree {
+            candidates,
+            misfits,
+        } => {
+            state.set_disagreement(Some(Disagreement::misfits(misfits)));
+            if !state.has_key_check() {
+                // Nothing tells which key is right: stay sealed, push nothing.
+                return false;
+            }
+            for key in candidates {
+                match state.unseal_checked(key, ORIGIN_KEEPERS).await {
+                    Ok(()) => return true,
+                    Err(UnsealError::WrongKey | UnsealError::NoKeyCheck) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "unseal failed; retrying on the next round");
+                        return false;
+                    }
+                }
+            }
+            false
+        }
     }
-    false
 }
 
 /// Collects shards from keepers until unsealed (by them or by operator restore) or cancelled.
@@ -247,7 +307,7 @@ async fn recover(state: &NexusState, keepers: &Keepers, token: &CancellationToke
         }
         state.set_collected(collected.len().min(usize::from(threshold)));
         if collected.len() >= usize::from(threshold) {
-            if try_unseal(state, &collected, threshold).await {
+            if try_unseal(state, &collected).await {
                 return;
             }
             collected.clear();
@@ -272,11 +332,23 @@ fn shard_for(key: &RootKey, config: &Config, id: u16) -> Option<ShardBytes> {
     }
 }
 
-async fn push_one(state: &NexusState, key: &RootKey, peer: &KeeperPeer, client: &KeeperClient) {
+async fn push_one(
+    state: &NexusState,
+    keepers: &Keepers,
+    index: usize,
+    key: &RootKey,
+    peer: &KeeperPeer,
+    client: &KeeperClient,
+) {
     let Some(shard) = shard_for(key, state.config(), peer.id) else {
         return;
     };
-    match client.contribute(shard).await {
+    let result = client.contribute(shard).await;
+    if keepers.note_identity(index, client, result.as_ref().copied()) {
+        state.set_keeper_health(peer.id, false, false);
+        return;
+    }
+    match result {
         Ok(()) => {
             tracing::debug!(keeper = %peer.url, shard_id = peer.id, "shard pushed");
             state.set_keeper_health(peer.id, true, true);
@@ -290,41 +362,55 @@ async fn push_one(state: &NexusState, key: &RootKey, peer: &KeeperPeer, client: 
     }
 }
 
-async fn push_all(state: &NexusState, keepers: &Keepers) {
+/// Reads every keeper's shard, then pushes: to the empty ones (probe), or to every reachable
+/// one (`full`, the periodic push). If any keeper holds a shard that does not fit the live
+/// key, nothing is pushed to anyone (a [`Disagreement`]), unless an operator restore
+/// confirmed the key, which overwrites the misfits.
+async fn sync(state: &NexusState, keepers: &Keepers, full: bool) {
     let Some(unsealed) = state.unsealed() else {
         return;
     };
     let Some(key) = unsealed.root_key.as_ref() else {
         return;
     };
-    let calls = keepers
-        .clients
-        .iter()
-        .map(|(peer, client)| push_one(state, key, peer, client));
-    futures::future::join_all(calls).await;
-}
-
-/// Probes every keeper; re-seeds one that is empty or holds a different shard.
-async fn probe_all(state: &NexusState, keepers: &Keepers) {
-    let Some(unsealed) = state.unsealed() else {
-        return;
-    };
-    let Some(key) = unsealed.root_key.as_ref() else {
-        return;
-    };
+    let operator = state.take_operator_push();
+    let config = Arc::clone(state.config());
     let fetched = fetch(state, keepers).await;
-    for ((peer, client), (_, got)) in keepers.clients.iter().zip(fetched) {
-        let reseed = match got {
-            Fetched::Shard(shard) => shard_for(key, state.config(), peer.id)
-                .is_some_and(|want| want.as_bytes() != shard.expose_secret()),
-            Fetched::Empty | Fetched::Invalid => true,
-            Fetched::Unreachable => false,
-        };
-        if reseed {
-            tracing::info!(keeper = %peer.url, shard_id = peer.id, "keeper has no (or a stale) shard; re-seeding it");
-            push_one(state, key, peer, client).await;
+    let mut misfits = Vec::new();
+    let mut targets = Vec::new();
+    for (index, ((peer, client), (_, got))) in keepers.clients.iter().zip(fetched).enumerate() {
+        match got {
+            Fetched::Shard(shard) => {
+                if !keys::fits(key, &shard, config.shares, config.threshold) {
+                    misfits.push(peer.id);
+                    if operator {
+                        targets.push((index, peer, client, "holds a shard of another key"));
+                    }
+                } else if full {
+                    targets.push((index, peer, client, ""));
+                }
+            }
+            Fetched::Empty | Fetched::Invalid => {
+                targets.push((index, peer, client, "has no shard"));
+            }
+            Fetched::Unreachable => {}
         }
     }
+    if !misfits.is_empty() && !operator {
+        state.set_disagreement(Some(Disagreement::misfits(misfits)));
+        return;
+    }
+    if operator && !misfits.is_empty() {
+        tracing::warn!(keepers = ?misfits, "operator restore confirmed the root key: overwriting the shards that do not fit it");
+    }
+    state.set_disagreement(None);
+    let calls = targets.into_iter().map(|(index, peer, client, why)| async move {
+        if !why.is_empty() {
+            tracing::info!(keeper = %peer.url, shard_id = peer.id, "keeper {why}; re-seeding it");
+        }
+        push_one(state, keepers, index, key, peer, client).await;
+    });
+    futures::future::join_all(calls).await;
 }
 
 /// The keeper task: recovery until unsealed, then periodic sync. Returns when cancelled.
@@ -359,9 +445,9 @@ pub async fn run(
     loop {
         tokio::select! {
             () = token.cancelled() => return Ok(()),
-            () = state.push_requested() => push_all(&state, &keepers).await,
-            _ = full.tick() => push_all(&state, &keepers).await,
-            _ = probe.tick() => probe_all(&state, &keepers).await,
+            () = state.push_requested() => sync(&state, &keepers, true).await,
+            _ = full.tick() => sync(&state, &keepers, true).await,
+            _ = probe.tick() => sync(&state, &keepers, false).await,
         }
     }
 }
@@ -369,19 +455,6 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn combinations_are_complete_and_bounded() {
-        assert_eq!(
-            combinations(3, 2, 100),
-            vec![vec![0, 1], vec![0, 2], vec![1, 2]]
-        );
-        assert_eq!(combinations(2, 2, 100), vec![vec![0, 1]]);
-        assert_eq!(combinations(4, 1, 100).len(), 4);
-        assert_eq!(combinations(5, 3, 100).len(), 10);
-        assert_eq!(combinations(5, 3, 4).len(), 4);
-        assert!(combinations(2, 3, 100).is_empty());
-    }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {

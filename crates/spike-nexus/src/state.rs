@@ -18,7 +18,15 @@
 //! - `sealed: cannot open the store: database or disk is full (free space under
 //!   /var/lib/spike-nexus; Nexus retries by itself)`: the last unseal failed for a reason
 //!   other than a wrong key (also served as `store_error` in the health body);
-//! - `unsealed`.
+//! - `sealed: keepers disagree: …`: the shards received do not all fit one root key (a keeper
+//!   holds a wrong shard); no shard is pushed, see [`Disagreement`];
+//! - `unsealed`, or `unsealed; shard pushes held: …` while keepers disagree.
+//!
+//! Only a key that some key check confirms is ever used to re-seed keepers: the database's
+//! key check (sqlite), lite's key-check file ([`crate::keys`]), or, before either exists, the
+//! agreement of every shard received. Operator restore needs an existing key check
+//! ([`UnsealError::NoKeyCheck`]), so the restore role cannot choose the root key of an
+//! install that was never bootstrapped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,6 +95,75 @@ pub enum UnsealError {
     /// The blocking open task failed.
     #[error("the store open task failed")]
     Join,
+    /// There is no key check to verify a restored key against: Nexus was never bootstrapped
+    /// (no database; in lite mode no key the keepers agreed on yet). Restore cannot choose
+    /// the root key; Bootstrap generates it.
+    #[error(
+        "Nexus has no key check to verify a restored root key against (it was never \
+         bootstrapped); restore cannot choose the root key: run spike-bootstrap instead"
+    )]
+    NoKeyCheck,
+    /// Lite mode's key-check file could not be read or written.
+    #[error("lite key check: {0}")]
+    KeyCheckFile(#[from] crate::keys::KeyCheckFileError),
+}
+
+/// Keepers hold shards that do not all fit one root key. While this is recorded no shard is
+/// pushed to any keeper, until the shards agree again (the wrong keeper was cleared) or an
+/// operator restores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    /// Keepers (shard ids) whose shards do not fit the key the others agree on (with
+    /// `refused_by`: every keeper that answered).
+    pub misfits: Vec<u16>,
+    /// Set when the shards agree with each other but not with this key check (a path or
+    /// "the database's key check").
+    pub refused_by: Option<String>,
+}
+
+impl Disagreement {
+    /// Keepers `misfits` hold shards that do not fit the key the others agree on.
+    pub fn misfits(misfits: Vec<u16>) -> Self {
+        Self {
+            misfits,
+            refused_by: None,
+        }
+    }
+
+    /// The health/log text, naming the keepers and the ways out.
+    pub fn describe(&self, unsealed: bool) -> String {
+        if let Some(check) = &self.refused_by {
+            return format!(
+                "keepers disagree with the key check: the shards of keepers {} agree on a root \
+                 key that does not match {check}; no shard is pushed. Restore from the recovery \
+                 shards (spike operator restore), or, only after a deliberate re-bootstrap of a \
+                 lite Nexus, move the key-check file away (docs/operations.md)",
+                crate::keys::id_list(&self.misfits)
+            );
+        }
+        let ids = crate::keys::id_list(&self.misfits);
+        let (whose, verb) = if self.misfits.len() == 1 {
+            (format!("keeper {ids}"), "holds")
+        } else {
+            (format!("keepers {ids}"), "hold")
+        };
+        let units: Vec<String> = self
+            .misfits
+            .iter()
+            .map(|i| format!("spike-keeper@{i}"))
+            .collect();
+        let restore = if unsealed {
+            "or confirm the live key with the recovery shards: spike operator restore"
+        } else {
+            "or restore from the recovery shards: spike operator restore"
+        };
+        format!(
+            "keepers disagree: {whose} {verb} a shard that does not fit the root key the other \
+             shards give; no shard is pushed until they agree. Clear the wrong shard (systemctl \
+             restart {}; Nexus re-seeds it), {restore} (docs/operations.md)",
+            units.join(" ")
+        )
+    }
 }
 
 /// Health of one keeper as last observed.
@@ -114,6 +191,8 @@ pub struct HealthReport {
     /// Why the last unseal attempt failed, when it failed for a reason other than a wrong
     /// key (cleared by a successful unseal). No secret values.
     pub store_error: Option<String>,
+    /// Set while keepers hold shards that do not fit one root key (no shard is pushed).
+    pub keepers_disagree: Option<String>,
 }
 
 /// The last unseal failure that was not a wrong key.
@@ -138,6 +217,10 @@ struct Inner {
     store_failure: Mutex<Option<StoreFailure>>,
     /// The last `STATUS=` text sent, to send and log changes only.
     status: Mutex<String>,
+    /// Keepers disagree: no shard pushes (see [`Disagreement`]).
+    disagreement: Mutex<Option<Disagreement>>,
+    /// An operator restore confirmed the key: the next push goes out despite a disagreement.
+    operator_push: AtomicBool,
 }
 
 /// The shared Nexus state; cheap to clone.
@@ -184,6 +267,8 @@ impl NexusState {
                 push_now: Notify::new(),
                 store_failure: Mutex::new(None),
                 status: Mutex::new(String::new()),
+                disagreement: Mutex::new(None),
+                operator_push: AtomicBool::new(false),
             }),
         };
         if state.is_memory() {
@@ -250,6 +335,49 @@ impl NexusState {
         self.inner.push_now.notify_one();
     }
 
+    /// Asks for a push to every keeper on an operator's authority (operator restore): it goes
+    /// out even while keepers disagree, and clears the disagreement.
+    pub fn request_operator_push(&self) {
+        self.inner.operator_push.store(true, Ordering::SeqCst);
+        self.inner.push_now.notify_one();
+    }
+
+    /// Takes the operator's push authority (see [`NexusState::request_operator_push`]).
+    pub fn take_operator_push(&self) -> bool {
+        self.inner.operator_push.swap(false, Ordering::SeqCst)
+    }
+
+    /// The current disagreement among keepers, if any.
+    pub fn disagreement(&self) -> Option<Disagreement> {
+        self.inner.disagreement.lock().clone()
+    }
+
+    /// Records (or clears, with `None`) a disagreement among keepers; logs and updates
+    /// `STATUS=` when it changes.
+    pub fn set_disagreement(&self, value: Option<Disagreement>) {
+        let changed = {
+            let mut slot = self.inner.disagreement.lock();
+            let changed = *slot != value;
+            slot.clone_from(&value);
+            changed
+        };
+        if !changed {
+            return;
+        }
+        match &value {
+            Some(d) => tracing::error!(
+                keepers = ?d.misfits,
+                "{}",
+                d.describe(self.is_unsealed())
+            ),
+            None => tracing::info!("keepers agree on the root key again; shard pushes resume"),
+        }
+        match self.unsealed() {
+            Some(_) => self.report_unsealed(),
+            None => self.refresh_sealed_status(),
+        }
+    }
+
     /// Resolves when [`NexusState::request_push`] was called.
     pub async fn push_requested(&self) {
         self.inner.push_now.notified().await;
@@ -311,6 +439,9 @@ impl NexusState {
         if let Some(failure) = &*self.inner.store_failure.lock() {
             return failure.status.clone();
         }
+        if let Some(d) = &*self.inner.disagreement.lock() {
+            return format!("sealed: {}", d.describe(false));
+        }
         let threshold = self.inner.config.threshold;
         if collected == 0 && self.has_data() && self.no_keeper_can_unseal() {
             return format!(
@@ -355,8 +486,16 @@ impl NexusState {
     fn set_unsealed(&self, unsealed: Unsealed) {
         *self.inner.seal.write() = Seal::Unsealed(Arc::new(unsealed));
         self.inner.unsealed_tx.send_replace(true);
-        self.set_status("unsealed", || {
-            tracing::info!(seal_state = "unsealed", "Nexus is unsealed");
+        self.report_unsealed();
+    }
+
+    fn report_unsealed(&self) {
+        let text = match &*self.inner.disagreement.lock() {
+            Some(d) => format!("unsealed; shard pushes held: {}", d.describe(true)),
+            None => "unsealed".to_owned(),
+        };
+        self.set_status(&text, || {
+            tracing::info!(seal_state = %text, "Nexus is {text}");
         });
     }
 
@@ -370,7 +509,10 @@ impl NexusState {
             UnsealError::DataDir { source, .. } => {
                 ("cannot create the data directory", source.to_string())
             }
-            UnsealError::Join | UnsealError::WrongKey => ("cannot open the store", message.clone()),
+            UnsealError::KeyCheckFile(e) => ("cannot use the lite key check", e.to_string()),
+            UnsealError::Join | UnsealError::WrongKey | UnsealError::NoKeyCheck => {
+                ("cannot open the store", message.clone())
+            }
         };
         let full = matches!(
             error,
@@ -416,16 +558,56 @@ impl NexusState {
     /// [`UnsealError::WrongKey`] when the key does not open the existing database (the state
     /// stays sealed), other variants for I/O failures. In memory mode this is a no-op.
     pub async fn unseal(&self, key: RootKey, origin: &'static str) -> Result<(), UnsealError> {
+        self.unseal_with(key, origin, false).await
+    }
+
+    /// Unseals only if an existing key check confirms `key` (the database's, or lite's
+    /// key-check file): operator restore, and keeper recovery while keepers disagree.
+    ///
+    /// # Errors
+    /// [`UnsealError::NoKeyCheck`] when there is none yet; otherwise as
+    /// [`NexusState::unseal`].
+    pub async fn unseal_checked(
+        &self,
+        key: RootKey,
+        origin: &'static str,
+    ) -> Result<(), UnsealError> {
+        self.unseal_with(key, origin, true).await
+    }
+
+    async fn unseal_with(
+        &self,
+        key: RootKey,
+        origin: &'static str,
+        require_check: bool,
+    ) -> Result<(), UnsealError> {
         let _guard = self.inner.unseal_lock.lock().await;
-        let result = self.unseal_locked(key, origin).await;
+        let result = self.unseal_locked(key, origin, require_check).await;
         match &result {
-            Ok(()) | Err(UnsealError::WrongKey) => {}
+            Ok(()) | Err(UnsealError::WrongKey | UnsealError::NoKeyCheck) => {}
             Err(e) => self.record_store_failure(e, origin),
         }
         result
     }
 
-    async fn unseal_locked(&self, key: RootKey, origin: &'static str) -> Result<(), UnsealError> {
+    /// Whether a key check exists to verify a root key against: the database (sqlite) or
+    /// lite's key-check file.
+    pub fn has_key_check(&self) -> bool {
+        match self.inner.config.backend {
+            BackendKind::Lite => {
+                crate::keys::lite_keycheck_path(&self.inner.config.data_dir).exists()
+            }
+            BackendKind::Memory => false,
+            _ => self.has_data(),
+        }
+    }
+
+    async fn unseal_locked(
+        &self,
+        key: RootKey,
+        origin: &'static str,
+        require_check: bool,
+    ) -> Result<(), UnsealError> {
         if let Some(current) = self.unsealed() {
             return match &current.root_key {
                 Some(k) if *k == key => Ok(()),
@@ -434,8 +616,18 @@ impl NexusState {
             };
         }
         let config = Arc::clone(&self.inner.config);
+        if require_check && config.backend != BackendKind::Memory && !self.has_key_check() {
+            return Err(UnsealError::NoKeyCheck);
+        }
         let backend: Arc<dyn Backend> = match config.backend {
-            BackendKind::Lite => Arc::new(LiteBackend::new()),
+            BackendKind::Lite => {
+                let dir = config.data_dir.clone();
+                let key2 = key.duplicate_secret();
+                tokio::task::spawn_blocking(move || lite_key_check(&dir, &key2))
+                    .await
+                    .map_err(|_| UnsealError::Join)??;
+                Arc::new(LiteBackend::new())
+            }
             BackendKind::Memory => return Ok(()),
             _ => {
                 let dir = config.data_dir.clone();
@@ -488,12 +680,13 @@ impl NexusState {
         std::fs::metadata(self.inner.config.db_path()).is_ok_and(|m| m.len() > 0)
     }
 
-    /// Whether Nexus was ever bootstrapped: unsealed, or the database exists, or a keeper
-    /// holds a shard, or a root key was reconstructed but the store failed to open.
+    /// Whether Nexus was ever bootstrapped: unsealed, or the database (lite: the key-check
+    /// file) exists, or a keeper holds a shard, or a root key was reconstructed but the store failed to open.
     pub fn initialized(&self) -> bool {
         self.is_memory()
             || self.is_unsealed()
             || self.has_data()
+            || (self.is_lite() && self.has_key_check())
             || self.inner.store_failure.lock().is_some()
             || self
                 .inner
@@ -526,6 +719,12 @@ impl NexusState {
                 .lock()
                 .as_ref()
                 .map(|f| f.message.clone()),
+            keepers_disagree: self
+                .inner
+                .disagreement
+                .lock()
+                .as_ref()
+                .map(|d| d.describe(!sealed)),
         }
     }
 
@@ -563,6 +762,26 @@ fn store_cause(e: &StoreError) -> String {
     match e {
         StoreError::Database(m) | StoreError::StorageFull(m) => m.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Lite mode's key check: the key must open the key-check file; with no file yet, the key
+/// (which the keepers agreed on, see [`crate::recovery`]) is recorded.
+fn lite_key_check(dir: &std::path::Path, key: &RootKey) -> Result<(), UnsealError> {
+    use crate::keys::{FileCheck, check_file, lite_keycheck_path, write_file};
+    create_private_dir(dir).map_err(|source| UnsealError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = lite_keycheck_path(dir);
+    match check_file(&path, key)? {
+        FileCheck::Matches => Ok(()),
+        FileCheck::Differs => Err(UnsealError::WrongKey),
+        FileCheck::Absent => {
+            write_file(&path, key)?;
+            tracing::info!(file = %path.display(), "lite mode: recorded the key check of the root key the keepers agree on");
+            Ok(())
+        }
     }
 }
 

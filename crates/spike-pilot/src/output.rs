@@ -209,6 +209,10 @@ pub struct StatusReport {
     /// Why Nexus cannot open its store, when it cannot (absent from older Nexus answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// Set while keepers hold shards that do not fit one root key (Nexus pushes no shard):
+    /// which keepers, and the way out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepers_disagree: Option<String>,
     /// This CLI's version.
     pub pilot_version: String,
 }
@@ -231,6 +235,7 @@ impl StatusReport {
             keepers_reachable: num("keepers_reachable"),
             has_data: flag("has_data"),
             store_error: text("store_error").filter(|e| !e.trim().is_empty()),
+            keepers_disagree: text("keepers_disagree").filter(|e| !e.trim().is_empty()),
             pilot_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -248,6 +253,11 @@ impl StatusReport {
             return Some(format!("sealed: Nexus cannot open its store: {cause}"));
         }
         let (k, n) = (show(self.shards_collected), show(self.threshold));
+        if self.sealed == Some(true)
+            && let Some(disagree) = &self.keepers_disagree
+        {
+            return Some(format!("sealed: {disagree}"));
+        }
         match (self.initialized, self.sealed) {
             (Some(false), _) => Some(format!(
                 "sealed: waiting for bootstrap ({k}/{n} shards). SPIKE Bootstrap has not \
@@ -313,6 +323,9 @@ pub fn status(report: &StatusReport, format: Format) -> String {
             out.push_str(&format!("Has data:          {}\n", show(report.has_data)));
             if let Some(cause) = &report.store_error {
                 out.push_str(&format!("Store error:       {cause}\n"));
+            }
+            if let Some(disagree) = &report.keepers_disagree {
+                out.push_str(&format!("Keepers disagree:  {disagree}\n"));
             }
             out.push_str(&format!(
                 "Nexus version:     {} (build {})\n",
@@ -485,6 +498,24 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_disagreement_is_the_sealed_state_and_a_line_of_its_own() {
+        let text = "keepers disagree: keeper 1 holds a shard that does not fit …";
+        let sealed = StatusReport::from_health(
+            "https://n",
+            503,
+            &serde_json::json!({"initialized": true, "sealed": true, "keepers_disagree": text}),
+        );
+        assert_eq!(sealed.sealed_state().unwrap(), format!("sealed: {text}"));
+        let unsealed = StatusReport::from_health(
+            "https://n",
+            200,
+            &serde_json::json!({"initialized": true, "sealed": false, "keepers_disagree": text}),
+        );
+        assert!(unsealed.is_serving());
+        assert!(status(&unsealed, Format::Human).contains(&format!("Keepers disagree:  {text}")));
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub fn base_config_file(backend: &str, data: &Path) -> ConfigFile {
 /// shutdown grace and a 256 KiB body limit.
 pub fn test_config_file(backend: &str, keepers: &[String], data: &Path) -> ConfigFile {
     ConfigFile {
-        keeper_peers: Some(PeerList::List(keepers.to_vec())),
+        keeper_peers: Some(PeerList::urls(keepers)),
         health_socket: Some(data.join("health.sock")),
         metrics_listen: "127.0.0.1:0".to_owned(),
         keeper_update_interval: GoDuration(Duration::from_secs(3)),

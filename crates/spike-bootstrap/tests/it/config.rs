@@ -32,7 +32,16 @@ fn spike_env_vars_configure_everything() {
         .with("STATE_DIRECTORY", "/run/state/spike-bootstrap:/other");
     let c = BootstrapConfig::from_toml("", &e).unwrap();
     assert_eq!(c.keepers.len(), 3);
-    assert_eq!(c.keepers[1].host(), "k2");
+    assert_eq!(c.keepers[1].url.host(), "k2");
+    // URL-only keepers are pinned by position under the keeper trust root.
+    assert_eq!(
+        c.keepers[1]
+            .spiffe_id
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("spiffe://spike.ist/spike/keeper/2")
+    );
     assert_eq!((c.shares, c.threshold), (3, 2));
     assert_eq!(c.nexus_api_url.host(), "nexus.example");
     assert_eq!(c.keeper_retry.max_attempts, 7);
@@ -204,4 +213,31 @@ fn old_and_new_key_together_are_refused_naming_both() {
     ] {
         assert!(BootstrapConfig::from_toml(toml, &e).is_err(), "{toml}");
     }
+}
+
+#[test]
+fn threshold_one_and_role_only_keepers_are_warned_about_and_pins_must_be_distinct() {
+    let peers = "https://k1:8443,https://k2:8443,https://k3:8443";
+    let c = BootstrapConfig::from_toml("", &env(peers, "3", "2")).unwrap();
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let c = BootstrapConfig::from_toml("", &env(peers, "3", "1")).unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("shamir_threshold = 1")),
+        "{:?}",
+        c.warnings()
+    );
+    let c = BootstrapConfig::from_toml(
+        "",
+        &env(peers, "3", "2").with("SPIKE_NEXUS_KEEPER_IDENTITY", "role"),
+    )
+    .unwrap();
+    assert!(c.keepers.iter().all(|k| k.spiffe_id.is_none()));
+    assert!(c.warnings().iter().any(|w| w.contains("by role alone")));
+    // Two URLs pinned to one ID: one keeper could collect both shards.
+    let toml = "keeper_peers = [\"https://k1:8443\", \
+                { url = \"https://k2:8443\", spiffe_id = \"spiffe://spike.ist/spike/keeper/1\" }]\n\
+                shamir_shares = 2\n";
+    assert_eq!(code(toml, &MapEnv::new()), 64);
 }

@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use spike_bootstrap::{BootstrapError, deliver_shards};
+use spike_bootstrap::{BootstrapError, KeeperTarget, deliver_shards};
 use spike_client::{BaseUrl, KeeperClient};
 use spike_crypto::{RootKey, Shard, ShardValue, shamir};
 use spike_identity::{MtlsAcceptor, SpiffeId};
 use tokio::net::TcpListener;
 
 use crate::support::{
-    BOOTSTRAP, NEXUS, PILOT, closed_port, config_for, fast_retry, identity, keeper, options, roots,
-    world,
+    BOOTSTRAP, KEEPER_1, KEEPER_2, NEXUS, PILOT, any, closed_port, config_for, fast_retry,
+    identity, keeper, keeper_as, options, roots, world,
 };
 
 #[tokio::test]
@@ -24,9 +24,17 @@ async fn keepers_receive_shares_that_combine_to_the_key() {
     let urls: Vec<BaseUrl> = keepers.iter().map(|k| k.url.clone()).collect();
     let boot = identity(&w.wl, BOOTSTRAP).await;
     let key = RootKey::generate().unwrap();
-    deliver_shards(&boot, &urls, 2, &roots(), &fast_retry(3), &options(), &key)
-        .await
-        .unwrap();
+    deliver_shards(
+        &boot,
+        &any(&urls),
+        2,
+        &roots(),
+        &fast_retry(3),
+        &options(),
+        &key,
+    )
+    .await
+    .unwrap();
 
     // Read the shards back as Nexus does and reconstruct.
     let nexus = identity(&w.wl, NEXUS).await;
@@ -72,9 +80,17 @@ async fn a_keeper_with_the_wrong_spiffe_id_is_exit_6() {
     let urls = [good.url.clone(), bad_url];
     let boot = identity(&w.wl, BOOTSTRAP).await;
     let key = RootKey::generate().unwrap();
-    let err = deliver_shards(&boot, &urls, 2, &roots(), &fast_retry(5), &options(), &key)
-        .await
-        .unwrap_err();
+    let err = deliver_shards(
+        &boot,
+        &any(&urls),
+        2,
+        &roots(),
+        &fast_retry(5),
+        &options(),
+        &key,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.exit_code(), 6, "{err}");
     let msg = err.to_string();
     assert!(
@@ -94,7 +110,7 @@ async fn a_keeper_that_refuses_our_id_is_exit_6() {
     let key = RootKey::generate().unwrap();
     let err = deliver_shards(
         &pilot,
-        std::slice::from_ref(&k.url),
+        &any(std::slice::from_ref(&k.url)),
         1,
         &roots(),
         &fast_retry(3),
@@ -118,9 +134,17 @@ async fn an_unreachable_keeper_is_exit_7_after_retries() {
     ];
     let boot = identity(&w.wl, BOOTSTRAP).await;
     let key = RootKey::generate().unwrap();
-    let err = deliver_shards(&boot, &urls, 2, &roots(), &fast_retry(3), &options(), &key)
-        .await
-        .unwrap_err();
+    let err = deliver_shards(
+        &boot,
+        &any(&urls),
+        2,
+        &roots(),
+        &fast_retry(3),
+        &options(),
+        &key,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.exit_code(), 7, "{err}");
     assert!(
         matches!(
@@ -176,4 +200,69 @@ async fn unreachable_nexus_is_exit_8_before_any_key_is_generated() {
     );
     assert!(!k.store.has_shard(), "no shard was delivered");
     assert!(!config.marker_path().exists());
+}
+
+/// Three URLs all served with keeper 1's SVID (the review's reproduction): with each URL
+/// pinned to its own ID, only keeper 1's URL gets a shard, and the error names both IDs.
+#[tokio::test]
+async fn a_keeper_url_served_with_another_keepers_svid_gets_nothing() {
+    let w = world().await;
+    let k1 = keeper_as(&w.wl, KEEPER_1).await;
+    let impostor = keeper_as(&w.wl, KEEPER_1).await;
+    let targets = [
+        KeeperTarget {
+            url: k1.url.clone(),
+            spiffe_id: Some(SpiffeId::new(KEEPER_1).unwrap()),
+        },
+        KeeperTarget {
+            url: impostor.url.clone(),
+            spiffe_id: Some(SpiffeId::new(KEEPER_2).unwrap()),
+        },
+    ];
+    let boot = identity(&w.wl, BOOTSTRAP).await;
+    let key = RootKey::generate().unwrap();
+    let err = deliver_shards(
+        &boot,
+        &targets,
+        2,
+        &roots(),
+        &fast_retry(3),
+        &options(),
+        &key,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 6, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("keeper 2") && msg.contains(KEEPER_1) && msg.contains(KEEPER_2),
+        "{msg}"
+    );
+    assert!(msg.contains("pins this URL"), "{msg}");
+    assert!(!impostor.store.has_shard(), "the impostor got no shard");
+    assert!(k1.store.has_shard());
+
+    // The same through the config: URL-only peers are pinned by position by default.
+    let dir = tempfile::tempdir().unwrap();
+    let peers = [k1.url.to_string(), impostor.url.to_string()];
+    let mut config = config_for(&peers, "https://127.0.0.1:1", dir.path(), "unix:///x");
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("by role alone"))
+    );
+    let toml = format!(
+        "keeper_peers = [\"{}\", \"{}\"]\nshamir_shares = 2\n[trust_roots]\nkeeper = \"spike.test\"\n",
+        peers[0], peers[1]
+    );
+    config =
+        spike_bootstrap::BootstrapConfig::from_toml(&toml, &spike_daemon::MapEnv::new()).unwrap();
+    let ids: Vec<String> = config
+        .keepers
+        .iter()
+        .map(|k| k.spiffe_id.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [KEEPER_1, KEEPER_2]);
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
 }

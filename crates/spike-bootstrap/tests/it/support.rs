@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 
 pub(crate) const NEXUS: &str = "spiffe://spike.test/spike/nexus";
 pub(crate) const KEEPER: &str = "spiffe://spike.test/spike/keeper";
+/// The IDs `spike-register` issues: keeper *i* is `…/spike/keeper/<i>`.
+pub(crate) const KEEPER_1: &str = "spiffe://spike.test/spike/keeper/1";
+pub(crate) const KEEPER_2: &str = "spiffe://spike.test/spike/keeper/2";
 pub(crate) const BOOTSTRAP: &str = "spiffe://spike.test/spike/bootstrap";
 pub(crate) const PILOT: &str = "spiffe://spike.test/spike/pilot/role/superuser";
 
@@ -41,7 +44,11 @@ pub(crate) struct World {
 
 pub(crate) async fn world() -> World {
     let pki = TestPki::new().unwrap();
-    let wl = WorkloadApiServer::start_in_tempdir(&pki, &[BOOTSTRAP, KEEPER, NEXUS, PILOT]).unwrap();
+    let wl = WorkloadApiServer::start_in_tempdir(
+        &pki,
+        &[BOOTSTRAP, KEEPER, KEEPER_1, KEEPER_2, NEXUS, PILOT],
+    )
+    .unwrap();
     World { _pki: pki, wl }
 }
 
@@ -69,11 +76,16 @@ impl Drop for RunningKeeper {
 }
 
 pub(crate) async fn keeper(wl: &WorkloadApiServer) -> RunningKeeper {
+    keeper_as(wl, KEEPER).await
+}
+
+/// A keeper serving the SVID `id`.
+pub(crate) async fn keeper_as(wl: &WorkloadApiServer, id: &str) -> RunningKeeper {
     let config = KeeperConfig {
         trust_roots: roots(),
         ..KeeperConfig::default()
     };
-    let keeper = Keeper::new(config, identity(wl, KEEPER).await).unwrap();
+    let keeper = Keeper::new(config, identity(wl, id).await).unwrap();
     let store = keeper.store();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -92,7 +104,17 @@ pub(crate) async fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A config for `keepers`, with a state dir and the test trust domain.
+/// Keepers accepted by role alone (they all serve [`KEEPER`]), for the delivery tests that
+/// are not about pinning.
+pub(crate) fn any(urls: &[BaseUrl]) -> Vec<spike_bootstrap::KeeperTarget> {
+    urls.iter()
+        .cloned()
+        .map(spike_bootstrap::KeeperTarget::any_keeper)
+        .collect()
+}
+
+/// A config for `keepers`, with a state dir and the test trust domain. The keepers all serve
+/// [`KEEPER`], so they are accepted by role (`keeper_identity = "role"`).
 pub(crate) fn config_for(
     keepers: &[String],
     nexus: &str,
@@ -104,6 +126,7 @@ pub(crate) fn config_for(
         "nexus_api_url = \"{nexus}\"\nshamir_shares = {}\nshamir_threshold = {}\n\
          state_dir = \"{}\"\nspiffe_endpoint_socket = \"{endpoint}\"\n\
          spiffe_id = \"{BOOTSTRAP}\"\nspiffe_source_timeout = \"5s\"\n\
+         keeper_identity = \"role\"\n\
          keeper_max_retries = 1\nkeeper_retry_initial_interval = \"10ms\"\n\
          keeper_retry_max_interval = \"10ms\"\nhttp_client_timeout = \"5s\"\n\
          [trust_roots]\nnexus = \"spike.test\"\nkeeper = \"spike.test\"\nbootstrap = \"spike.test\"\n",

@@ -1,11 +1,15 @@
 //! Operator routes (docs/protocol.md#root-key-shards-and-recovery-files): export recovery shards, restore from them.
 //!
 //! Differences from Go, invisible to Go clients' success paths: a bad shard (id out of
-//! range, zero, value ≥ the group order) is a 400, never a crash (docs/compatibility.md); the reconstructed
-//! key is verified against the database's key check before it is accepted — a wrong key is a
-//! 400 and the collected shards are discarded (docs/compatibility.md); collected shards are wiped after a
-//! successful restore, and later calls answer `restored:true` while unsealed (docs/compatibility.md);
-//! recover while sealed is a 503 `state_not_ready` (Go: 500).
+//! range, zero, value ≥ the group order) is a 400, never a crash (docs/compatibility.md); the
+//! restored shards must agree on one key ([`crate::keys::agreement`]) and the key must match an
+//! existing key check (the database's; lite: the key-check file) — a wrong key is a 400 and
+//! the collected shards are discarded, and with no key check at all (never bootstrapped) the
+//! restore is refused, so the restore role cannot choose the root key (docs/compatibility.md);
+//! collected shards are wiped after a successful restore, and later calls answer
+//! `restored:true` while unsealed, except while keepers disagree: then the shards are
+//! collected and, if they give the live key, the operator's confirmation re-seeds every keeper
+//! (docs/compatibility.md); recover while sealed is a 503 `state_not_ready` (Go: 500).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +21,7 @@ use spike_proto::validate;
 
 use super::{ApiError, Cx, ok_json};
 use crate::authz::Action;
+use crate::keys::{Agreement, agreement};
 use crate::state::UnsealError;
 
 /// `POST /v1/operator/recover`: all shares of the live root key, keyed by id.
@@ -87,7 +92,8 @@ pub async fn restore(cx: &mut Cx) -> Result<Response, ApiError> {
     let shard = parse_shard(&req, config.max_share_count)?;
     drop(req);
     let threshold = config.threshold;
-    if cx.state.is_unsealed() {
+    let live = cx.state.unsealed();
+    if live.is_some() && cx.state.disagreement().is_none() {
         return Ok(ok_json(&status(usize::from(threshold), threshold, true)));
     }
     let ready = {
@@ -100,17 +106,39 @@ pub async fn restore(cx: &mut Cx) -> Result<Response, ApiError> {
         }
         std::mem::take(&mut *shards)
     };
-    let key = shamir::combine(&ready, threshold).map_err(|e| {
-        ApiError::bad(format!(
-            "cannot reconstruct the root key: {e}; shards discarded"
-        ))
-    })?;
+    let refs: Vec<&Shard> = ready.iter().collect();
+    let key = match agreement(&refs, config.shares, threshold, 1) {
+        Agreement::Agreed(key) => key,
+        Agreement::TooFew | Agreement::Disagree { .. } => {
+            return Err(ApiError::bad(
+                "the submitted shards do not give one root key (a wrong or mixed-up recovery \
+                 shard?); shards discarded",
+            ));
+        }
+    };
+    drop(refs);
     drop(ready);
-    match cx.state.unseal(key, "operator restore").await {
-        Ok(()) => Ok(ok_json(&status(usize::from(threshold), threshold, true))),
+    if let Some(live) = live {
+        // Keepers disagree: the operator confirms the live key with the recovery shards.
+        if live.root_key.as_ref() != Some(&key) {
+            return Err(ApiError::bad(
+                "the restored root key is not the live one; shards discarded",
+            ));
+        }
+        tracing::warn!("operator restore confirmed the live root key; re-seeding every keeper");
+        cx.state.request_operator_push();
+        return Ok(ok_json(&status(usize::from(threshold), threshold, true)));
+    }
+    match cx.state.unseal_checked(key, "operator restore").await {
+        Ok(()) => {
+            cx.state.request_operator_push();
+            Ok(ok_json(&status(usize::from(threshold), threshold, true)))
+        }
         Err(UnsealError::WrongKey) => Err(ApiError::bad(
-            "the restored root key does not open the database; shards discarded",
+            "the restored root key does not match the key check (database, or lite's key-check \
+             file); shards discarded",
         )),
+        Err(e @ UnsealError::NoKeyCheck) => Err(ApiError::bad(e.to_string())),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -47,6 +47,10 @@ pub struct HealthBody {
     /// there is none. Nexus retries by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// Set while keepers hold shards that do not fit one root key: which keepers, and the
+    /// commands that get out of it. No shard is pushed meanwhile. Omitted when they agree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepers_disagree: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +83,7 @@ fn body_of(state: &NexusState) -> HealthBody {
         keepers_reachable: h.keepers_reachable,
         has_data: h.has_data,
         store_error: h.store_error,
+        keepers_disagree: h.keepers_disagree,
     }
 }
 
@@ -134,6 +139,7 @@ mod tests {
             keepers_reachable: 0,
             has_data: false,
             store_error: None,
+            keepers_disagree: None,
         }
     }
 

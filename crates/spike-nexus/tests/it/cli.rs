@@ -53,3 +53,23 @@ fn check_config_accepts_valid_and_rejects_invalid() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+#[test]
+fn check_config_warns_about_threshold_one_and_role_only_keepers() {
+    let out = nexus()
+        .arg("check-config")
+        .env(
+            "SPIKE_NEXUS_KEEPER_PEERS",
+            "https://k1:8443,https://k2:8443,https://k3:8443",
+        )
+        .env("SPIKE_NEXUS_SHAMIR_THRESHOLD", "1")
+        .env("SPIKE_NEXUS_KEEPER_IDENTITY", "role")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: shamir_threshold = 1") && stderr.contains("by role alone"),
+        "{stderr}"
+    );
+}

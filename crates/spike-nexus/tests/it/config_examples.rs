@@ -43,7 +43,10 @@ fn full_example_names_every_key_with_its_default() {
     };
     let list = peers
         .iter()
-        .map(|p| format!("\"{p}\""))
+        .map(|p| match p {
+            spike_nexus::config::KeeperPeerEntry::Url(u) => format!("\"{u}\""),
+            other => panic!("the example lists plain URLs, not {other:?}"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     std::fs::write(&minimal, format!("keeper_peers = [{list}]\n")).unwrap();

@@ -19,6 +19,8 @@ mod harness;
 #[cfg(test)]
 mod keepers;
 #[cfg(test)]
+mod keys;
+#[cfg(test)]
 mod kill9;
 #[cfg(test)]
 mod modes;

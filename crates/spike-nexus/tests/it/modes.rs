@@ -17,15 +17,11 @@ async fn lite_mode_serves_only_its_routes() {
         .start_nexus(w.config("lite", &peers, &w.path("lite")).unwrap())
         .await
         .unwrap();
-    let restore = w.client(RESTORE, &nexus).await.unwrap();
+    // Bootstrap: the keepers' shards agree, Nexus unseals and records lite's key check.
     let key = RootKey::generate().unwrap();
-    for s in shamir::split(&key, 3, 2).unwrap().iter().take(2) {
-        restore
-            .restore(i64::from(s.id()), ShardBytes::new(*s.expose_secret()))
-            .await
-            .unwrap();
-    }
+    w.seed_keepers(&keepers, &key, 2).await.unwrap();
     nexus.wait_unsealed(Duration::from_secs(5)).await.unwrap();
+    assert!(spike_nexus::keys::lite_keycheck_path(&w.path("lite")).exists());
     let lite = w.client(LITE, &nexus).await.unwrap();
     let enc = lite.encrypt(b"x").await.unwrap();
     let plain = lite
@@ -91,6 +87,9 @@ async fn sd_notify_ready_and_seal_status_lines() {
 
     let restore = w.client(RESTORE, &nexus).await.unwrap();
     let key = RootKey::generate().unwrap();
+    // A database bootstrapped with `key`: restore needs its key check.
+    std::fs::create_dir_all(w.path("db")).unwrap();
+    drop(spike_nexus::store::SqliteBackend::open(&w.path("db").join("spike.db"), &key).unwrap());
     for s in shamir::split(&key, 3, 2).unwrap().iter().take(2) {
         restore
             .restore(i64::from(s.id()), ShardBytes::new(*s.expose_secret()))

@@ -118,8 +118,10 @@ fn nexus(mode: Mode) -> (axum::Router, NexusState, Option<TempDir>) {
             Mode::Sqlite => "sqlite",
         }
         .to_owned(),
-        keeper_peers: Some(PeerList::List(
-            (1..=3).map(|p| format!("https://127.0.0.1:{p}")).collect(),
+        keeper_peers: Some(PeerList::urls(
+            &(1..=3)
+                .map(|p| format!("https://127.0.0.1:{p}"))
+                .collect::<Vec<_>>(),
         )),
         shamir_shares: 3,
         shamir_threshold: 2,

@@ -88,6 +88,19 @@ async fn sealed_restore_recover_and_restart() {
 
     let key = RootKey::generate().unwrap();
     let shards = shards_of(&key);
+    // Never bootstrapped: there is no key check, so restore cannot choose the root key (the
+    // shards are discarded and nothing is created).
+    restore.restore(shards[0].0, dup(&shards[0])).await.unwrap();
+    assert!(matches!(
+        restore.restore(shards[1].0, dup(&shards[1])).await,
+        Err(ClientError::BadRequest { .. })
+    ));
+    assert!(!nexus.state.is_unsealed());
+    assert!(!data.join("spike.db").exists());
+    // The database of an install that was bootstrapped with `key` (its key check).
+    std::fs::create_dir_all(&data).unwrap();
+    drop(spike_nexus::store::SqliteBackend::open(&data.join("spike.db"), &key).unwrap());
+
     let st = restore.restore(shards[0].0, dup(&shards[0])).await.unwrap();
     assert_eq!((st.collected, st.remaining, st.restored), (1, 1, false));
     let st = restore.restore(shards[0].0, dup(&shards[0])).await.unwrap();
