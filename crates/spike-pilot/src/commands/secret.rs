@@ -21,10 +21,11 @@ pub async fn run(cmd: SecretCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
     match cmd {
         SecretCmd::Put { path, pairs } => {
             check_path(&path)?;
-            let values = parse_pairs(&pairs, io.stdin)?;
+            // Wiped on every way out; the client wipes the map it is handed after sending.
+            let mut values = WipedValues(parse_pairs(&pairs, io.stdin)?);
             let nexus = session.nexus().await?;
             nexus
-                .put_secret(&path, values)
+                .put_secret(&path, std::mem::take(&mut values.0))
                 .await
                 .map_err(|e| session.api_error(e))?;
             say(io, "OK")
@@ -90,6 +91,15 @@ pub async fn run(cmd: SecretCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
                 .map_err(|e| session.api_error(e))?;
             write_stdout(io, output::secret_metadata(&meta, format).as_bytes())
         }
+    }
+}
+
+/// Secret values that are wiped when dropped.
+struct WipedValues(BTreeMap<String, String>);
+
+impl Drop for WipedValues {
+    fn drop(&mut self) {
+        self.0.values_mut().for_each(zeroize::Zeroize::zeroize);
     }
 }
 
@@ -213,6 +223,7 @@ fn read_value(key: &str, what: &str, from: &mut dyn Read) -> Result<String, Pilo
                  Nothing was written."
             ))
         })?;
+    // The one copy left unwiped here is the returned `String`, which the caller wipes.
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         PilotError::failed(format!(
             "Error: the value of '{key}' ({what}) is not UTF-8 text (use `spike cipher` for \
