@@ -172,9 +172,9 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Backend::wait_durable`] on the returned ticket returns `Ok`.
     ///
     /// A backend with group commit may show `update` a write that is staged
-    /// and not yet durable, but then the new write must land in the same
-    /// commit as the one it builds on, so that both are durable or neither
-    /// is: the load and the staging are one step with respect to commits
+    /// and not yet durable, but must then not stage the new write when the
+    /// commit of the one it builds on failed meanwhile (it fails instead), so
+    /// that a write reported as failed never persists inside another
     /// (docs/security.md#store). An error from `update` stages nothing. The
     /// default loads durable data and stores at once.
     fn update_secret(

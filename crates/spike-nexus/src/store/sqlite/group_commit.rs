@@ -9,12 +9,15 @@
 //! rolled back and every writer of the batch gets the error, so an
 //! acknowledged write is always a committed, synced one.
 //!
-//! A writer may build on a staged write (a secret update loads the secret
-//! as the write connection sees it), so loading and staging run under one
-//! lock of the write connection: no commit can come between them, and a
-//! write that builds on a staged one is staged in the same transaction and
-//! shares its fate. A transaction left open by a failed batch is rolled back
-//! before anything else is staged.
+//! A writer may build on a staged write: a secret update loads the secret as
+//! the write connection sees it ([`GroupCommit::load`]), modifies and seals
+//! it without holding the connection, and stages the result
+//! ([`GroupCommit::stage_after`]). When the load could see staged writes
+//! and a batch failed between the load and the staging, the staging is
+//! refused: the loaded data may hold a write that was rolled back and
+//! reported as failed, and nothing may be built on it. A transaction left
+//! open by a failed batch is rolled back before anything is read or staged
+//! on the connection.
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::Connection;
@@ -48,7 +51,14 @@ pub(super) struct GroupState {
     pub(super) committing: bool,
     /// Failed batches whose writers have not all collected their error.
     pub(super) failures: Vec<Failure>,
+    /// How many batches have failed so far.
+    pub(super) failed_batches: u64,
 }
+
+/// What a [`GroupCommit::load`] saw: `Some(failed batches)` when staged,
+/// uncommitted writes were visible to it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LoadMark(Option<u64>);
 
 pub(super) struct Failure {
     first: u64,
@@ -95,6 +105,7 @@ impl GroupState {
                 error,
             });
             self.resolved = self.staged;
+            self.failed_batches += 1;
         }
     }
 
@@ -147,18 +158,56 @@ impl GroupCommit {
         &self,
         write: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<(T, CommitTicket), StoreError> {
+        self.stage_after(LoadMark(None), write)
+    }
+
+    /// Runs `read` on the write connection, which sees staged writes, and
+    /// returns its result with the mark to pass to [`GroupCommit::stage_after`]
+    /// when something is staged on the strength of it.
+    pub(super) fn load<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<(T, LoadMark), StoreError> {
         let conn = self.conn.lock();
+        self.discard_leftover(&conn)?;
+        let value = read(&conn)?;
+        let state = self.state.lock();
+        let mark = (state.staged > state.resolved).then_some(state.failed_batches);
+        Ok((value, LoadMark(mark)))
+    }
+
+    /// Rolls back a transaction that is open but holds no pending write: a
+    /// leftover of a failed batch whose ROLLBACK failed too. It may hold the
+    /// failed writes, so nothing may be read or staged on top of it.
+    fn discard_leftover(&self, conn: &Connection) -> Result<(), StoreError> {
         if !conn.is_autocommit() {
             let state = self.state.lock();
             if state.staged == state.resolved {
-                // A transaction is open but holds no pending write: a leftover
-                // of a failed batch whose ROLLBACK failed too. It may hold the
-                // failed writes, so nothing may be staged (or read) on top of
-                // it.
                 drop(state);
                 conn.execute_batch("ROLLBACK")?;
             }
         }
+        Ok(())
+    }
+
+    /// [`GroupCommit::stage`] for a write built on what a
+    /// [`GroupCommit::load`] returned with `mark`: refused when that load
+    /// saw staged writes and a batch has failed since (the loaded data may
+    /// hold a write that was rolled back).
+    pub(super) fn stage_after<T>(
+        &self,
+        mark: LoadMark,
+        write: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<(T, CommitTicket), StoreError> {
+        let conn = self.conn.lock();
+        if let LoadMark(Some(failed)) = mark
+            && self.state.lock().failed_batches != failed
+        {
+            return Err(StoreError::Database(
+                "a concurrent write this one was built on failed; nothing was written".into(),
+            ));
+        }
+        self.discard_leftover(&conn)?;
         if conn.is_autocommit() {
             conn.execute_batch("BEGIN IMMEDIATE")?;
         }
@@ -308,7 +357,8 @@ pub(super) enum FaultPoint {
     BeforeCommit,
     /// After a batch was resolved (committed or failed).
     AfterCommit,
-    /// In a secret update, after the current secret was loaded.
+    /// In a secret update, after the current secret was loaded (the write
+    /// connection is not held).
     Loaded,
 }
 

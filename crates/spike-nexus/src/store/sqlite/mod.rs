@@ -52,20 +52,20 @@
 //! load-modify-store loads use separate read-only connections, which in WAL
 //! mode see committed data only.
 //!
-//! A secret update ([`Backend::update_secret`]) loads, modifies and stages
-//! under one lock of the write connection. Its load may see another
-//! writer's staged, uncommitted version; it then lands in the same
-//! transaction as that version, so both commit or both fail: a write
-//! reported as failed never persists, and no acknowledged write carries it.
-//! A transaction left open by a failed batch (a failed `ROLLBACK`) is
-//! rolled back before anything is staged on it.
+//! A secret update ([`Backend::update_secret`]) loads the secret on the write
+//! connection, so it may see another writer's staged, uncommitted version;
+//! it modifies and seals without holding the connection, and its staging is
+//! refused when a batch failed since a load that saw staged writes. So a
+//! write reported as failed never persists, and no write built on it is
+//! staged. A transaction left open by a failed batch (a failed `ROLLBACK`)
+//! is rolled back before anything is read or staged on it.
 //!
 //! # WAL bound
 //!
 //! `wal_autocheckpoint=1000` pages (SQLite's PASSIVE checkpoint after a
-//! commit), `journal_size_limit=4 MiB` (the WAL file is truncated to that
+//! commit), `journal_size_limit=16 MiB` (the WAL file is truncated to that
 //! when it restarts), and an explicit policy: after a commit that leaves the
-//! WAL file above 16 MiB (readers that always overlap can keep a PASSIVE
+//! WAL file above 64 MiB (readers that always overlap can keep a PASSIVE
 //! checkpoint from finishing), the committer runs `wal_checkpoint(TRUNCATE)`.
 
 use std::fmt;
@@ -182,9 +182,8 @@ impl SqliteBackend {
     /// Stages the whole secret (its row is rewritten, so pruned versions are
     /// gone with it); durable after [`Backend::wait_durable`].
     fn stage_secret(&self, path: &str, secret: &Secret) -> Result<CommitTicket, StoreError> {
-        let ((), ticket) = self
-            .writer
-            .stage(|conn| upsert_secret(&self.records, conn, path, secret))?;
+        let sealed = self.records.seal_secret(path, secret)?;
+        let ((), ticket) = self.writer.stage(|conn| upsert_sealed(conn, &sealed))?;
         Ok(ticket)
     }
 
@@ -195,14 +194,20 @@ impl SqliteBackend {
     }
 }
 
-/// Seals `secret` and upserts its row through `conn`.
+/// Seals `secret` and upserts its row through `conn` (tests).
+#[cfg(test)]
 fn upsert_secret(
     records: &RecordCodec,
     conn: &Connection,
     path: &str,
     secret: &Secret,
 ) -> Result<(), StoreError> {
-    let SealedSecret { id, record, path } = records.seal_secret(path, secret)?;
+    upsert_sealed(conn, &records.seal_secret(path, secret)?)
+}
+
+/// Upserts a sealed secret row through `conn`.
+fn upsert_sealed(conn: &Connection, sealed: &SealedSecret) -> Result<(), StoreError> {
+    let SealedSecret { id, record, path } = sealed;
     conn.execute(
         "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -265,19 +270,22 @@ impl Backend for SqliteBackend {
         path: &str,
         update: SecretUpdate<'_>,
     ) -> Result<CommitTicket, StoreError> {
-        // Load, modify and stage under one lock of the write connection: the
-        // load may see staged writes, and then this write joins their
-        // transaction (module docs, "Group commit").
-        let ((), ticket) = self.writer.stage(|conn| {
-            let current = load_secret_with(&self.records, conn, path)?;
-            #[cfg(test)]
-            if let Some(e) = self.writer.fault_at(group_commit::FaultPoint::Loaded) {
-                return Err(e);
-            }
-            let (secret, _pruned) = update(current)?;
-            // The row is rewritten whole, so pruned versions are gone with it.
-            upsert_secret(&self.records, conn, path, &secret)
-        })?;
+        // The load may see staged writes; the staging is refused when a batch
+        // failed in between (module docs, "Group commit"). Modifying and
+        // sealing run without the write connection, which the committer needs.
+        let (current, mark) = self
+            .writer
+            .load(|conn| load_secret_with(&self.records, conn, path))?;
+        #[cfg(test)]
+        if let Some(e) = self.writer.fault_at(group_commit::FaultPoint::Loaded) {
+            return Err(e);
+        }
+        let (secret, _pruned) = update(current)?;
+        // The row is rewritten whole, so pruned versions are gone with it.
+        let sealed = self.records.seal_secret(path, &secret)?;
+        let ((), ticket) = self
+            .writer
+            .stage_after(mark, |conn| upsert_sealed(conn, &sealed))?;
         Ok(ticket)
     }
 
@@ -455,11 +463,11 @@ mod tests {
     }
 
     /// Issue 12 L1: writer B loads the secret while writer A's version is
-    /// staged, A's commit fails (injected in place of COMMIT), B goes on.
-    /// Neither A's version nor anything built on it may be acknowledged or
-    /// persist. Before the fix, B's load and staging were two steps: A's
-    /// failed commit slipped in between, B committed a row holding A's
-    /// version, and A's version was in the database after reopening.
+    /// staged, A's commit fails (injected in place of COMMIT) before B
+    /// stages, B goes on. Neither A's version nor anything built on it may be
+    /// acknowledged or persist. Before the fix, B staged its row (holding
+    /// A's version) in a new transaction and committed it, and A's version
+    /// was in the database after reopening.
     #[test]
     fn a_failed_write_never_persists_nor_is_built_upon() {
         use std::sync::Arc;
@@ -643,7 +651,7 @@ mod tests {
         let limit_set: i64 = conn
             .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(limit_set, 4 * 1024 * 1024);
+        assert_eq!(limit_set, 16 * 1024 * 1024);
     }
 
     #[test]

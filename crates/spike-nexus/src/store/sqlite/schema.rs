@@ -16,11 +16,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// checkpoint; SQLite's default, set explicitly.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
 /// Size the WAL file is truncated to when it restarts after a checkpoint.
-const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 /// WAL size above which a commit runs a truncating checkpoint
 /// (`GroupCommit::bound_wal`): the hard bound, well above what the automatic
 /// checkpoint normally leaves (about 1000 pages of 4 KiB).
-pub(super) const WAL_LIMIT: u64 = 16 * 1024 * 1024;
+pub(super) const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schema_version (
