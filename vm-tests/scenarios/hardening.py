@@ -25,12 +25,43 @@ with subtest("no core dumps"):
     machine.fail("ls /var/lib/systemd/coredump/* 2>/dev/null | grep -q .")
     machine.fail("find / -xdev -name 'core*' -newer /etc/spike/nexus.toml -type f 2>/dev/null | grep -q .")
 
-with subtest("the root key and secret values never reach the journal or the database file"):
-    # The value is decoded inside the machine so that no command line carries it.
+with subtest("a secret value given on standard input or in a file never reaches a command line"):
+    # `spike secret put PATH KEY=VALUE` puts VALUE in /proc/<pid>/cmdline, readable by every
+    # local user; the safe forms are KEY=- (standard input) and KEY=@FILE. The value is decoded
+    # inside the machine, and a `spike secret put` blocked reading its standard input (a FIFO
+    # fed 15 s later) shows only `canary=-` in its command line.
+    machine.succeed("rm -f /tmp/put.fifo /tmp/put.rc /tmp/put.out && mkfifo -m 600 /tmp/put.fifo")
     machine.succeed(
-        "v=$(echo VkFMVUUtM2YxYzlhN2UtY2FuYXJ5 | base64 -d); spike secret put canary/path canary=$v"
+        "{ sleep 15; echo VkFMVUUtM2YxYzlhN2UtY2FuYXJ5 | base64 -d; } > /tmp/put.fifo 2>/dev/null & "
+        "( spike secret put canary/path canary=- < /tmp/put.fifo > /tmp/put.out 2>&1; "
+        "echo $? > /tmp/put.rc ) > /dev/null 2>&1 &"
     )
+    machine.wait_until_succeeds(
+        "for p in $(pgrep -f 'secret put canary/path'); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"
+        " | grep -q 'secret put canary/path canary=- *$'",
+        timeout=12,
+    )
+    cmdlines = machine.succeed(
+        "for p in $(pgrep -f 'secret put canary/path'); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"
+    )
+    log(f"command lines while spike reads its standard input: {cmdlines!r}")
+    assert "VALUE-3f1c9a7e-canary" not in cmdlines, cmdlines
+    machine.wait_until_succeeds("test -s /tmp/put.rc", timeout=60)
+    rc = machine.succeed("cat /tmp/put.rc").strip()
+    assert rc == "0", machine.succeed("cat /tmp/put.out")
     assert machine.succeed("spike secret get canary/path canary").strip() == "VALUE-3f1c9a7e-canary"
+    # KEY=@FILE: the value is the file's exact content.
+    machine.succeed(
+        "umask 077; echo VkFMVUUtM2YxYzlhN2UtY2FuYXJ5 | base64 -d > /root/canary.txt; "
+        "spike secret put canary/file canary=@/root/canary.txt; rm /root/canary.txt"
+    )
+    assert machine.succeed("spike secret get canary/file canary").strip() == "VALUE-3f1c9a7e-canary"
+    # Negative: standard input cannot feed two values; refused before anything is read or sent.
+    out = machine.fail("echo x | spike secret put canary/two a=- b=- 2>&1")
+    assert "more than one value reads standard input" in out, out
+    machine.fail("spike secret get canary/two a")
+
+with subtest("the root key and secret values never reach the journal or the database file"):
     machine.fail("journalctl --no-pager | grep -q 'VALUE-3f1c9a7e-canary'")
     machine.fail("grep -rqa 'VALUE-3f1c9a7e-canary' /var/lib/private/spike-nexus/")
     machine.fail("grep -rqa 'canary/path' /var/lib/private/spike-nexus/")

@@ -123,14 +123,18 @@ impl NexusClient {
         path: &str,
         values: BTreeMap<String, String>,
     ) -> Result<(), ClientError> {
-        let req = SecretPutRequest {
+        let mut req = SecretPutRequest {
             path: path.to_owned(),
             values,
         };
-        self.http
+        let result = self
+            .http
             .post_json::<_, SecretPutResponse>(NEXUS_SECRETS, None, &req)
             .await
-            .map(drop)
+            .map(drop);
+        // The values are secrets: wipe them (the encoded request body is hyper's).
+        req.values.values_mut().for_each(zeroize::Zeroize::zeroize);
+        result
     }
 
     /// `?action=get`: the data of `version` (0 = current).

@@ -119,7 +119,10 @@ pub enum SecretCmd {
     Put {
         /// Secret path (e.g. tenants/demo/db/creds).
         path: String,
-        /// One or more key=value pairs (split at the first `=`).
+        /// One or more key=value pairs (split at the first `=`). KEY=- reads the value from
+        /// standard input and KEY=@FILE from a file (exact bytes): use these for secret values,
+        /// since a value on the command line is visible to other local users
+        /// (/proc/PID/cmdline).
         #[arg(required = true, num_args = 1.., value_name = "KEY=VALUE")]
         pairs: Vec<String>,
     },
@@ -266,7 +269,9 @@ pub enum CipherCmd {
         /// Output file (default: standard output), created with mode 0600.
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
-        /// Base64 plaintext: JSON mode; prints {"version","nonce","ciphertext"} as JSON.
+        /// JSON mode; prints {"version","nonce","ciphertext"} as JSON. `-` reads the raw
+        /// plaintext from standard input and `@FILE` from a file (use these: an argument is
+        /// visible to other local users); anything else is the base64 plaintext itself.
         #[arg(long, conflicts_with = "file")]
         plaintext: Option<String>,
         /// Algorithm hint (accepted and ignored by SPIKE Nexus).

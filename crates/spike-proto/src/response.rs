@@ -134,6 +134,36 @@ pub fn encode_response<T: Serialize>(body: &T) -> Result<Vec<u8>, ProtoError> {
 mod tests {
     use super::*;
 
+    /// Issue 12 L3: a decode error (the only parse step of the Keeper's and Nexus's API
+    /// edges) never quotes the body, whatever is wrong with it.
+    #[test]
+    fn decode_errors_never_quote_the_body() {
+        #[derive(Default, serde::Deserialize)]
+        #[expect(dead_code, reason = "only decoded")]
+        struct Req {
+            id: i64,
+            shard: Option<Vec<u8>>,
+            name: String,
+        }
+        let canary = "CANARY-8d1f";
+        for body in [
+            format!(r#"{{"id":"{canary}"}}"#),
+            format!(r#"{{"shard":"{canary}"}}"#),
+            format!(r#"{{"name":{{"{canary}":1}}}}"#),
+            format!(r#"{{"name":"{canary}""#),
+            format!(r#"{{"name":"x"}} {canary}"#),
+            format!(r#"{{"{canary}"}}"#),
+            format!(r#"[{{"name":"{canary}"}}]"#),
+            format!(r#"{{"name":"{canary}\u00zz"}}"#),
+        ] {
+            let Err(e) = decode_request::<Req>(body.as_bytes()) else {
+                panic!("accepted {body}");
+            };
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains(canary), "{body}: {text}");
+        }
+    }
+
     #[test]
     fn fallback_bodies() {
         let b = FallbackResponse::error(ErrorCode::ApiBadRequest);

@@ -196,6 +196,20 @@ fn fallback(status: StatusCode, code: ErrorCode) -> Response {
     json_response(status, &FallbackResponse::error(code))
 }
 
+/// The audit `path` of a request that names a secret path or policy name: the name once it
+/// is valid, else [`INVALID_RESOURCE`], so that no unvalidated request fragment reaches the
+/// audit log (docs/security.md#logs).
+pub(crate) fn audit_resource(valid: bool, name: impl FnOnce() -> String) -> String {
+    if valid {
+        name()
+    } else {
+        INVALID_RESOURCE.to_owned()
+    }
+}
+
+/// The audit `path` of a request whose path or name is invalid.
+pub const INVALID_RESOURCE: &str = "<invalid>";
+
 /// Logs a failed request once, at a level matching its class. Server-side failures carry
 /// their cause in the message text (journalctl prints only MESSAGE by default); the causes
 /// are store and crypto errors, which never hold secret values.

@@ -40,7 +40,9 @@ fn to_wire(p: Permission) -> Option<WirePermission> {
 /// 400 invalid name/patterns/permissions/regex/reserved path, 401, 500.
 pub async fn put(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: PolicyPutRequest = cx.json()?;
-    cx.resource = format!("{SYSTEM_ACL_PATH}/{}", req.name);
+    cx.resource = super::audit_resource(validate::name(&req.name).is_ok(), || {
+        format!("{SYSTEM_ACL_PATH}/{}", req.name)
+    });
     cx.authorize(Action::PolicyPut, "")?;
     validate::name(&req.name).map_err(bad)?;
     validate::spiffe_id_pattern(&req.spiffe_id_pattern).map_err(bad)?;
@@ -79,7 +81,9 @@ fn read_body(p: &Policy) -> PolicyReadResponse {
 /// 400 invalid name, 401, 404 unknown.
 pub async fn get(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: PolicyReadRequest = cx.json()?;
-    cx.resource = format!("{SYSTEM_ACL_PATH}/{}", req.id);
+    cx.resource = super::audit_resource(validate::name(&req.id).is_ok(), || {
+        format!("{SYSTEM_ACL_PATH}/{}", req.id)
+    });
     cx.authorize(Action::PolicyGet, "")?;
     validate::name(&req.id).map_err(bad)?;
     let store = cx.unsealed()?.store.clone();
@@ -94,7 +98,9 @@ pub async fn get(cx: &mut Cx) -> Result<Response, ApiError> {
 /// 400 invalid name, 401, 404 unknown, 500.
 pub async fn delete(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: PolicyDeleteRequest = cx.json()?;
-    cx.resource = format!("{SYSTEM_ACL_PATH}/{}", req.id);
+    cx.resource = super::audit_resource(validate::name(&req.id).is_ok(), || {
+        format!("{SYSTEM_ACL_PATH}/{}", req.id)
+    });
     cx.authorize(Action::PolicyDelete, "")?;
     validate::name(&req.id).map_err(bad)?;
     let store = cx.unsealed()?.store.clone();

@@ -34,7 +34,9 @@ fn versions(vs: Option<Vec<i64>>) -> Result<Vec<Version>, ApiError> {
 /// 400 bad JSON/path/key, 401, 500 store failure.
 pub async fn put(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: SecretPutRequest = cx.json()?;
-    cx.resource.clone_from(&req.path);
+    cx.resource = super::audit_resource(validate::secret_path(&req.path).is_ok(), || {
+        req.path.clone()
+    });
     cx.authorize(Action::SecretPut, &req.path)?;
     valid_path(&req.path)?;
     validate::secret_value_keys(&req.values).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -51,7 +53,9 @@ pub async fn put(cx: &mut Cx) -> Result<Response, ApiError> {
 /// 400, 401, 404 missing/deleted version, 500.
 pub async fn get(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: SecretGetRequest = cx.json()?;
-    cx.resource.clone_from(&req.path);
+    cx.resource = super::audit_resource(validate::secret_path(&req.path).is_ok(), || {
+        req.path.clone()
+    });
     cx.authorize(Action::SecretGet, &req.path)?;
     valid_path(&req.path)?;
     let v = version(req.version)?;
@@ -83,7 +87,9 @@ fn zeroize_response(mut body: SecretGetResponse) -> SecretGetResponse {
 /// 400, 401, 404 unknown path, 500.
 pub async fn delete(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: SecretDeleteRequest = cx.json()?;
-    cx.resource.clone_from(&req.path);
+    cx.resource = super::audit_resource(validate::secret_path(&req.path).is_ok(), || {
+        req.path.clone()
+    });
     cx.authorize(Action::SecretDelete, &req.path)?;
     valid_path(&req.path)?;
     let vs = versions(req.versions)?;
@@ -99,7 +105,9 @@ pub async fn delete(cx: &mut Cx) -> Result<Response, ApiError> {
 /// 400, 401, 404 unknown path or nothing to undelete, 500.
 pub async fn undelete(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: SecretUndeleteRequest = cx.json()?;
-    cx.resource.clone_from(&req.path);
+    cx.resource = super::audit_resource(validate::secret_path(&req.path).is_ok(), || {
+        req.path.clone()
+    });
     cx.authorize(Action::SecretUndelete, &req.path)?;
     valid_path(&req.path)?;
     let vs = versions(req.versions)?;
@@ -136,7 +144,9 @@ pub async fn list(cx: &mut Cx) -> Result<Response, ApiError> {
 /// 400, 401, 404 (as get), 500.
 pub async fn metadata(cx: &mut Cx) -> Result<Response, ApiError> {
     let req: SecretMetadataRequest = cx.json()?;
-    cx.resource.clone_from(&req.path);
+    cx.resource = super::audit_resource(validate::secret_path(&req.path).is_ok(), || {
+        req.path.clone()
+    });
     cx.authorize(Action::SecretMetadata, &req.path)?;
     valid_path(&req.path)?;
     let v = version(req.version)?;

@@ -182,8 +182,28 @@ fn build(pattern: &str) -> Result<Regex, regex::Error> {
 fn compile(pattern: &str, which: PatternField) -> Result<Regex, ModelError> {
     build(pattern).map_err(|e| ModelError::InvalidRegex {
         which,
-        msg: e.to_string(),
+        msg: regex_reason(&e),
     })
+}
+
+/// The compiler's reason without the pattern: `regex::Error`'s own text quotes the
+/// pattern, which is request input (issue 12 L3: no request fragment reaches a log line or
+/// an error answer). A syntax error keeps only its `error: <kind>` line.
+fn regex_reason(e: &regex::Error) -> String {
+    match e {
+        regex::Error::CompiledTooBig(limit) => {
+            format!("the compiled pattern exceeds the size limit of {limit} bytes")
+        }
+        regex::Error::Syntax(text) => text
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("error: "))
+            .map_or_else(
+                || "syntax error".to_owned(),
+                |kind| format!("syntax error: {kind}"),
+            ),
+        _ => "invalid pattern".to_owned(),
+    }
 }
 
 /// `asFullMatch(p)`: compiles `^(?:p)$`; `None` when it does not compile.
@@ -390,6 +410,10 @@ mod tests {
             }
         ));
         let err = policy(".*", "[z-a]", &[]).unwrap_err();
+        // The reason names the kind of error, never the pattern (request input).
+        let text = err.to_string();
+        assert!(!text.contains("[z-a]"), "{text}");
+        assert!(text.contains("invalid character class range"), "{text}");
         assert!(matches!(
             err,
             ModelError::InvalidRegex {

@@ -95,6 +95,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The modification step of [`Backend::update_secret`]: the secret as
+/// stored (`None` when absent) to the secret to store and the versions it
+/// prunes.
+pub type SecretUpdate<'a> =
+    Box<dyn FnOnce(Option<Secret>) -> Result<(Secret, Vec<Version>), StoreError> + Send + 'a>;
+
 /// A staged secret write, to wait on with [`Backend::wait_durable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use = "a staged write is durable only after wait_durable"]
@@ -114,8 +120,8 @@ pub struct CommitTicket(pub u64);
 /// - upsert by id, delete by id, lookup by id and a full scan;
 /// - durability: [`Backend::store_secret`] and [`Backend::store_policy`]
 ///   return `Ok` only once the write is durable, and reads see durable
-///   writes only ([`Backend::load_secret_for_write`] may also see the
-///   backend's own staged writes);
+///   writes only ([`Backend::update_secret`] may also see the
+///   backend's own staged writes, under the rule documented there);
 /// - on open, the key check: when the key-check row exists, pass it to
 ///   [`RecordCodec::check_key`](records::RecordCodec::check_key); when it
 ///   does not and the tables are empty, store
@@ -127,7 +133,7 @@ pub struct CommitTicket(pub u64);
 /// key: row ids, sealing and opening of secrets, paths and policies, and
 /// their integrity checks. A backend never sees a plaintext path, name,
 /// value or time, and never handles a key. Group commit
-/// ([`Backend::stage_secret`] / [`Backend::wait_durable`]) is optional: the
+/// ([`Backend::update_secret`] / [`Backend::wait_durable`]) is optional: the
 /// defaults store at once.
 ///
 /// The record format guarantees, for every backend alike:
@@ -151,12 +157,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Loads the secret at `path`; `None` when it does not exist. Sees
     /// durable writes only (never a staged, uncommitted one).
     fn load_secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
-    /// Loads the secret at `path` as the writer sees it, including writes
-    /// staged by [`Backend::stage_secret`] and not yet durable. Only for
-    /// load-modify-store sequences under the store's writer lock.
-    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
-        self.load_secret(path)
-    }
     /// Stores the whole secret. Durable when it returns `Ok` (SQLite:
     /// committed, WAL, synchronous=FULL). The `pruned` versions are gone from
     /// `secret` and must be gone from storage afterwards.
@@ -166,22 +166,30 @@ pub trait Backend: Send + Sync + 'static {
         secret: &Secret,
         pruned: &[Version],
     ) -> Result<(), StoreError>;
-    /// Stages a [`Backend::store_secret`] write, durable once
-    /// [`Backend::wait_durable`] on the returned ticket returns `Ok` (group
-    /// commit: one sync for every write staged meanwhile). The default
-    /// stores at once.
-    fn stage_secret(
+    /// One load-modify-store step for the secret at `path`: `update` gets
+    /// the secret as the writer sees it (`None` when absent) and returns the
+    /// secret to store with the versions it prunes. The write is durable once
+    /// [`Backend::wait_durable`] on the returned ticket returns `Ok`.
+    ///
+    /// A backend with group commit may show `update` a write that is staged
+    /// and not yet durable, but must then not stage the new write when the
+    /// commit of the one it builds on failed meanwhile (it fails instead), so
+    /// that a write reported as failed never persists inside another
+    /// (docs/security.md#store). An error from `update` stages nothing. The
+    /// default loads durable data and stores at once.
+    fn update_secret(
         &self,
         path: &str,
-        secret: &Secret,
-        pruned: &[Version],
+        update: SecretUpdate<'_>,
     ) -> Result<CommitTicket, StoreError> {
-        self.store_secret(path, secret, pruned)?;
+        let current = self.load_secret(path)?;
+        let (secret, pruned) = update(current)?;
+        self.store_secret(path, &secret, &pruned)?;
         Ok(CommitTicket(0))
     }
     /// Blocks until the staged write of `ticket` is durable; its error when
-    /// the commit covering it failed (the write is then rolled back). Call
-    /// exactly once per ticket.
+    /// the commit covering it failed (the write is then rolled back, with
+    /// every write staged in the same commit). Call exactly once per ticket.
     fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
         let _ = ticket;
         Ok(())
@@ -267,18 +275,20 @@ impl Store {
     pub fn put_secret(&self, path: &str, data: SecretData) -> Result<(), StoreError> {
         let writer = self.inner.secret_writer.lock();
         let now = OffsetDateTime::now_utc();
-        let (secret, pruned) = match self.inner.backend.load_secret_for_write(path)? {
-            None => (
-                Secret::new_first(data, self.inner.max_versions, now),
-                Vec::new(),
-            ),
-            Some(mut secret) => {
-                secret.metadata.max_versions = self.inner.max_versions;
-                let pruned = secret.put(data, now);
-                (secret, pruned)
-            }
-        };
-        let ticket = self.inner.backend.stage_secret(path, &secret, &pruned)?;
+        let max_versions = self.inner.max_versions;
+        let ticket = self.inner.backend.update_secret(
+            path,
+            Box::new(move |current| {
+                Ok(match current {
+                    None => (Secret::new_first(data, max_versions, now), Vec::new()),
+                    Some(mut secret) => {
+                        secret.metadata.max_versions = max_versions;
+                        let pruned = secret.put(data, now);
+                        (secret, pruned)
+                    }
+                })
+            }),
+        )?;
         drop(writer);
         self.inner.backend.wait_durable(ticket)
     }
@@ -318,9 +328,14 @@ impl Store {
     /// [`StoreError::NotFound`] for an unknown path; backend errors.
     pub fn delete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
         let writer = self.inner.secret_writer.lock();
-        let mut secret = self.load_for_write(path)?;
-        secret.soft_delete(versions, OffsetDateTime::now_utc());
-        let ticket = self.inner.backend.stage_secret(path, &secret, &[])?;
+        let ticket = self.inner.backend.update_secret(
+            path,
+            Box::new(|current| {
+                let mut secret = current.ok_or(StoreError::NotFound)?;
+                secret.soft_delete(versions, OffsetDateTime::now_utc());
+                Ok((secret, Vec::new()))
+            }),
+        )?;
         drop(writer);
         self.inner.backend.wait_durable(ticket)
     }
@@ -333,14 +348,19 @@ impl Store {
     /// undeleted; backend errors.
     pub fn undelete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
         let writer = self.inner.secret_writer.lock();
-        let mut secret = self.load_for_write(path)?;
-        secret
-            .undelete(versions, OffsetDateTime::now_utc())
-            .map_err(|e| match e {
-                ModelError::NothingToUndelete => StoreError::NotFound,
-                other => StoreError::Invalid(other),
-            })?;
-        let ticket = self.inner.backend.stage_secret(path, &secret, &[])?;
+        let ticket = self.inner.backend.update_secret(
+            path,
+            Box::new(|current| {
+                let mut secret = current.ok_or(StoreError::NotFound)?;
+                secret
+                    .undelete(versions, OffsetDateTime::now_utc())
+                    .map_err(|e| match e {
+                        ModelError::NothingToUndelete => StoreError::NotFound,
+                        other => StoreError::Invalid(other),
+                    })?;
+                Ok((secret, Vec::new()))
+            }),
+        )?;
         drop(writer);
         self.inner.backend.wait_durable(ticket)
     }
@@ -465,13 +485,6 @@ impl Store {
     /// Backend errors.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.inner.backend.is_empty()
-    }
-
-    fn load_for_write(&self, path: &str) -> Result<Secret, StoreError> {
-        self.inner
-            .backend
-            .load_secret_for_write(path)?
-            .ok_or(StoreError::NotFound)
     }
 
     fn load(&self, path: &str) -> Result<Secret, StoreError> {

@@ -525,3 +525,96 @@ async fn audit_events_have_the_schema_and_never_the_value() {
     }
     c.stop().await;
 }
+
+/// Issue 12 L3: no fragment of a request body reaches a log line (any level, any of our
+/// targets) or an error answer, whatever the parser or validator says about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_fragments_reach_neither_logs_nor_answers() {
+    let events = captured();
+    let w = World::new().unwrap();
+    let c = Cluster::start(&w, "l3").await;
+    bootstrap_fresh(&w, &c).await;
+    let su = w.client(SUPERUSER, &c.nexus).await.unwrap();
+
+    let canary = unique("CANARY");
+    let cases: Vec<(&str, Option<&str>, String)> = vec![
+        // Syntax error right after the canary (truncated JSON).
+        (
+            "/v1/store/secrets",
+            None,
+            format!(r#"{{"path":"a/b","values":{{"k":"{canary}"}}"#),
+        ),
+        // Wrong type: serde_json's message would quote the string.
+        (
+            "/v1/store/secrets",
+            None,
+            format!(r#"{{"path":"a/b","values":"{canary}"}}"#),
+        ),
+        // Wrong type in a number field, with the canary as the value.
+        (
+            "/v1/store/secrets",
+            Some("get"),
+            format!(r#"{{"path":"a/b","version":"{canary}"}}"#),
+        ),
+        // Invalid path and invalid key name, both carrying the canary.
+        (
+            "/v1/store/secrets",
+            None,
+            format!(r#"{{"path":"bad path {canary}","values":{{"k":"v"}}}}"#),
+        ),
+        (
+            "/v1/store/secrets",
+            None,
+            format!(r#"{{"path":"a/b","values":{{"bad.key.{canary}":"v"}}}}"#),
+        ),
+        // An invalid policy pattern: the regex compiler quotes the pattern.
+        (
+            "/v1/acl/policy",
+            None,
+            format!(
+                r#"{{"name":"p","spiffeidPattern":"^spiffe://[z-a]{canary}","pathPattern":".*","permissions":["read"]}}"#
+            ),
+        ),
+        (
+            "/v1/acl/policy",
+            None,
+            format!(
+                r#"{{"name":"p","spiffeidPattern":"^spiffe://.*","pathPattern":"({canary}","permissions":["read"]}}"#
+            ),
+        ),
+        // An unknown permission and a bad shard.
+        (
+            "/v1/acl/policy",
+            None,
+            format!(
+                r#"{{"name":"p","spiffeidPattern":"^spiffe://.*","pathPattern":".*","permissions":["{canary}"]}}"#
+            ),
+        ),
+        (
+            "/v1/operator/restore",
+            None,
+            format!(r#"{{"id":"{canary}","shard":[1]}}"#),
+        ),
+    ];
+    for (path, action, body) in &cases {
+        let raw = post_json(&su, path, *action, body).await;
+        assert!(raw.status >= 400, "{path} {body}: {}", raw.status);
+        let answer = String::from_utf8_lossy(&raw.body);
+        assert!(!answer.contains(&canary), "{path}: {answer}");
+        assert!(!answer.contains("CANARY"), "{path}: {answer}");
+    }
+    // The requests were seen (and logged) at all.
+    let ours: Vec<Captured> = events
+        .lock()
+        .iter()
+        .filter(|e| e.fields.values().any(|v| v.contains("request rejected")))
+        .cloned()
+        .collect();
+    assert!(!ours.is_empty(), "no rejection was logged");
+    for event in events.lock().iter() {
+        for value in event.fields.values() {
+            assert!(!value.contains(&canary), "request fragment in {event:?}");
+        }
+    }
+    c.stop().await;
+}

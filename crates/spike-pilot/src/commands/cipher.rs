@@ -6,7 +6,7 @@
 //! `cipher decrypt --version --nonce --ciphertext` can reverse it (SPIKE's Go CLI prints only
 //! the raw ciphertext there; docs/compatibility.md row 7).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use spike_proto::cipher::CIPHER_VERSION;
 use spike_proto::serde_helpers::{decode_base64, encode_base64};
 use zeroize::Zeroizing;
 
+use super::secret::read_zeroizing;
 use super::write_stdout;
 use crate::Io;
 use crate::cli::CipherCmd;
@@ -37,7 +38,7 @@ pub async fn run(cmd: CipherCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
             algorithm: _,
         } => {
             let _ = file;
-            let plaintext = Zeroizing::new(decode_b64("--plaintext", &b64)?);
+            let plaintext = json_plaintext(io, &b64)?;
             let nexus = session.nexus().await?;
             let resp = nexus
                 .encrypt(&plaintext)
@@ -136,26 +137,43 @@ fn decode_b64(flag: &str, text: &str) -> Result<Vec<u8>, PilotError> {
 /// # Errors
 /// [`PilotError::Io`] naming the file; a failure when the input is too large.
 pub fn read_input(io: &mut Io<'_>, file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, PilotError> {
-    let mut buf = Zeroizing::new(Vec::new());
     let (what, result) = match file {
-        Some(path) if path != Path::new("-") => {
-            let what = format!("read {}", path.display());
-            let result =
-                std::fs::File::open(path).and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut buf));
-            (what, result)
-        }
+        Some(path) if path != Path::new("-") => (
+            format!("read {}", path.display()),
+            std::fs::File::open(path).and_then(|mut f| read_zeroizing(&mut f, MAX_INPUT)),
+        ),
         _ => (
             "read standard input".to_owned(),
-            io.stdin.take(MAX_INPUT + 1).read_to_end(&mut buf),
+            read_zeroizing(io.stdin, MAX_INPUT),
         ),
     };
-    result.map_err(|e| PilotError::io(what, e))?;
-    if buf.len() as u64 > MAX_INPUT {
-        return Err(PilotError::failed(format!(
-            "Error: input is larger than {MAX_INPUT} bytes."
-        )));
+    result.map_err(|e| PilotError::io(what, e))?.ok_or_else(|| {
+        PilotError::failed(format!("Error: input is larger than {MAX_INPUT} bytes."))
+    })
+}
+
+/// The JSON-mode plaintext of `--plaintext ARG`: `-` reads the raw plaintext from standard
+/// input and `@FILE` from the file (the safe forms: an argument is visible to every local
+/// user in `/proc/<pid>/cmdline`); anything else is the base64 plaintext itself (base64
+/// never starts with `@` and is never `-`).
+///
+/// # Errors
+/// As [`read_input`]; bad base64; `@` without a file name.
+fn json_plaintext(io: &mut Io<'_>, arg: &str) -> Result<Zeroizing<Vec<u8>>, PilotError> {
+    if arg == "-" {
+        read_input(io, None)
+    } else if let Some(file) = arg.strip_prefix('@') {
+        if file.is_empty() {
+            return Err(PilotError::Usage(
+                "Error: --plaintext @ names no file (use --plaintext @FILE, or --plaintext - \
+                 for standard input)"
+                    .to_owned(),
+            ));
+        }
+        read_input(io, Some(Path::new(file)))
+    } else {
+        Ok(Zeroizing::new(decode_b64("--plaintext", arg)?))
     }
-    Ok(buf)
 }
 
 /// Writes the result to `out` (created or truncated, mode 0600 when created) or stdout.
@@ -205,6 +223,24 @@ mod tests {
             .unwrap_err()
             .message();
         assert!(err.contains("none"), "{err}");
+    }
+
+    /// Issue 12 L2: the JSON-mode plaintext from standard input or a file.
+    #[test]
+    fn json_plaintext_from_stdin_file_or_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pt");
+        std::fs::write(&path, b"file plaintext").unwrap();
+        let mut stdin: &[u8] = b"stdin plaintext";
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut io = Io::new(&mut stdin, &mut stdout, &mut stderr);
+        assert_eq!(&**json_plaintext(&mut io, "-").unwrap(), b"stdin plaintext");
+        let at = format!("@{}", path.display());
+        assert_eq!(&**json_plaintext(&mut io, &at).unwrap(), b"file plaintext");
+        assert_eq!(&**json_plaintext(&mut io, "aGk=").unwrap(), b"hi");
+        assert!(json_plaintext(&mut io, "@").is_err());
+        assert!(json_plaintext(&mut io, "not base64!").is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub async fn run(
     match cmd {
         OperatorCmd::Recover => {
             let dir = recovery_dir(env)?;
-            prepare_dir(&dir)?;
+            prepare_dir(&dir, env.non_empty(ENV_RECOVERY_DIR).is_some())?;
             let nexus = session.nexus().await?;
             let shards = nexus.recover().await.map_err(|e| match e {
                 e if is_connection_failure(&e) || is_sealed(&e) => session.api_error(e),
@@ -96,23 +96,99 @@ pub fn recovery_dir(env: &dyn EnvSource) -> Result<PathBuf, PilotError> {
     Ok(base.join("recover"))
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), PilotError> {
+/// Creates the recovery directory `dir` (mode 0700) and its parent when they
+/// are missing, and refuses them when they exist but are not private: a
+/// symlink, not a directory, not owned by the current user, or (for `dir`,
+/// and for a parent Pilot itself chose: `~/.spike`, `/tmp/.spike-$USER`)
+/// accessible by group or others; a parent named by
+/// `SPIKE_PILOT_RECOVERY_DIR` must not be writable by group or others.
+/// Each directory is created with one `mkdir(2)` at mode 0700, so it is
+/// never briefly open to others; one that already exists is checked with
+/// `lstat(2)`, without following a symlink.
+fn prepare_dir(dir: &Path, parent_is_operator_chosen: bool) -> Result<(), PilotError> {
+    let euid = nix::unistd::geteuid().as_raw();
+    if let Some(parent) = dir.parent() {
+        if let Some(grandparent) = parent.parent() {
+            // Above the directories Pilot owns (e.g. $HOME): create when
+            // missing, as before, but do not judge.
+            if !grandparent.exists() {
+                create_dir(grandparent, true)?;
+            }
+        }
+        let parent_rule = if parent_is_operator_chosen {
+            DirRule::NotWritableByOthers
+        } else {
+            DirRule::Private
+        };
+        create_dir(parent, false)?;
+        check_dir(parent, euid, parent_rule)?;
+    }
+    create_dir(dir, false)?;
+    check_dir(dir, euid, DirRule::Private)
+}
+
+/// How strict [`check_dir`] is about the mode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DirRule {
+    /// No access at all for group and others.
+    Private,
+    /// No write access for group and others.
+    NotWritableByOthers,
+}
+
+fn create_dir(dir: &Path, recursive: bool) -> Result<(), PilotError> {
     use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
+    match std::fs::DirBuilder::new()
+        .recursive(recursive)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            PilotError::io(
-                format!("create the recovery directory {}", dir.display()),
-                e,
-            )
-        })?;
-    if !dir.is_dir() {
-        return Err(PilotError::failed(format!(
-            "Error: {} is not a directory.",
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(PilotError::io(
+            format!("create the recovery directory {}", dir.display()),
+            e,
+        )),
+    }
+}
+
+fn check_dir(dir: &Path, euid: u32, rule: DirRule) -> Result<(), PilotError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let refuse = |why: &str, fix: &str| {
+        PilotError::failed(format!(
+            "Error: refusing to use {} for recovery shards: {why}. {fix} \
+             (or set {ENV_RECOVERY_DIR} to a private directory).",
             dir.display()
-        )));
+        ))
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| {
+        PilotError::io(
+            format!("inspect the recovery directory {}", dir.display()),
+            e,
+        )
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("it is a symbolic link", "Remove the link"));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("it is not a directory", "Remove it"));
+    }
+    if meta.uid() != euid {
+        return Err(refuse(
+            &format!("it is owned by uid {}, not by you (uid {euid})", meta.uid()),
+            "Remove it",
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    let (mask, fix) = match rule {
+        DirRule::Private => (0o077, format!("Run `chmod 700 {}`", dir.display())),
+        DirRule::NotWritableByOthers => (0o022, format!("Run `chmod go-w {}`", dir.display())),
+    };
+    if mode & mask != 0 {
+        return Err(refuse(
+            &format!("its mode {mode:03o} lets group or others in"),
+            &fix,
+        ));
     }
     Ok(())
 }
@@ -347,11 +423,76 @@ mod tests {
         }
     }
 
+    /// Issue 12 L6: a pre-existing recovery directory (or Pilot's own parent,
+    /// e.g. `/tmp/.spike-$USER`) that is a symlink, not private, or not ours
+    /// is refused with its name and the fix; missing ones are created 0700.
+    #[test]
+    fn recovery_dir_must_be_private_and_ours() {
+        let root = tempfile::tempdir().unwrap();
+        let mode_of = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+
+        // Fallback layout (/tmp/.spike-$USER/recover): both created 0700.
+        let base = root.path().join(".spike-ops");
+        let rec = base.join("recover");
+        prepare_dir(&rec, false).unwrap();
+        assert_eq!((mode_of(&base), mode_of(&rec)), (0o700, 0o700));
+        prepare_dir(&rec, false).unwrap();
+
+        // A group-readable recovery directory.
+        std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let err = prepare_dir(&rec, false).unwrap_err().message();
+        assert!(err.contains(&rec.display().to_string()), "{err}");
+        assert!(err.contains("chmod 700"), "{err}");
+        std::fs::set_permissions(&rec, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        // A world-accessible parent chosen by Pilot (someone else's /tmp/.spike-$USER).
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = prepare_dir(&rec, false).unwrap_err().message();
+        assert!(err.contains(&base.display().to_string()), "{err}");
+        // The operator's own SPIKE_PILOT_RECOVERY_DIR may be readable, not writable.
+        prepare_dir(&rec, true).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(prepare_dir(&rec, true).is_err());
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+        // A symlink planted where the directory goes.
+        let target = root.path().join("elsewhere");
+        std::fs::create_dir(&target).unwrap();
+        let linked = root.path().join(".spike-link");
+        std::os::unix::fs::symlink(&target, &linked).unwrap();
+        let err = prepare_dir(&linked.join("recover"), false)
+            .unwrap_err()
+            .message();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!target.join("recover").exists());
+
+        // A file where the directory goes.
+        let file_base = root.path().join(".spike-file");
+        std::fs::create_dir(&file_base).unwrap();
+        std::fs::set_permissions(&file_base, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(file_base.join("recover"), "x").unwrap();
+        let err = prepare_dir(&file_base.join("recover"), false)
+            .unwrap_err()
+            .message();
+        assert!(err.contains("not a directory"), "{err}");
+
+        // Owned by someone else (needs root to set up).
+        if nix::unistd::geteuid().is_root() {
+            let theirs = root.path().join(".spike-theirs");
+            prepare_dir(&theirs.join("recover"), false).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let err = prepare_dir(&theirs.join("recover"), false)
+                .unwrap_err()
+                .message();
+            assert!(err.contains("owned by uid 65534"), "{err}");
+        }
+    }
+
     #[test]
     fn recovery_files_names_modes_content() {
         let dir = tempfile::tempdir().unwrap();
         let rec = dir.path().join("recover");
-        prepare_dir(&rec).unwrap();
+        prepare_dir(&rec, true).unwrap();
         let mode = std::fs::metadata(&rec).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         std::fs::write(rec.join("spike.recovery.9.txt"), "old").unwrap();

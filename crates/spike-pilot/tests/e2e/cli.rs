@@ -300,8 +300,16 @@ pub(crate) async fn script(cli: &Cli<'_>, w: &World, cluster: Cluster, key: &Roo
     assert_eq!(run.stdout, data, "decrypt(encrypt(data)) is byte-exact");
 
     // --- operator recover: one file per shard, exactly the shards of the root key
+    // SPIKE's Go CLI needs the directory to exist; ours refuses one open to group or others.
     let dir = cli.recovery_dir();
-    std::fs::create_dir_all(&dir).unwrap();
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .unwrap();
+    }
     cli.expect(
         RECOVER,
         n,

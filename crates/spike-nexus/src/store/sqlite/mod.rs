@@ -51,6 +51,22 @@
 //! always a committed, synced one. Reads other than the writer's own
 //! load-modify-store loads use separate read-only connections, which in WAL
 //! mode see committed data only.
+//!
+//! A secret update ([`Backend::update_secret`]) loads the secret on the write
+//! connection, so it may see another writer's staged, uncommitted version;
+//! it modifies and seals without holding the connection, and its staging is
+//! refused when a batch failed since a load that saw staged writes. So a
+//! write reported as failed never persists, and no write built on it is
+//! staged. A transaction left open by a failed batch (a failed `ROLLBACK`)
+//! is rolled back before anything is read or staged on it.
+//!
+//! # WAL bound
+//!
+//! `wal_autocheckpoint=1000` pages (SQLite's PASSIVE checkpoint after a
+//! commit), `journal_size_limit=16 MiB` (the WAL file is truncated to that
+//! when it restarts), and an explicit policy: after a commit that leaves the
+//! WAL file above 64 MiB (readers that always overlap can keep a PASSIVE
+//! checkpoint from finishing), the committer runs `wal_checkpoint(TRUNCATE)`.
 
 use std::fmt;
 use std::path::Path;
@@ -59,7 +75,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use spike_crypto::RootKey;
 
 use super::records::{RecordCodec, Sealed, SealedPolicy, SealedSecret};
-use super::{Backend, BackendKind, CommitTicket, StoreError};
+use super::{Backend, BackendKind, CommitTicket, SecretUpdate, StoreError};
 use crate::model::{Policy, Secret, Version};
 
 mod group_commit;
@@ -100,8 +116,10 @@ impl SqliteBackend {
     pub fn open(path: &Path, key: &RootKey) -> Result<SqliteBackend, StoreError> {
         let conn = schema::open_writer(path)?;
         let readers = Readers::open(path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         let backend = SqliteBackend {
-            writer: GroupCommit::new(conn),
+            writer: GroupCommit::new(conn, Some(wal.into()), schema::WAL_LIMIT),
             readers,
             records: RecordCodec::new(key)?,
         };
@@ -160,6 +178,53 @@ impl SqliteBackend {
     }
 }
 
+impl SqliteBackend {
+    /// Stages the whole secret (its row is rewritten, so pruned versions are
+    /// gone with it); durable after [`Backend::wait_durable`].
+    fn stage_secret(&self, path: &str, secret: &Secret) -> Result<CommitTicket, StoreError> {
+        let sealed = self.records.seal_secret(path, secret)?;
+        let ((), ticket) = self.writer.stage(|conn| upsert_sealed(conn, &sealed))?;
+        Ok(ticket)
+    }
+
+    /// The secret at `path` as the write connection sees it (tests).
+    #[cfg(test)]
+    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
+        load_secret_with(&self.records, &self.writer.conn.lock(), path)
+    }
+}
+
+/// Seals `secret` and upserts its row through `conn` (tests).
+#[cfg(test)]
+fn upsert_secret(
+    records: &RecordCodec,
+    conn: &Connection,
+    path: &str,
+    secret: &Secret,
+) -> Result<(), StoreError> {
+    upsert_sealed(conn, &records.seal_secret(path, secret)?)
+}
+
+/// Upserts a sealed secret row through `conn`.
+fn upsert_sealed(conn: &Connection, sealed: &SealedSecret) -> Result<(), StoreError> {
+    let SealedSecret { id, record, path } = sealed;
+    conn.execute(
+        "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
+           ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
+           path_ciphertext = excluded.path_ciphertext",
+        params![
+            id,
+            record.nonce.as_slice(),
+            record.ciphertext,
+            path.nonce.as_slice(),
+            path.ciphertext
+        ],
+    )?;
+    Ok(())
+}
+
 /// Loads and opens the secret row at `path` through `conn`.
 fn load_secret_with(
     records: &RecordCodec,
@@ -190,45 +255,37 @@ impl Backend for SqliteBackend {
         load_secret_with(&self.records, &self.readers.get(), path)
     }
 
-    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
-        load_secret_with(&self.records, &self.writer.conn.lock(), path)
-    }
-
     fn store_secret(
         &self,
         path: &str,
         secret: &Secret,
-        pruned: &[Version],
+        _pruned: &[Version],
     ) -> Result<(), StoreError> {
-        let ticket = self.stage_secret(path, secret, pruned)?;
+        let ticket = self.stage_secret(path, secret)?;
         self.wait_durable(ticket)
     }
 
-    fn stage_secret(
+    fn update_secret(
         &self,
         path: &str,
-        secret: &Secret,
-        _pruned: &[Version],
+        update: SecretUpdate<'_>,
     ) -> Result<CommitTicket, StoreError> {
+        // The load may see staged writes; the staging is refused when a batch
+        // failed in between (module docs, "Group commit"). Modifying and
+        // sealing run without the write connection, which the committer needs.
+        let (current, mark) = self
+            .writer
+            .load(|conn| load_secret_with(&self.records, conn, path))?;
+        #[cfg(test)]
+        if let Some(e) = self.writer.fault_at(group_commit::FaultPoint::Loaded) {
+            return Err(e);
+        }
+        let (secret, _pruned) = update(current)?;
         // The row is rewritten whole, so pruned versions are gone with it.
-        let SealedSecret { id, record, path } = self.records.seal_secret(path, secret)?;
-        let ((), ticket) = self.writer.stage(|conn| {
-            conn.execute(
-                "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
-                   ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
-                   path_ciphertext = excluded.path_ciphertext",
-                params![
-                    id,
-                    record.nonce.as_slice(),
-                    record.ciphertext,
-                    path.nonce.as_slice(),
-                    path.ciphertext
-                ],
-            )?;
-            Ok(())
-        })?;
+        let sealed = self.records.seal_secret(path, &secret)?;
+        let ((), ticket) = self
+            .writer
+            .stage_after(mark, |conn| upsert_sealed(conn, &sealed))?;
         Ok(ticket)
     }
 
@@ -323,10 +380,10 @@ mod tests {
         let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
         let t1 = b
-            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now))
             .unwrap();
         let t2 = b
-            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now))
             .unwrap();
         assert!(b.load_secret("a").unwrap().is_none());
         assert!(b.list_secret_paths().unwrap().is_empty());
@@ -357,10 +414,10 @@ mod tests {
             )
             .unwrap();
         let t1 = b
-            .stage_secret("a", &Secret::new_first(data("1"), 3, now), &[])
+            .stage_secret("a", &Secret::new_first(data("1"), 3, now))
             .unwrap();
         let t2 = b
-            .stage_secret("b", &Secret::new_first(data("2"), 3, now), &[])
+            .stage_secret("b", &Secret::new_first(data("2"), 3, now))
             .unwrap();
         let (_, t3) = b
             .writer
@@ -403,6 +460,198 @@ mod tests {
         }
         assert_eq!(b.list_secret_paths().unwrap().len(), 200);
         b.checkpoint().unwrap();
+    }
+
+    /// Issue 12 L1: writer B loads the secret while writer A's version is
+    /// staged, A's commit fails (injected in place of COMMIT) before B
+    /// stages, B goes on. Neither A's version nor anything built on it may be
+    /// acknowledged or persist. Before the fix, B staged its row (holding
+    /// A's version) in a new transaction and committed it, and A's version
+    /// was in the database after reopening.
+    #[test]
+    fn a_failed_write_never_persists_nor_is_built_upon() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        use group_commit::FaultPoint;
+
+        use crate::store::Store;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let b = Arc::new(SqliteBackend::open(&path, &key(1)).unwrap());
+        let store = Store::new(b.clone(), 10).unwrap();
+        store.put_secret("p", data("v1")).unwrap();
+
+        let (a_committing_tx, a_committing_rx) = mpsc::channel::<()>();
+        let (b_loaded_tx, b_loaded_rx) = mpsc::channel::<()>();
+        let (a_resolved_tx, a_resolved_rx) = mpsc::channel::<()>();
+        let (a_committing_tx, b_loaded_tx, a_resolved_tx) = (
+            parking_lot::Mutex::new(a_committing_tx),
+            parking_lot::Mutex::new(b_loaded_tx),
+            parking_lot::Mutex::new(a_resolved_tx),
+        );
+        let b_loaded_rx = parking_lot::Mutex::new(b_loaded_rx);
+        let a_resolved_rx = parking_lot::Mutex::new(a_resolved_rx);
+        let (loads, commits) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        b.writer.set_fault(Some(Arc::new(move |point| match point {
+            FaultPoint::Loaded => {
+                if loads.fetch_add(1, Ordering::SeqCst) == 1 {
+                    // Writer B has loaded (A's version is staged): give A's
+                    // commit every chance to run before B stages.
+                    let _ = b_loaded_tx.lock().send(());
+                    let _ = a_resolved_rx
+                        .lock()
+                        .recv_timeout(Duration::from_millis(300));
+                }
+                None
+            }
+            FaultPoint::BeforeCommit => {
+                if commits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let _ = a_committing_tx.lock().send(());
+                    let _ = b_loaded_rx.lock().recv_timeout(Duration::from_secs(5));
+                    Some(StoreError::Database("disk I/O error (injected)".into()))
+                } else {
+                    None
+                }
+            }
+            FaultPoint::AfterCommit => {
+                let _ = a_resolved_tx.lock().send(());
+                None
+            }
+        })));
+
+        let store_a = store.clone();
+        let writer_a = std::thread::spawn(move || store_a.put_secret("p", data("a")));
+        a_committing_rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap();
+        let store_b = store.clone();
+        let writer_b = std::thread::spawn(move || store_b.put_secret("p", data("b")));
+        let result_a = writer_a.join().unwrap();
+        let result_b = writer_b.join().unwrap();
+        b.writer.set_fault(None);
+
+        assert!(
+            matches!(result_a, Err(StoreError::Database(_))),
+            "{result_a:?}"
+        );
+        let values = |s: &Secret| -> Vec<String> {
+            s.versions
+                .values()
+                .filter_map(|v| v.data.get("k").map(str::to_owned))
+                .collect()
+        };
+        let now = store.secret_metadata("p", 0).unwrap();
+        assert!(
+            !values(&now).contains(&"a".to_owned()),
+            "{:?}",
+            values(&now)
+        );
+        if result_b.is_ok() {
+            assert_eq!(values(&now), ["v1", "b"]);
+        } else {
+            assert_eq!(values(&now), ["v1"]);
+        }
+        // The store goes on, and nothing of A is on disk.
+        store.put_secret("p", data("c")).unwrap();
+        drop((store, b));
+        let reopened = SqliteBackend::open(&path, &key(1)).unwrap();
+        let on_disk = reopened.load_secret("p").unwrap().unwrap();
+        assert!(
+            !values(&on_disk).contains(&"a".to_owned()),
+            "{:?}",
+            values(&on_disk)
+        );
+        assert_eq!(values(&on_disk).last().map(String::as_str), Some("c"));
+    }
+
+    /// A transaction left open by a failed batch (its ROLLBACK failed too)
+    /// is rolled back before anything is staged on it.
+    #[test]
+    fn a_leftover_transaction_of_a_failed_batch_is_not_built_upon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let b = SqliteBackend::open(&path, &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        // A failed batch whose rollback did not happen: its write is still in
+        // the open transaction, and no write is pending.
+        {
+            let conn = b.writer.conn.lock();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            upsert_secret(
+                &b.records,
+                &conn,
+                "failed",
+                &Secret::new_first(data("x"), 3, now),
+            )
+            .unwrap();
+        }
+        b.store_secret("next", &Secret::new_first(data("y"), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["next"]);
+        drop(b);
+        let reopened = SqliteBackend::open(&path, &key(1)).unwrap();
+        assert_eq!(reopened.list_secret_paths().unwrap(), ["next"]);
+    }
+
+    /// The WAL stays bounded under sustained writes while readers keep
+    /// reading (checkpoint policy: `GroupCommit::bound_wal`).
+    #[test]
+    fn wal_stays_bounded_under_sustained_writes_with_concurrent_readers() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut backend = SqliteBackend::open(&path, &key(1)).unwrap();
+        // A small bound so that the test writes little; SQLite's automatic
+        // checkpoint alone lets the WAL reach about 4 MiB.
+        let limit: u64 = 512 * 1024;
+        backend.writer.wal_limit = limit;
+        let b = Arc::new(backend);
+        let wal = dir.path().join("t.db-wal");
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (b, stop) = (b.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut reads = 0_u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = b.load_secret("s0").unwrap();
+                        let _ = b.list_secret_paths().unwrap();
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let value = "v".repeat(6000);
+        let mut max_wal = 0;
+        for i in 0..400 {
+            b.store_secret(
+                &format!("s{}", i % 50),
+                &Secret::new_first(data(&value), 3, now),
+                &[],
+            )
+            .unwrap();
+            max_wal = max_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        // One commit past the bound at most (each commit writes a few pages).
+        assert!(max_wal <= limit + 64 * 1024, "WAL reached {max_wal} bytes");
+        assert!(max_wal > 0);
+        let conn = b.writer.conn.lock();
+        let limit_set: i64 = conn
+            .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(limit_set, 16 * 1024 * 1024);
     }
 
     #[test]

@@ -12,6 +12,15 @@ use crate::store::StoreError;
 /// The schema version this code writes and reads.
 const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// WAL pages after which a commit runs SQLite's automatic (PASSIVE)
+/// checkpoint; SQLite's default, set explicitly.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
+/// Size the WAL file is truncated to when it restarts after a checkpoint.
+const JOURNAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+/// WAL size above which a commit runs a truncating checkpoint
+/// (`GroupCommit::bound_wal`): the hard bound, well above what the automatic
+/// checkpoint normally leaves (about 1000 pages of 4 KiB).
+pub(super) const WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -45,6 +54,8 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
         )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     let secure_delete: i64 =
         conn.pragma_update_and_check(None, "secure_delete", "ON", |row| row.get(0))?;
     if secure_delete != 1 {
