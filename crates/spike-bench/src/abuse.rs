@@ -556,6 +556,8 @@ async fn attacker_tls(ctx: &AttackCtx) -> Option<tokio_rustls::client::TlsStream
     }
 }
 
+/// One attack connection, reopened until the attack stops (connections that complete after
+/// the stop are not counted).
 async fn one_connection(ctx: AttackCtx, attack: Attack, big: Arc<Vec<u8>>) {
     let hello = client_hello_prefix();
     let slow_body = vec![b' '; 4096];
@@ -565,11 +567,17 @@ async fn one_connection(ctx: AttackCtx, attack: Attack, big: Arc<Vec<u8>>) {
                 let Some(mut s) = tcp(&ctx).await else {
                     continue;
                 };
+                if ctx.token.is_cancelled() {
+                    break;
+                }
                 ctx.stats.opened();
                 hold(&ctx, &mut s).await
             }
             Attack::SlowHandshake => {
                 let Some(s) = tcp(&ctx).await else { continue };
+                if ctx.token.is_cancelled() {
+                    break;
+                }
                 ctx.stats.opened();
                 trickle(&ctx, s, &[], &hello).await
             }
@@ -577,6 +585,9 @@ async fn one_connection(ctx: AttackCtx, attack: Attack, big: Arc<Vec<u8>>) {
                 let Some(s) = attacker_tls(&ctx).await else {
                     continue;
                 };
+                if ctx.token.is_cancelled() {
+                    break;
+                }
                 ctx.stats.opened();
                 trickle(&ctx, s, &body_headers(1 << 20), &slow_body).await
             }
@@ -584,6 +595,9 @@ async fn one_connection(ctx: AttackCtx, attack: Attack, big: Arc<Vec<u8>>) {
                 let Some(s) = attacker_tls(&ctx).await else {
                     continue;
                 };
+                if ctx.token.is_cancelled() {
+                    break;
+                }
                 ctx.stats.opened();
                 let (mut r, mut w) = tokio::io::split(s);
                 let mut by_server = true;
@@ -605,6 +619,9 @@ async fn one_connection(ctx: AttackCtx, attack: Attack, big: Arc<Vec<u8>>) {
                     tokio::time::sleep(RETRY).await;
                     continue;
                 };
+                if ctx.token.is_cancelled() {
+                    break;
+                }
                 ctx.stats.opened();
                 hold(&ctx, &mut s).await
             }
