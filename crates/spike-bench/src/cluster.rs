@@ -53,8 +53,18 @@ impl Cluster {
     /// # Errors
     /// When the test CA or the Workload API server cannot start.
     pub fn new(keepers: usize) -> Result<Cluster> {
+        Cluster::with_identities(keepers, &[])
+    }
+
+    /// As [`Cluster::new`], and the Workload API server also serves the SPIFFE ID paths
+    /// `extra` (e.g. a workload without any policy).
+    ///
+    /// # Errors
+    /// When the test CA or the Workload API server cannot start.
+    pub fn with_identities(keepers: usize, extra: &[&str]) -> Result<Cluster> {
         let mut paths: Vec<String> = [NEXUS, BOOTSTRAP, SUPERUSER]
             .iter()
+            .chain(extra)
             .map(|p| (*p).to_owned())
             .collect();
         paths.extend((0..keepers).map(keeper_path));
@@ -69,6 +79,17 @@ impl Cluster {
     /// Temporary directory for data that has no explicit place.
     pub fn dir(&self) -> &Path {
         self.world.dir.path()
+    }
+
+    /// The SPIFFE ID of `path` (e.g. `spiffe://spike.ist/spike/nexus` for [`NEXUS`]).
+    pub fn spiffe_id(&self, path: &str) -> String {
+        self.world.id(path)
+    }
+
+    /// The Workload API endpoint (`unix:<path>`) serving every identity, for a Nexus run as
+    /// a child process.
+    pub fn workload_endpoint(&self) -> String {
+        self.world.wl.endpoint()
     }
 
     /// The identity for SPIFFE ID path `path` (e.g. [`SUPERUSER`]).

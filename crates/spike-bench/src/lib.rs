@@ -17,9 +17,15 @@
 //!   keepers, Nexus, bootstrap by hand, database pre-population.
 //! - [`scenarios`]: `selftest`, `scale` and `restart-time`, each returning a serializable
 //!   report.
+//! - [`nexus_proc`]: Nexus as a child process (the `spike-nexus` binary) with a generated
+//!   configuration and the unit's resource limits.
+//! - [`abuse`]: the `abuse` scenarios: attacks on a Nexus child while a superuser `get`
+//!   must keep working.
 
+pub mod abuse;
 pub mod cluster;
 pub mod load;
+pub mod nexus_proc;
 pub mod rss;
 pub mod scenarios;
 pub mod stats;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use spike_bench::cluster::{self, BackendChoice};
 use spike_bench::load::{self, LoadOptions, Target, Workload, kib_to_mib};
-use spike_bench::{rss, scenarios};
+use spike_bench::{abuse, nexus_proc, rss, scenarios};
 use spike_client::BaseUrl;
 use spike_identity::{Identity, IdentityOptions, SpiffeId};
 use spike_proto::TrustRoots;
@@ -125,6 +125,10 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Attack a Nexus child process (idle TCP, slow handshakes, slow bodies, no-policy flood,
+    /// health-socket flood, 4 MiB bodies) while a superuser `get` must keep working.
+    /// Exits 1 when a scenario fails (unless --report-only).
+    Abuse(AbuseArgs),
     /// Time a Nexus restart to unsealed with real keepers (sqlite).
     RestartTime {
         /// Keepers.
@@ -140,6 +144,124 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+struct AbuseArgs {
+    /// The CI sizes: small counts, `max_connections = 64`, a few seconds each (default:
+    /// the full sizes of docs/benchmarks.md).
+    #[arg(long)]
+    smoke: bool,
+    /// Run only these attacks (repeatable; default: all, in the documented order).
+    #[arg(long = "attack", value_enum)]
+    attacks: Vec<abuse::Attack>,
+    /// The spike-nexus binary (default: next to this executable).
+    #[arg(long)]
+    nexus_bin: Option<PathBuf>,
+    /// TOML merged over the generated Nexus configuration (and the profile's keys), e.g.
+    /// new connection caps and timeouts.
+    #[arg(long)]
+    nexus_config: Option<PathBuf>,
+    /// Run Nexus without the unit's limits (LimitMEMLOCK=256M, LimitNOFILE=65536, no
+    /// CAP_IPC_LOCK).
+    #[arg(long)]
+    no_unit_limits: bool,
+    /// Attack connections (or workers), replacing the profile's count for every attack.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Measurement time under attack (default: smoke 3s, full 20s).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Baseline measurement time (default: smoke 1s, full 5s).
+    #[arg(long, value_parser = parse_duration)]
+    baseline: Option<Duration>,
+    /// Longest wait for the attack to establish (default: smoke 2s, full 20s).
+    #[arg(long, value_parser = parse_duration)]
+    ramp: Option<Duration>,
+    /// Bound on the p99 of superuser gets under attack.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    p99_bound: Duration,
+    /// Pause between superuser gets.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    probe_interval: Duration,
+    /// Timeout of one superuser get, counted as an error (default: smoke 5s, full 15s).
+    #[arg(long, value_parser = parse_duration)]
+    probe_timeout: Option<Duration>,
+    /// Interval between slow bytes (slow-handshake, slow-body).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    byte_interval: Duration,
+    /// Exit 0 even when scenarios fail (for recording figures).
+    #[arg(long)]
+    report_only: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+async fn abuse_command(args: AbuseArgs) -> Result<()> {
+    let profile = if args.smoke {
+        abuse::Profile::Smoke
+    } else {
+        abuse::Profile::Full
+    };
+    let mut overrides = profile.overrides();
+    if let Some(path) = &args.nexus_config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let extra: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        nexus_proc::merge(&mut overrides, &extra);
+    }
+    let bin = match args.nexus_bin {
+        Some(b) => b,
+        None => abuse::default_nexus_bin()?,
+    };
+    if !bin.is_file() {
+        return Err(anyhow!(
+            "{} not found: build it (cargo build -p spike-nexus) or pass --nexus-bin",
+            bin.display()
+        ));
+    }
+    let launch = nexus_proc::NexusLaunch {
+        bin,
+        unit_limits: !args.no_unit_limits,
+        overrides,
+    };
+    let mut options = abuse::AbuseOptions::new(profile, launch);
+    if !args.attacks.is_empty() {
+        options.attacks = args.attacks;
+    }
+    options.connections = args.connections;
+    options.duration = args.duration.unwrap_or(options.duration);
+    options.baseline = args.baseline.unwrap_or(options.baseline);
+    options.ramp = args.ramp.unwrap_or(options.ramp);
+    options.p99_bound = args.p99_bound;
+    options.probe_interval = args.probe_interval;
+    options.probe_timeout = args.probe_timeout.unwrap_or(options.probe_timeout);
+    options.byte_interval = args.byte_interval;
+    options.progress = !args.quiet;
+    // The attacker must not be the bottleneck: the health flood alone holds 11,000 sockets.
+    let nofile = abuse::raise_nofile(1 << 18)?;
+    if !args.quiet {
+        eprintln!("[abuse] RLIMIT_NOFILE of the attacker: {nofile}");
+    }
+    let report = abuse::run(&options).await?;
+    print(args.json, &report, || report.human())?;
+    let failed = report.failed();
+    if failed.is_empty() || args.report_only {
+        Ok(())
+    } else {
+        let names: Vec<&str> = failed.iter().map(|a| a.name()).collect();
+        Err(anyhow!(
+            "{} of {} abuse scenarios failed: {}",
+            failed.len(),
+            report.scenarios.len(),
+            names.join(", ")
+        ))
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -308,6 +430,7 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             })
         }
+        Some(Command::Abuse(args)) => abuse_command(args).await,
         Some(Command::RestartTime {
             keepers,
             threshold,
