@@ -117,6 +117,9 @@ rustPlatform.buildRustPackage {
         echo "unfilled placeholders above" >&2
         exit 1
       fi
+      # The spike-health group (SocketGroup= of spike-nexus-health.socket) for systemd-sysusers;
+      # the NixOS module declares it as users.groups.spike-health.
+      install -D -m 0644 units/sysusers.d/spike.conf $out/lib/sysusers.d/spike.conf
       # The operator's way back after a power cut, on root's PATH with the other binaries.
       ln -s $out/libexec/spike/spike-operator $out/bin/spike-operator
       install -m 0644 README.md $out/share/doc/spike/README.md

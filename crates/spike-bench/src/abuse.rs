@@ -108,7 +108,9 @@ impl Profile {
     /// Attack connections (or workers) of `attack`.
     pub fn connections(self, attack: Attack) -> usize {
         match (self, attack) {
-            (Profile::Smoke, Attack::IdleTcp | Attack::SlowHandshake | Attack::SlowBody) => 96,
+            // More than the waiting pool (4 x max_handshakes = 128), so eviction is exercised.
+            (Profile::Smoke, Attack::IdleTcp) => 200,
+            (Profile::Smoke, Attack::SlowHandshake | Attack::SlowBody) => 96,
             (Profile::Smoke, Attack::NoPolicyFlood) => 16,
             (Profile::Smoke, Attack::HealthFlood) => 1000,
             // Above the cap (1,024) plus the listen backlog (1,024): with fewer, the cap's
@@ -144,8 +146,16 @@ impl Profile {
     pub fn overrides(self) -> toml::Table {
         let mut t = toml::Table::new();
         if self == Profile::Smoke {
-            // Small counts reach the connection cap only when the cap is small too.
-            t.insert("max_connections".into(), toml::Value::Integer(64));
+            // Small counts reach the caps only when the caps are small too.
+            for (key, value) in [
+                ("max_handshakes", 32),
+                ("max_handshakes_per_ip", 32),
+                ("max_connections", 64),
+                ("max_connections_per_peer", 32),
+                ("health_max_connections", 16),
+            ] {
+                t.insert(key.into(), toml::Value::Integer(value));
+            }
         }
         t
     }
@@ -1025,6 +1035,7 @@ mod tests {
         }
         let smoke = Profile::Smoke.overrides();
         assert_eq!(smoke["max_connections"].as_integer(), Some(64));
+        assert_eq!(smoke["max_handshakes"].as_integer(), Some(32));
         assert!(Profile::Full.overrides().is_empty());
     }
 

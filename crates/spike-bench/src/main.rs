@@ -162,7 +162,7 @@ struct AbuseArgs {
     /// new connection caps and timeouts.
     #[arg(long)]
     nexus_config: Option<PathBuf>,
-    /// Run Nexus without the unit's limits (LimitMEMLOCK=256M, LimitNOFILE=65536, no
+    /// Run Nexus without the unit's limits (LimitMEMLOCK=infinity, LimitNOFILE=65536, no
     /// CAP_IPC_LOCK).
     #[arg(long)]
     no_unit_limits: bool,

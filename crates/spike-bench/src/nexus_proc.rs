@@ -1,9 +1,10 @@
 //! Nexus as a child process, configured like the appliance: the `spike-nexus` binary with a
 //! configuration file written here, the bench's Workload API server as its SPIFFE endpoint,
 //! the bench's keepers as peers, a health socket and a metrics listener, and (optionally)
-//! the unit's resource limits: `LimitMEMLOCK=256M` and `LimitNOFILE=65536` through
-//! `prlimit`, and no `CAP_IPC_LOCK` (dropped from the bounding set through `setpriv`, so that
-//! root is held to the memlock limit like the unprivileged unit is).
+//! the unit's resource limits: `LimitMEMLOCK=infinity` and `LimitNOFILE=65536` through
+//! `prlimit` (each lowered to this process's hard limit when it cannot be raised), and no
+//! `CAP_IPC_LOCK` (dropped from the bounding set through `setpriv`, so that root is held to
+//! the memlock limit like the unprivileged unit is).
 //!
 //! Running Nexus in its own process keeps the attack honest: the attacker's sockets and
 //! tasks do not count against Nexus's file descriptors or share its scheduler.
@@ -20,8 +21,6 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, NEXUS, TRUST_DOMAIN};
 
-/// `LimitMEMLOCK=` of units/spike-nexus.service.
-pub const UNIT_MEMLOCK_BYTES: u64 = 256 * 1024 * 1024;
 /// `LimitNOFILE=` of units/spike-nexus.service.
 pub const UNIT_NOFILE: u64 = 65536;
 
@@ -79,7 +78,8 @@ pub fn unit_limits_here() -> Result<(u64, u64)> {
     let (_, memlock_hard) = getrlimit(Resource::RLIMIT_MEMLOCK)?;
     let (_, nofile_hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     Ok((
-        UNIT_MEMLOCK_BYTES.min(memlock_hard),
+        // The unit's memlock is unlimited: as much as the hard limit allows.
+        memlock_hard,
         UNIT_NOFILE.min(nofile_hard),
     ))
 }
@@ -174,6 +174,11 @@ impl NexusProcess {
         let mut cmd = if launch.unit_limits {
             let (memlock, nofile) = unit_limits_here()?;
             let mut c = Command::new("prlimit");
+            let memlock = if memlock == nix::libc::RLIM_INFINITY {
+                "unlimited".to_owned()
+            } else {
+                memlock.to_string()
+            };
             c.arg(format!("--memlock={memlock}:{memlock}"))
                 .arg(format!("--nofile={nofile}:{nofile}"))
                 .arg("--");

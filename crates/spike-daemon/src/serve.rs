@@ -216,7 +216,17 @@ pub async fn serve_connection<IO>(
         () = expired => {
             tracing::debug!(?peer_addr, ?lifetime, "connection lifetime reached; closing after the in-flight request");
             conn.as_mut().graceful_shutdown();
-            conn.await
+            // The in-flight request gets as long as a body and a response may take, no more.
+            let last = limits
+                .body_deadline(None)
+                .saturating_add(limits.write_timeout);
+            match tokio::time::timeout(last, conn).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::debug!(?peer_addr, "in-flight request outlived the connection lifetime; dropped");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(error) = result {
@@ -234,7 +244,7 @@ pub async fn serve_connection<IO>(
 ///
 /// - Each accepted connection gets `TCP_NODELAY` and its own task, and takes a handshake slot
 ///   ([`EvictingSlots`]: `max_handshakes` in all, `max_handshakes_per_ip` per source IP; when
-///   full, the oldest pending handshake is dropped). The TLS handshake is bounded by
+///   full, the pending handshake that has sent the fewest bytes is dropped). The TLS handshake is bounded by
 ///   `acceptor`'s timeout, and its authorizer refuses unwanted peers.
 /// - An authenticated connection must then be admitted ([`PeerTable`]: `max_connections` in
 ///   all, `max_connections_per_peer` per SPIFFE ID), or it is closed. Only authenticated peers
@@ -267,6 +277,11 @@ where
     let name = options.name;
     let limits = options.limits;
     let handshakes = EvictingSlots::new(limits.max_handshakes, limits.max_handshakes_per_ip);
+    // Accepted connections that have not sent a byte yet wait here, not in a handshake slot.
+    let silent = EvictingSlots::new(
+        limits.max_handshakes.saturating_mul(4),
+        limits.max_handshakes_per_ip.saturating_mul(4),
+    );
     let table = PeerTable::new(limits);
     let refusals = Arc::new(EventCounter::new(Duration::from_secs(60)));
     let failures = HandshakeFailureLog::new(name);
@@ -286,22 +301,8 @@ where
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(peer_addr = %addr, %error, "cannot set TCP_NODELAY");
         }
-        let (ticket, dropped) = handshakes.take(Some(addr.ip()));
-        if dropped > 0
-            && let Some(n) = handshakes.record_evictions(dropped)
-        {
-            tracing::warn!(
-                listener = name,
-                dropped = n,
-                "{name}: dropped {n} pending TLS handshake(s), the oldest first: {} \
-                 ({}) or {} ({}) connections were waiting in the handshake (idle or slow \
-                 clients; summarised once a minute)",
-                crate::limits::keys::MAX_HANDSHAKES,
-                limits.max_handshakes,
-                crate::limits::keys::MAX_HANDSHAKES_PER_IP,
-                limits.max_handshakes_per_ip,
-            );
-        }
+        let handshakes = handshakes.clone();
+        let silent = silent.clone();
         let acceptor = acceptor.clone();
         let router = router.clone();
         let token = shutdown.clone();
@@ -310,6 +311,51 @@ where
         let refusals = Arc::clone(&refusals);
         let on_handshake_failure = on_handshake_failure.clone();
         connections.spawn(async move {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tcp);
+            let mut waiting = crate::limits::pending_bytes(fd);
+            // Until it holds a handshake slot, a connection holds a place in the larger pool
+            // of waiting connections (the slowest dropped first), so waiting is bounded too.
+            let (queued, dropped) = silent.take_with_progress(Some(addr.ip()), waiting);
+            report_dropped(name, &silent, dropped, limits);
+            let deadline = tokio::time::sleep(limits.handshake_timeout);
+            tokio::pin!(deadline);
+            if waiting == 0 {
+                // Wait for real bytes: `readable()` may wake without data, and `try_io` clears
+                // that readiness when the peek finds nothing.
+                let first_bytes = async {
+                    loop {
+                        tcp.readable().await?;
+                        match tcp.try_io(tokio::io::Interest::READABLE, || {
+                            crate::limits::peek_pending(fd)
+                        }) {
+                            Ok(n) => return Ok::<u64, std::io::Error>(n as u64),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                waiting = tokio::select! {
+                    () = token.cancelled() => return,
+                    () = queued.evicted() => return,
+                    () = &mut deadline => return,
+                    first = first_bytes => match first {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    },
+                };
+                queued.credit(waiting);
+            }
+            // A handshake slot: slow holders make room; while every holder is a real
+            // handshake in progress, wait for one to finish.
+            let (ticket, dropped) = tokio::select! {
+                () = token.cancelled() => return,
+                () = queued.evicted() => return,
+                () = &mut deadline => return,
+                taken = handshakes.take_patient(Some(addr.ip()), waiting, EVICTABLE_BELOW) => taken,
+            };
+            drop(queued);
+            report_dropped(name, &handshakes, dropped, limits);
+            let tcp = ticket.counting(tcp);
             let handshake = tokio::select! {
                 () = token.cancelled() => return,
                 () = ticket.evicted() => return,
@@ -352,6 +398,31 @@ where
     }
     drop(listener);
     connections.drain(name, options.shutdown_grace).await
+}
+
+/// A pending handshake receiving fewer bytes per second than this (counting at least one
+/// second) may be dropped for a newcomer: a real client sends its ClientHello (about 250 bytes
+/// from rustls, more from Go) at once; an idle or trickling one does not. One that sent a hello
+/// and then stalled becomes droppable within about two seconds.
+const EVICTABLE_BELOW: u64 = 128;
+
+/// Logs dropped pending connections at `warn`, summarised once a minute per pool.
+fn report_dropped(name: &'static str, slots: &EvictingSlots, dropped: usize, limits: Limits) {
+    if dropped > 0
+        && let Some(n) = slots.record_evictions(dropped)
+    {
+        tracing::warn!(
+            listener = name,
+            dropped = n,
+            "{name}: dropped {n} pending connection(s), the slowest first: {} ({}) or {} ({}) \
+             were waiting for or in the TLS handshake (idle or slow clients; summarised once \
+             a minute)",
+            crate::limits::keys::MAX_HANDSHAKES,
+            limits.max_handshakes,
+            crate::limits::keys::MAX_HANDSHAKES_PER_IP,
+            limits.max_handshakes_per_ip,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -218,7 +218,22 @@ pub async fn start(
         None => None,
     };
     let metrics = match config.metrics_listen {
-        Some(addr) => Some(listen.tcp_or_bind("metrics", addr).await?.0),
+        Some(addr) => {
+            let (listener, origin) = listen.tcp_or_bind("metrics", addr).await?;
+            if let (spike_daemon::listen::ListenerOrigin::Activated { .. }, Ok(bound)) =
+                (origin, listener.local_addr())
+                && bound != addr
+            {
+                tracing::warn!(
+                    %bound,
+                    metrics_listen = %addr,
+                    "metrics are served on {bound}, the socket systemd passed \
+                     (spike-nexus-metrics.socket), not on metrics_listen = {addr}; change \
+                     ListenStream= there (a drop-in) to move them"
+                );
+            }
+            Some(listener)
+        }
         None => None,
     };
     let metrics_addr = match &metrics {

@@ -7,17 +7,19 @@
 //! connections still open after the grace period are dropped ([`GraceExpired`]).
 //!
 //! Each loop holds at most `max_connections` connections (`health_max_connections`,
-//! `metrics_max_connections`). When full, a new connection drops the **oldest** one
-//! ([`EvictingSlots`]): a probe completes in a millisecond, so idle connections piled up by a
-//! local client are the ones that go, and `spike-ready.service`'s probe still gets through.
+//! `metrics_max_connections`). When full, a new connection drops the one that has sent the
+//! fewest bytes, the oldest among equals ([`EvictingSlots`]): a probe sends its request at
+//! once, so idle connections piled up by a local client are the ones that go, and
+//! `spike-ready.service`'s probe still gets through.
 //! Their routes never read a request body, so no body budget applies.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use axum::Router;
-use spike_daemon::limits::{EvictingSlots, Limits};
+use spike_daemon::limits::{EvictingSlots, Limits, pending_bytes};
 use spike_daemon::serve::{ACCEPT_BACKOFF, ConnectionContext, Connections, serve_connection};
 use spike_daemon::shutdown::GraceExpired;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub struct ServeOptions {
     /// Header, body and write deadlines and the connection lifetime (the API's).
     pub limits: Limits,
-    /// Connections held at once; when full, the oldest is dropped (at least 1).
+    /// Connections held at once; when full, the least active is dropped (at least 1).
     pub max_connections: usize,
     /// How long in-flight connections get after cancellation.
     pub grace: Duration,
@@ -47,7 +49,12 @@ pub async fn serve_unix(
     token: CancellationToken,
 ) -> Result<(), GraceExpired> {
     let l = &listener;
-    let accept = move || async move { l.accept().await.map(|(s, _)| (s, None)) };
+    let accept = move || async move {
+        l.accept().await.map(|(s, _)| {
+            let waiting = pending_bytes(s.as_raw_fd());
+            (s, None, waiting)
+        })
+    };
     serve_plain(accept, "the health socket", router, options, token).await
 }
 
@@ -63,7 +70,12 @@ pub async fn serve_plain_tcp(
     token: CancellationToken,
 ) -> Result<(), GraceExpired> {
     let l = &listener;
-    let accept = move || async move { l.accept().await.map(|(s, a)| (s, Some(a))) };
+    let accept = move || async move {
+        l.accept().await.map(|(s, a)| {
+            let waiting = pending_bytes(s.as_raw_fd());
+            (s, Some(a), waiting)
+        })
+    };
     serve_plain(accept, "the metrics listener", router, options, token).await
 }
 
@@ -78,12 +90,12 @@ async fn serve_plain<S, F, Fut>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::io::Result<(S, Option<SocketAddr>)>>,
+    Fut: Future<Output = std::io::Result<(S, Option<SocketAddr>, u64)>>,
 {
     let connections = Connections::new();
     let slots = EvictingSlots::new(options.max_connections, options.max_connections);
     loop {
-        let (stream, peer_addr) = tokio::select! {
+        let (stream, peer_addr, waiting) = tokio::select! {
             () = token.cancelled() => break,
             r = accept() => match r {
                 Ok(s) => s,
@@ -94,13 +106,13 @@ where
                 }
             },
         };
-        let (ticket, dropped) = slots.take(peer_addr.map(|a| a.ip()));
+        let (ticket, dropped) = slots.take_with_progress(peer_addr.map(|a| a.ip()), waiting);
         if dropped > 0
             && let Some(n) = slots.record_evictions(dropped)
         {
             tracing::warn!(
                 dropped = n,
-                "{what}: dropped {n} connection(s), the oldest first: {} were open (idle \
+                "{what}: dropped {n} connection(s), the least active first: {} were open (idle \
                  clients; summarised once a minute)",
                 options.max_connections
             );
@@ -111,6 +123,7 @@ where
             lifetime: options.limits.max_connection_lifetime,
             peer_addr,
         };
+        let stream = ticket.counting(stream);
         let conn = serve_connection(stream, router.clone(), cx, options.limits, token.clone());
         connections.spawn(async move {
             tokio::select! {

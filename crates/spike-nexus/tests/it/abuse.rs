@@ -73,7 +73,8 @@ async fn idle_connections_cannot_starve_the_handshake() {
         "{:?}",
         start.elapsed()
     );
-    // The oldest idle connections were dropped to make room: at most 8 are still pending.
+    // Silent connections wait in a pool four times max_handshakes (32), the oldest dropped
+    // first: at most 32 of the 64 are still open.
     let mut closed = 0;
     for s in &mut idle {
         if read_until_closed(s, Duration::from_millis(50))
@@ -84,7 +85,7 @@ async fn idle_connections_cannot_starve_the_handshake() {
         }
     }
     assert!(
-        closed >= 56,
+        closed >= 32,
         "only {closed} of 64 idle connections were dropped"
     );
     nexus.stop().await.unwrap();
