@@ -115,6 +115,30 @@ pub struct RawLimits {
     pub max_connection_lifetime: Duration,
 }
 
+/// [`RawLimits`] from a daemon's raw config file, whose limit keys are fields with the same
+/// names (durations as `GoDuration`): `spike_daemon::raw_limits!(file)`. A macro because the
+/// daemons' flat files are distinct types (serde cannot flatten with `deny_unknown_fields`).
+#[macro_export]
+macro_rules! raw_limits {
+    ($file:expr) => {
+        $crate::limits::RawLimits {
+            max_handshakes: $file.max_handshakes,
+            max_handshakes_per_ip: $file.max_handshakes_per_ip,
+            handshake_timeout: $file.handshake_timeout.0,
+            max_connections: $file.max_connections,
+            max_connections_per_peer: $file.max_connections_per_peer,
+            read_header_timeout: $file.read_header_timeout.0,
+            request_body_limit: $file.request_body_limit,
+            request_body_timeout: $file.request_body_timeout.0,
+            request_body_min_rate: $file.request_body_min_rate,
+            request_body_budget: $file.request_body_budget,
+            request_body_budget_per_peer: $file.request_body_budget_per_peer,
+            write_timeout: $file.write_timeout.0,
+            max_connection_lifetime: $file.max_connection_lifetime.0,
+        }
+    };
+}
+
 /// The validated limits of one mTLS listener (see the module docs for each one's meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -158,21 +158,7 @@ impl ConfigFile {
     /// The limit keys' values.
     #[must_use]
     pub fn raw_limits(&self) -> RawLimits {
-        RawLimits {
-            max_handshakes: self.max_handshakes,
-            max_handshakes_per_ip: self.max_handshakes_per_ip,
-            handshake_timeout: self.handshake_timeout.0,
-            max_connections: self.max_connections,
-            max_connections_per_peer: self.max_connections_per_peer,
-            read_header_timeout: self.read_header_timeout.0,
-            request_body_limit: self.request_body_limit,
-            request_body_timeout: self.request_body_timeout.0,
-            request_body_min_rate: self.request_body_min_rate,
-            request_body_budget: self.request_body_budget,
-            request_body_budget_per_peer: self.request_body_budget_per_peer,
-            write_timeout: self.write_timeout.0,
-            max_connection_lifetime: self.max_connection_lifetime.0,
-        }
+        spike_daemon::raw_limits!(self)
     }
 }
 

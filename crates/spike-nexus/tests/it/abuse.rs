@@ -50,6 +50,20 @@ async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S, limit: Duration) -> 
     }
 }
 
+/// How many of `streams` the server has closed (each given 50 ms to show it).
+async fn count_closed<S: AsyncRead + Unpin>(streams: &mut [S]) -> usize {
+    let mut closed = 0;
+    for s in streams {
+        if read_until_closed(s, Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            closed += 1;
+        }
+    }
+    closed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cannot_starve_the_handshake() {
     let w = World::new().unwrap();
@@ -75,15 +89,7 @@ async fn idle_connections_cannot_starve_the_handshake() {
     );
     // Silent connections wait in a pool four times max_handshakes (32), the oldest dropped
     // first: at most 32 of the 64 are still open.
-    let mut closed = 0;
-    for s in &mut idle {
-        if read_until_closed(s, Duration::from_millis(50))
-            .await
-            .is_some()
-        {
-            closed += 1;
-        }
-    }
+    let closed = count_closed(&mut idle).await;
     assert!(
         closed >= 32,
         "only {closed} of 64 idle connections were dropped"
@@ -236,15 +242,7 @@ async fn idle_health_socket_clients_cannot_block_the_probe() {
         "{:?}",
         start.elapsed()
     );
-    let mut closed = 0;
-    for s in &mut idle {
-        if read_until_closed(s, Duration::from_millis(50))
-            .await
-            .is_some()
-        {
-            closed += 1;
-        }
-    }
+    let closed = count_closed(&mut idle).await;
     assert!(
         closed >= 36,
         "only {closed} of 40 idle connections were dropped"
