@@ -31,10 +31,16 @@ with subtest("a secret value given on standard input or in a file never reaches 
     # inside the machine, and a `spike secret put` blocked reading its standard input (a FIFO
     # fed 15 s later) shows only `canary=-` in its command line.
     machine.succeed("rm -f /tmp/put.fifo /tmp/put.rc /tmp/put.out && mkfifo -m 600 /tmp/put.fifo")
+    # Each command runs in a transient unit that is stopped (its processes killed) when the
+    # command returns, so the writer and the reader run in transient units of their own.
     machine.succeed(
-        "{ sleep 15; echo VkFMVUUtM2YxYzlhN2UtY2FuYXJ5 | base64 -d; } > /tmp/put.fifo 2>/dev/null & "
-        "( spike secret put canary/path canary=- < /tmp/put.fifo > /tmp/put.out 2>&1; "
-        "echo $? > /tmp/put.rc ) > /dev/null 2>&1 &"
+        "systemd-run --quiet --collect --unit=spike-canary-feed --setenv=PATH=$PATH "
+        "sh -c '{ sleep 15; echo VkFMVUUtM2YxYzlhN2UtY2FuYXJ5 | base64 -d; } > /tmp/put.fifo'"
+    )
+    machine.succeed(
+        "systemd-run --quiet --collect --unit=spike-canary-put --setenv=PATH=$PATH "
+        "--setenv=HOME=/root sh -c 'spike secret put canary/path canary=- < /tmp/put.fifo "
+        "> /tmp/put.out 2>&1; echo $? > /tmp/put.rc'"
     )
     machine.wait_until_succeeds(
         "for p in $(pgrep -f 'secret put canary/path'); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done"
