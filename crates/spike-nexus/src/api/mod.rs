@@ -93,7 +93,16 @@ impl Cx {
     }
 }
 
-/// Runs blocking store work off the async runtime.
+/// Store work queued or running at once, in all. The blocking pool runs 32 at a time and queues
+/// the rest without bound; a request whose client disconnects leaves its work (and the body it
+/// carries, no longer counted in the request-body budget) in that queue. Taking a permit before
+/// queueing bounds it: a request waits for a permit while its client is there, and a queued
+/// closure holds its permit until it ran.
+pub const MAX_STORE_WORK: usize = 64;
+
+static STORE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STORE_WORK);
+
+/// Runs blocking store work off the async runtime, at most [`MAX_STORE_WORK`] at once.
 ///
 /// # Errors
 /// The closure's error, or [`ApiError::Internal`] if the task panicked.
@@ -102,9 +111,16 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    let permit = STORE_WORK
+        .acquire()
         .await
-        .map_err(|_| ApiError::internal("blocking task failed"))?
+        .map_err(|_| ApiError::internal("store work semaphore closed"))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|_| ApiError::internal("blocking task failed"))?
 }
 
 /// A 200 JSON response with SPIKE's headers.
@@ -386,4 +402,35 @@ pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response
         }
     };
     finish(action.name(), &resource, resp)
+}
+
+#[cfg(test)]
+mod store_work_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_work_is_bounded_however_many_requests_queue_it() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..(MAX_STORE_WORK * 3) {
+            let (running, peak) = (Arc::clone(&running), Arc::clone(&peak));
+            calls.spawn(blocking(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }));
+        }
+        while let Some(done) = calls.join_next().await {
+            assert!(done.unwrap().is_ok());
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= MAX_STORE_WORK, "{peak} closures ran at once");
+        assert!(peak > 1, "the closures ran one at a time: {peak}");
+    }
 }
