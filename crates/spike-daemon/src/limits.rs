@@ -87,31 +87,36 @@ pub mod keys {
 /// The raw values of the limit keys, as a daemon's config file holds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawLimits {
-    /// `max_handshakes`.
+    /// `max_handshakes`: connections in the TLS handshake (at least 1).
     pub max_handshakes: usize,
-    /// `max_handshakes_per_ip`.
+    /// `max_handshakes_per_ip`: the same from one IP (1..=`max_handshakes`).
     pub max_handshakes_per_ip: usize,
-    /// `handshake_timeout`.
+    /// `handshake_timeout`: bound on one TLS handshake (greater than zero).
     pub handshake_timeout: Duration,
-    /// `max_connections`.
+    /// `max_connections`: established connections (at least 1).
     pub max_connections: usize,
-    /// `max_connections_per_peer`.
+    /// `max_connections_per_peer`: the same of one SPIFFE ID (1..=`max_connections`).
     pub max_connections_per_peer: usize,
-    /// `read_header_timeout`.
+    /// `read_header_timeout`: reading request headers, and the keep-alive idle bound
+    /// (greater than zero).
     pub read_header_timeout: Duration,
-    /// `request_body_limit`.
+    /// `request_body_limit`: largest request body in bytes (at least
+    /// [`MIN_REQUEST_BODY_LIMIT`]).
     pub request_body_limit: usize,
-    /// `request_body_timeout`.
+    /// `request_body_timeout`: base time to read one body (greater than zero).
     pub request_body_timeout: Duration,
-    /// `request_body_min_rate` (bytes per second).
+    /// `request_body_min_rate`: one more second per this many bytes of announced body length
+    /// (at least 1).
     pub request_body_min_rate: u64,
-    /// `request_body_budget` (bytes).
+    /// `request_body_budget`: request body bytes in memory, all peers (at least
+    /// `request_body_limit`).
     pub request_body_budget: usize,
-    /// `request_body_budget_per_peer` (bytes).
+    /// `request_body_budget_per_peer`: the same for one peer
+    /// (`request_body_limit..=request_body_budget`).
     pub request_body_budget_per_peer: usize,
-    /// `write_timeout`.
+    /// `write_timeout`: bound on a write that makes no progress (greater than zero).
     pub write_timeout: Duration,
-    /// `max_connection_lifetime`.
+    /// `max_connection_lifetime`: longest life of one connection (greater than zero).
     pub max_connection_lifetime: Duration,
 }
 
@@ -139,35 +144,18 @@ macro_rules! raw_limits {
     };
 }
 
-/// The validated limits of one mTLS listener (see the module docs for each one's meaning).
+/// The validated limits of one mTLS listener: a [`RawLimits`] that [`Limits::parse`] accepted
+/// (the ranges are in its docs); read its fields through `Deref` (see the module docs for each
+/// one's meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections in the TLS handshake (at least 1).
-    pub max_handshakes: usize,
-    /// Connections in the TLS handshake from one IP (1..=`max_handshakes`).
-    pub max_handshakes_per_ip: usize,
-    /// Bound on one TLS handshake (greater than zero).
-    pub handshake_timeout: Duration,
-    /// Established connections (at least 1).
-    pub max_connections: usize,
-    /// Established connections of one SPIFFE ID (1..=`max_connections`).
-    pub max_connections_per_peer: usize,
-    /// Bound on reading request headers; also the keep-alive idle bound (greater than zero).
-    pub read_header_timeout: Duration,
-    /// Largest request body in bytes (at least [`MIN_REQUEST_BODY_LIMIT`]).
-    pub request_body_limit: usize,
-    /// Base time to read one body (greater than zero).
-    pub request_body_timeout: Duration,
-    /// One more second per this many bytes of announced body length (at least 1).
-    pub request_body_min_rate: u64,
-    /// Request body bytes in memory, all peers (at least `request_body_limit`).
-    pub request_body_budget: usize,
-    /// Request body bytes in memory, one peer (`request_body_limit..=request_body_budget`).
-    pub request_body_budget_per_peer: usize,
-    /// Bound on a write that makes no progress (greater than zero).
-    pub write_timeout: Duration,
-    /// Longest life of one connection (greater than zero).
-    pub max_connection_lifetime: Duration,
+pub struct Limits(RawLimits);
+
+impl std::ops::Deref for Limits {
+    type Target = RawLimits;
+
+    fn deref(&self) -> &RawLimits {
+        &self.0
+    }
 }
 
 fn out_of_range(key: &'static str, message: impl Into<String>) -> CommonConfigError {
@@ -269,21 +257,7 @@ impl Limits {
     /// tests pass through [`Limits::parse`]; configuration input always goes through `parse`.
     #[must_use]
     pub const fn from_defaults(raw: RawLimits) -> Self {
-        Self {
-            max_handshakes: raw.max_handshakes,
-            max_handshakes_per_ip: raw.max_handshakes_per_ip,
-            handshake_timeout: raw.handshake_timeout,
-            max_connections: raw.max_connections,
-            max_connections_per_peer: raw.max_connections_per_peer,
-            read_header_timeout: raw.read_header_timeout,
-            request_body_limit: raw.request_body_limit,
-            request_body_timeout: raw.request_body_timeout,
-            request_body_min_rate: raw.request_body_min_rate,
-            request_body_budget: raw.request_body_budget,
-            request_body_budget_per_peer: raw.request_body_budget_per_peer,
-            write_timeout: raw.write_timeout,
-            max_connection_lifetime: raw.max_connection_lifetime,
-        }
+        Self(raw)
     }
 
     /// The time allowed to read a body of `announced` bytes (`None`: chunked, the limit; at
@@ -486,7 +460,7 @@ impl EvictingSlots {
     pub fn take_with_progress(&self, ip: Option<IpAddr>, received: u64) -> (SlotTicket, usize) {
         // Without a rate bound nothing is refused.
         self.try_take(ip, received, None)
-            .unwrap_or_else(|| self.insert_unchecked(ip, received))
+            .unwrap_or_else(|| (self.insert(&mut self.inner.lock(), ip, received), 0))
     }
 
     /// Like [`EvictingSlots::take_with_progress`], but only a holder slower than
@@ -510,12 +484,10 @@ impl EvictingSlots {
         }
     }
 
-    /// Inserts a holder without dropping anyone (unreachable in practice: `try_take` without a
-    /// rate bound never refuses; this keeps that path free of panics and loops).
-    fn insert_unchecked(&self, ip: Option<IpAddr>, received: u64) -> (SlotTicket, usize) {
+    /// Inserts a holder for a connection from `ip` that has `received` bytes, and its ticket.
+    fn insert(&self, table: &mut SlotTable, ip: Option<IpAddr>, received: u64) -> SlotTicket {
         let token = CancellationToken::new();
         let progress = Arc::new(AtomicU64::new(received));
-        let mut table = self.inner.lock();
         let seq = table.next;
         table.next += 1;
         if let Some(ip) = ip {
@@ -530,16 +502,12 @@ impl EvictingSlots {
                 since: Instant::now(),
             },
         );
-        drop(table);
-        (
-            SlotTicket {
-                seq,
-                token,
-                progress,
-                slots: self.clone(),
-            },
-            0,
-        )
+        SlotTicket {
+            seq,
+            token,
+            progress,
+            slots: self.clone(),
+        }
     }
 
     /// Takes a slot, dropping holders as [`EvictingSlots::take`] says; `None` when a holder
@@ -550,11 +518,9 @@ impl EvictingSlots {
         received: u64,
         evictable_below: Option<u64>,
     ) -> Option<(SlotTicket, usize)> {
-        let token = CancellationToken::new();
-        let progress = Arc::new(AtomicU64::new(received));
         let now = Instant::now();
         let mut dropped = Vec::new();
-        let seq = {
+        let ticket = {
             let mut table = self.inner.lock();
             let evictable = |table: &SlotTable, seq: u64| {
                 evictable_below.is_none_or(|bound| {
@@ -585,34 +551,12 @@ impl EvictingSlots {
                     dropped.push(t);
                 }
             }
-            let seq = table.next;
-            table.next += 1;
-            if let Some(ip) = ip {
-                *table.per_ip.entry(ip).or_insert(0) += 1;
-            }
-            table.holders.insert(
-                seq,
-                Holder {
-                    ip,
-                    token: token.clone(),
-                    progress: Arc::clone(&progress),
-                    since: now,
-                },
-            );
-            seq
+            self.insert(&mut table, ip, received)
         };
         for t in &dropped {
             t.cancel();
         }
-        Some((
-            SlotTicket {
-                seq,
-                token,
-                progress,
-                slots: self.clone(),
-            },
-            dropped.len(),
-        ))
+        Some((ticket, dropped.len()))
     }
 
     /// Counts `n` dropped holders; returns the count to report when a summary line is due.
