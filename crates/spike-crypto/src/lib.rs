@@ -13,6 +13,8 @@
 //!   (keys derived from the root key, AAD bound to table and row id, HMAC row
 //!   ids, key-check record).
 //! - [`shamir`]: deterministic `split`/`share_for` and strict `combine`.
+//! - [`shard_seal`]: the keeper's sealed-shard file ([`shard_seal::SealingKey`], AES-256-GCM,
+//!   AAD bound to the keeper id, key id to tell a replaced key from tampering).
 //! - [`shard_text`]: the `spike:<id>:<hex>` recovery format.
 //! - [`verify`]: the Bootstrap ↔ Nexus proof helpers (random hex text, SHA-256 hex).
 //! - [`error`]: one error enum per area.
@@ -23,6 +25,7 @@ pub mod at_rest;
 pub mod error;
 pub mod secret;
 pub mod shamir;
+pub mod shard_seal;
 pub mod shard_text;
 pub mod verify;
 

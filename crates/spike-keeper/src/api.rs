@@ -2,7 +2,7 @@
 //!
 //! | Request | Guard | Success | Errors |
 //! |---|---|---|---|
-//! | `POST /v1/store/contribute` `{"shard":[32 ints]}` | Nexus or Bootstrap | `{}` | 400 `{"err":"api_bad_request"}` (bad JSON, null/all-zero shard, body too large); 401 `{"err":"access_unauthorized"}` |
+//! | `POST /v1/store/contribute` `{"shard":[32 ints]}` | Nexus or Bootstrap | `{}` | 400 `{"err":"api_bad_request"}` (bad JSON, null/all-zero shard, body too large); 401 `{"err":"access_unauthorized"}`; 500 `{"err":"api_internal_error"}` (sealing on and the sealed file could not be written) |
 //! | `POST /v1/store/shard` `{}` | Nexus | `{"shard":[...],"Err":""}` | 400 `{"shard":null,"Err":"api_bad_request"}` (bad JSON, no shard yet); 401 `{"shard":null,"Err":"access_unauthorized"}` |
 //! | anything else | — | — | 400 `{"err":"api_bad_request"}` |
 //!
@@ -67,7 +67,7 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
             Err(BodyError::Read) => json(StatusCode::BAD_REQUEST, &SdkErrorBody::read_failure()),
             Ok(mut body) => {
                 let response = match route {
-                    KeeperRoute::Contribute => contribute(&app, peer.as_deref(), &body),
+                    KeeperRoute::Contribute => contribute(&app, peer.as_deref(), &body).await,
                     KeeperRoute::Shard => shard(&app, peer.as_deref(), &body),
                 };
                 wipe(&mut body);
@@ -90,7 +90,7 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     response
 }
 
-fn contribute(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response {
+async fn contribute(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response {
     let Ok(mut req) = decode_request::<ShardPutRequest>(body) else {
         return error_for(
             KeeperRoute::Contribute,
@@ -113,9 +113,39 @@ fn contribute(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response {
             ErrorCode::ApiBadRequest,
         );
     };
-    app.store.set(ShardValue::new(*shard.as_bytes()));
-    tracing::info!(peer_spiffe_id = peer.unwrap_or(""), "shard stored");
-    json(StatusCode::OK, &ShardPutResponse::default())
+    let value = ShardValue::new(*shard.as_bytes());
+    let store = app.store.clone();
+    // With sealing on, the new shard is on disk (synced) before it is acknowledged.
+    let stored = if store.is_sealed() {
+        tokio::task::spawn_blocking(move || store.set(value))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    } else {
+        store.set(value)
+    };
+    match stored {
+        Ok(_) => {
+            tracing::info!(
+                peer_spiffe_id = peer.unwrap_or(""),
+                sealed = app.store.is_sealed(),
+                "shard stored"
+            );
+            json(StatusCode::OK, &ShardPutResponse::default())
+        }
+        Err(e) => {
+            tracing::error!(
+                peer_spiffe_id = peer.unwrap_or(""),
+                error = %e,
+                "cannot write the sealed shard file; the new shard is refused and the previous one \
+                 is kept (in memory and on disk); the caller retries"
+            );
+            error_for(
+                KeeperRoute::Contribute,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ApiInternal,
+            )
+        }
+    }
 }
 
 fn shard(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response {

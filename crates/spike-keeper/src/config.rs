@@ -26,6 +26,10 @@
 //! | `max_connection_lifetime` | `"10m"` | — | a connection closes after this (and at the peer certificate's expiry) |
 //! | `shutdown_grace` (deprecated alias `shutdown_grace_period`) | `"10s"` | — | time in-flight requests get after SIGTERM |
 //! | `require_mlock` | `false` | — | fail at startup when `mlockall` is refused (else warn) |
+//! | `shard_sealing` | `"off"` | — | `off` (RAM only, as SPIKE), `host`, `tpm2`, `host+tpm2`, `auto`: keep the shard across restarts, sealed to this machine ([`crate::sealing`]) |
+//! | `shard_sealing_pcrs` | `[]` | — | TPM2 PCRs the sealing key is bound to (0..=23; only with a TPM2 mode) |
+//! | `keeper_id` | unset | `SPIKE_KEEPER_ID` | this keeper's id (the unit sets `%i`), bound into the sealed file; needed with sealing on |
+//! | `state_directory` | unset | `STATE_DIRECTORY` | where the sealed shard is kept (systemd's `StateDirectory=` sets it); needed with sealing on |
 //! | `log_level` | unset (`SPIKE_SYSTEM_LOG_LEVEL`, else `WARN`) | — | `DEBUG`, `INFO`, `WARN`, `ERROR` |
 //! | `log_target` | `"auto"` | — | `auto` (journald under systemd, else stderr), `journald`, `stderr` |
 //!
@@ -34,7 +38,7 @@
 //! read as its new name and reported in [`KeeperConfig::deprecations`].
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -53,6 +57,7 @@ use spike_proto::spiffe_id::{
 };
 
 use crate::error::KeeperError;
+use crate::sealing::{SealingSettings, ShardSealing};
 
 /// SPIKE environment variables and the config keys they set.
 pub const ENV_MAP: &[(&str, &str)] = &[
@@ -67,6 +72,8 @@ pub const ENV_MAP: &[(&str, &str)] = &[
         "SPIKE_HTTP_SERVER_READ_HEADER_TIMEOUT",
         "read_header_timeout",
     ),
+    ("SPIKE_KEEPER_ID", "keeper_id"),
+    ("STATE_DIRECTORY", "state_directory"),
 ];
 
 /// Deprecated keys the keeper still reads (see [`spike_daemon::common`]).
@@ -119,6 +126,14 @@ pub struct ConfigFile {
     pub shutdown_grace: GoDuration,
     /// Fail when `mlockall` is refused.
     pub require_mlock: bool,
+    /// Shard sealing mode.
+    pub shard_sealing: ShardSealing,
+    /// TPM2 PCRs of the seal.
+    pub shard_sealing_pcrs: Vec<u32>,
+    /// This keeper's id (a string or an integer: `SPIKE_KEEPER_ID=2` reads as a number).
+    pub keeper_id: Option<KeeperIdValue>,
+    /// Where the sealed shard is kept.
+    pub state_directory: Option<String>,
     /// Log level.
     pub log_level: Option<LogLevel>,
     /// Log destination.
@@ -148,6 +163,10 @@ impl Default for ConfigFile {
             max_connection_lifetime: GoDuration(Duration::from_secs(600)),
             shutdown_grace: GoDuration(Duration::from_secs(10)),
             require_mlock: false,
+            shard_sealing: ShardSealing::Off,
+            shard_sealing_pcrs: Vec::new(),
+            keeper_id: None,
+            state_directory: None,
             log_level: None,
             log_target: LogTarget::Auto,
         }
@@ -159,6 +178,25 @@ impl ConfigFile {
     #[must_use]
     pub fn raw_limits(&self) -> RawLimits {
         spike_daemon::raw_limits!(self)
+    }
+}
+
+/// A keeper id as written: `"2"` or `2`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeeperIdValue {
+    /// Written as a string.
+    Text(String),
+    /// Written as an integer.
+    Number(u64),
+}
+
+impl KeeperIdValue {
+    fn into_string(self) -> String {
+        match self {
+            Self::Text(s) => s,
+            Self::Number(n) => n.to_string(),
+        }
     }
 }
 
@@ -181,6 +219,12 @@ pub struct KeeperConfig {
     pub shutdown_grace: Duration,
     /// Fail at startup when `mlockall` is refused.
     pub require_mlock: bool,
+    /// Shard sealing mode and PCRs.
+    pub sealing: SealingSettings,
+    /// This keeper's id (`None` outside a unit; required with sealing on, at start).
+    pub keeper_id: Option<String>,
+    /// Where the sealed shard is kept (`None` outside a unit; required with sealing on).
+    pub state_directory: Option<PathBuf>,
     /// Logging options.
     pub log: LogOptions,
     /// Deprecated keys the file used (log them at `warn` once logging is up).
@@ -200,6 +244,9 @@ impl Default for KeeperConfig {
             limits: Limits::from_defaults(ConfigFile::default().raw_limits()),
             shutdown_grace: Duration::from_secs(10),
             require_mlock: false,
+            sealing: SealingSettings::default(),
+            keeper_id: None,
+            state_directory: None,
             log: LogOptions::default(),
             deprecations: Vec::new(),
         })
@@ -254,6 +301,42 @@ impl TryFrom<ConfigFile> for KeeperConfig {
         .map_err(common)?;
         let trust_roots = raw.trust_roots.resolve(TRUST_ROLES).map_err(common)?;
         let limits = Limits::parse(raw.raw_limits()).map_err(common)?;
+        let sealing = SealingSettings::parse(raw.shard_sealing, &raw.shard_sealing_pcrs)
+            .map_err(|(key, message)| KeeperError::InvalidConfig { key, message })?;
+        let keeper_id = raw
+            .keeper_id
+            .map(KeeperIdValue::into_string)
+            .filter(|id| !id.trim().is_empty())
+            .map(|id| {
+                let ok = id.len() <= 64
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                if ok {
+                    Ok(id)
+                } else {
+                    Err(KeeperError::InvalidConfig {
+                        key: "keeper_id",
+                        message: "at most 64 of A-Z a-z 0-9 . _ -".to_owned(),
+                    })
+                }
+            })
+            .transpose()?;
+        let state_directory = raw
+            .state_directory
+            .filter(|d| !d.trim().is_empty())
+            .map(|d| {
+                let path = PathBuf::from(&d);
+                if path.is_absolute() && !d.contains(':') {
+                    Ok(path)
+                } else {
+                    Err(KeeperError::InvalidConfig {
+                        key: "state_directory",
+                        message: format!("{d:?} is not one absolute path"),
+                    })
+                }
+            })
+            .transpose()?;
         Ok(Self {
             listen,
             spiffe_endpoint_socket: identity.endpoint,
@@ -263,6 +346,9 @@ impl TryFrom<ConfigFile> for KeeperConfig {
             limits,
             shutdown_grace: raw.shutdown_grace.0,
             require_mlock: raw.require_mlock,
+            sealing,
+            keeper_id,
+            state_directory,
             log: LogOptions {
                 level: raw.log_level,
                 target: raw.log_target,
@@ -378,6 +464,47 @@ mod tests {
         assert!(c.trust_roots.is_bootstrap("spiffe://c.org/spike/bootstrap"));
         assert_eq!(c.limits.read_header_timeout, Duration::from_secs(3));
         assert!(c.require_mlock);
+    }
+
+    #[test]
+    fn sealing_keys() {
+        let env = MapEnv::new()
+            .with("SPIKE_KEEPER_ID", "2")
+            .with("STATE_DIRECTORY", "/var/lib/spike-keeper/2");
+        let c = KeeperConfig::from_toml(
+            "shard_sealing = \"host+tpm2\"\nshard_sealing_pcrs = [7]\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.sealing.mode, ShardSealing::HostTpm2);
+        assert_eq!(c.sealing.pcrs, [7]);
+        assert_eq!(c.keeper_id.as_deref(), Some("2"));
+        assert_eq!(
+            c.state_directory.as_deref(),
+            Some(Path::new("/var/lib/spike-keeper/2"))
+        );
+        let d = KeeperConfig::from_toml("", &MapEnv::new()).unwrap();
+        assert_eq!(d.sealing, SealingSettings::default());
+        assert!(!d.sealing.mode.is_on());
+        for (toml, key) in [
+            ("shard_sealing = \"tpm\"", "shard_sealing"),
+            (
+                "shard_sealing = \"host\"\nshard_sealing_pcrs = [7]",
+                "shard_sealing_pcrs",
+            ),
+            (
+                "shard_sealing = \"tpm2\"\nshard_sealing_pcrs = [99]",
+                "shard_sealing_pcrs",
+            ),
+            ("keeper_id = \"../x\"", "keeper_id"),
+            ("state_directory = \"relative\"", "state_directory"),
+            ("state_directory = \"/a:/b\"", "state_directory"),
+        ] {
+            let err = KeeperConfig::from_toml(toml, &MapEnv::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

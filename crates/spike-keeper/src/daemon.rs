@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use spike_daemon::EnvSource;
 use spike_daemon::common::IdentitySettings;
 use spike_daemon::listen::{ListenFds, ListenerOrigin};
 use spike_daemon::notify::Notifier;
@@ -10,7 +11,8 @@ use spike_daemon::shutdown::{CancellationToken, TaskError, Tasks};
 
 use crate::config::TRUST_ROLES;
 
-use crate::{Keeper, KeeperConfig, KeeperError};
+use crate::sealing::{LoadOutcome, SealedShardFile};
+use crate::{Keeper, KeeperConfig, KeeperError, ShardStore};
 
 /// Name of the socket-activation fd the keeper serves on (`FileDescriptorName=api`).
 pub const LISTEN_FD_NAME: &str = "api";
@@ -37,10 +39,14 @@ pub enum DaemonError {
 /// ([`DaemonError::Task`]).
 pub async fn run_daemon(
     config: KeeperConfig,
+    env: &dyn EnvSource,
     mut fds: ListenFds,
     notifier: Notifier,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    // The sealed shard is restored before anything is served; a unit that lacks what
+    // sealing needs fails here, before the SVID wait.
+    let (store, restored) = open_store(&config, env)?;
     let _ = notifier.status("waiting for an X.509-SVID from the SPIFFE Workload API");
     let settings = IdentitySettings {
         endpoint: config.spiffe_endpoint_socket.clone(),
@@ -53,7 +59,7 @@ pub async fn run_daemon(
         .await
         .map_err(KeeperError::from)?;
     let listen = config.listen;
-    let keeper = Keeper::new(config, identity)?;
+    let keeper = Keeper::new(config, identity)?.with_store(store);
     let (listener, origin) = fds
         .tcp_or_bind(LISTEN_FD_NAME, listen)
         .await
@@ -83,7 +89,7 @@ pub async fn run_daemon(
     if let Err(e) = notifier.ready() {
         tracing::debug!(error = %e, "sd_notify READY failed");
     }
-    let _ = notifier.status(&format!("serving on {addr}; no shard yet"));
+    let _ = notifier.status(&format!("serving on {addr}; {restored}"));
     let stopping = {
         let notifier = notifier.clone();
         let token = shutdown.clone();
@@ -101,4 +107,61 @@ pub async fn run_daemon(
     shutdown.cancel();
     let _ = stopping.await;
     Ok(result?)
+}
+
+/// The shard store the daemon serves from: RAM only with sealing off; otherwise restored
+/// from the sealed file, with what was found logged (and returned for the status line).
+///
+/// # Errors
+/// [`KeeperError::Sealing`] when the unit lacks the state directory or the credential, and
+/// [`KeeperError::InvalidConfig`] when no keeper id is set.
+pub fn open_store(
+    config: &KeeperConfig,
+    env: &dyn EnvSource,
+) -> Result<(ShardStore, &'static str), KeeperError> {
+    let mode = config.sealing.mode;
+    if !mode.is_on() {
+        return Ok((
+            ShardStore::new(),
+            "no shard yet (shard sealing off: RAM only)",
+        ));
+    }
+    let keeper_id = config
+        .keeper_id
+        .as_deref()
+        .ok_or(KeeperError::InvalidConfig {
+            key: "keeper_id",
+            message: format!(
+                "shard_sealing = \"{mode}\" binds the sealed file to the keeper id; set keeper_id or \
+                 SPIKE_KEEPER_ID (the unit sets it to %i)"
+            ),
+        })?;
+    let file =
+        SealedShardFile::from_credentials(mode, config.state_directory.as_deref(), keeper_id, env)?;
+    let path = file.path().display().to_string();
+    let (store, outcome) = ShardStore::sealed(file);
+    let status = match outcome {
+        LoadOutcome::Absent => {
+            tracing::info!(
+                mode = %mode,
+                path,
+                "shard sealing on: no sealed shard yet; empty until Nexus or bootstrap contributes one"
+            );
+            "no shard yet (shard sealing on)"
+        }
+        LoadOutcome::Loaded(_) => {
+            tracing::info!(mode = %mode, path, "restored the shard from its sealed file");
+            "shard restored from its sealed file"
+        }
+        LoadOutcome::Unusable(why) => {
+            tracing::error!(
+                mode = %mode,
+                path,
+                "the sealed shard file does not open: {why}. Starting empty; the file is kept \
+                 untouched until a new shard arrives"
+            );
+            "no shard: the sealed shard file does not open (see the journal)"
+        }
+    };
+    Ok((store, status))
 }

@@ -37,4 +37,7 @@ pub enum KeeperError {
     /// In-flight connections outlived the shutdown grace period.
     #[error(transparent)]
     Grace(#[from] spike_daemon::shutdown::GraceExpired),
+    /// Shard sealing is on but the unit does not provide what it needs.
+    #[error(transparent)]
+    Sealing(#[from] crate::sealing::SealingSetupError),
 }

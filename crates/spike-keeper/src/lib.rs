@@ -1,10 +1,13 @@
-//! SPIKE Keeper: holds one Shamir shard of the root key, in memory only.
+//! SPIKE Keeper: holds one Shamir shard of the root key, in memory, and with shard sealing on
+//! also sealed to the machine on disk.
 //!
 //! A keeper answers two routes over mTLS (docs/protocol.md#bootstrap-and-keepers): Nexus and Bootstrap *contribute* the
 //! shard, and Nexus reads it back (*shard*) to reconstruct the root key after a restart.
 //! The TLS handshake already refuses every peer that is neither Nexus nor Bootstrap (docs/protocol.md#identities-and-authorization);
-//! each route then checks the caller's role again. The shard never touches the disk: a
-//! restarted keeper is empty until Nexus pushes the shard again (docs/protocol.md#bootstrap-and-keepers).
+//! each route then checks the caller's role again. By default (`shard_sealing = "off"`) the
+//! shard never touches the disk: a restarted keeper is empty until Nexus pushes the shard
+//! again (docs/protocol.md#bootstrap-and-keepers). With sealing on, [`sealing`] keeps it in a
+//! file encrypted under a key systemd seals to the machine, and restores it before serving.
 //!
 //! [`run`] is the whole daemon minus process setup; `main.rs` adds argument parsing,
 //! logging, hardening, signals, socket activation and sd_notify through [`daemon`].
@@ -12,7 +15,11 @@
 //! # Layout
 //!
 //! - [`config`][]: [`KeeperConfig`] from TOML + `SPIKE_*` variables, every key documented.
-//! - [`state`][]: [`ShardStore`], the zeroizing in-memory shard.
+//! - [`state`][]: [`ShardStore`], the zeroizing in-memory shard, optionally backed by its
+//!   sealed file.
+//! - [`sealing`][]: the `shard_sealing` settings and the sealed shard file.
+//! - [`provision`][]: `spike-keeper sealing-key`, the root oneshot that creates and checks the
+//!   sealing key credential with `systemd-creds`.
 //! - [`api`][]: the router and the two handlers with their guards.
 //! - [`daemon`][]: socket activation, readiness and watchdog around [`Keeper::serve`], as
 //!   named [`spike_daemon::shutdown::Tasks`].
@@ -22,6 +29,8 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod provision;
+pub mod sealing;
 pub mod state;
 
 use std::sync::Arc;
@@ -76,6 +85,14 @@ impl Keeper {
             store: ShardStore::new(),
             acceptor,
         })
+    }
+
+    /// Serves from `store` instead of an empty RAM-only one (a store restored from its
+    /// sealed file, [`ShardStore::sealed`]).
+    #[must_use]
+    pub fn with_store(mut self, store: ShardStore) -> Self {
+        self.store = store;
+        self
     }
 
     /// The shard store (a handle).

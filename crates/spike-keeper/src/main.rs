@@ -10,8 +10,10 @@ use spike_daemon::harden::{HardenPolicy, harden};
 use spike_daemon::notify::Notifier;
 use spike_daemon::shutdown::{Shutdown, spawn_signal_handler};
 use spike_keeper::KeeperConfig;
+use spike_keeper::provision::{Creds, ProvisionError, provision};
 
-/// SPIKE Keeper: holds one Shamir shard of the root key in memory.
+/// SPIKE Keeper: holds one Shamir shard of the root key (in memory; sealed to the machine
+/// with `shard_sealing`).
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
@@ -24,8 +26,16 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration offline and exit.
+    /// Validate the configuration offline and exit (with shard sealing, also that this
+    /// machine can provide the mode: a TPM2 for `tpm2` and `host+tpm2`).
     CheckConfig,
+    /// Create, verify or re-seal the shard sealing key credential (run as root by
+    /// spike-keeper-sealing@N.service before each start of keeper N).
+    SealingKey {
+        /// The credential file (LoadCredentialEncrypted= of the keeper unit reads it).
+        #[arg(long, value_name = "FILE")]
+        credential: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,12 +47,45 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    if let Some(Command::CheckConfig) = args.command {
-        for deprecation in &config.deprecations {
-            eprintln!("spike-keeper: warning: {deprecation}");
+    match args.command {
+        Some(Command::CheckConfig) => {
+            for deprecation in &config.deprecations {
+                eprintln!("spike-keeper: warning: {deprecation}");
+            }
+            if let Err(err) = config.sealing.check_supported(&ProcessEnv) {
+                eprintln!("spike-keeper: invalid configuration: key `shard_sealing`: {err}");
+                return ExitCode::from(64);
+            }
+            println!(
+                "configuration OK (listen {}, shard_sealing {})",
+                config.listen, config.sealing.mode
+            );
+            return ExitCode::SUCCESS;
         }
-        println!("configuration OK (listen {})", config.listen);
-        return ExitCode::SUCCESS;
+        Some(Command::SealingKey { credential }) => {
+            let mut say = |line: &str| println!("{line}");
+            return match provision(
+                &config.sealing,
+                &credential,
+                &Creds::default(),
+                &ProcessEnv,
+                &mut say,
+            ) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(err @ ProvisionError::Unsupported(_)) => {
+                    eprintln!("spike-keeper: invalid configuration: key `shard_sealing`: {err}");
+                    ExitCode::from(64)
+                }
+                Err(err) => {
+                    eprintln!(
+                        "spike-keeper: cannot provide the shard sealing key: {err}; keeper not started \
+                         (fix the TPM or the host key, or choose another shard_sealing mode)"
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     if let Err(err) = spike_daemon::logging::init(&config.log, &ProcessEnv) {
         eprintln!("spike-keeper: {err}");
@@ -81,9 +124,15 @@ fn main() -> ExitCode {
         let shutdown = Shutdown::new();
         spawn_signal_handler(shutdown.token()).map_err(|e| e.to_string())?;
         let fds = spike_daemon::listen::take_listeners().map_err(|e| e.to_string())?;
-        spike_keeper::daemon::run_daemon(config, fds, Notifier::from_env(), shutdown.token())
-            .await
-            .map_err(|e| e.to_string())
+        spike_keeper::daemon::run_daemon(
+            config,
+            &ProcessEnv,
+            fds,
+            Notifier::from_env(),
+            shutdown.token(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

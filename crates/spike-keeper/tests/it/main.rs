@@ -8,6 +8,8 @@ mod cli;
 #[cfg(test)]
 mod config_examples;
 #[cfg(test)]
+mod sealing;
+#[cfg(test)]
 mod support;
 #[cfg(test)]
 mod tls;

@@ -77,8 +77,15 @@ impl Drop for Running {
 }
 
 pub(crate) async fn start_keeper(wl: &WorkloadApiServer) -> Running {
+    start_keeper_with(wl, ShardStore::new()).await
+}
+
+/// A keeper serving from `store` (a sealed one, for the sealing tests).
+pub(crate) async fn start_keeper_with(wl: &WorkloadApiServer, store: ShardStore) -> Running {
     let identity = identity(wl, KEEPER).await;
-    let keeper = Keeper::new(config(), identity.clone()).unwrap();
+    let keeper = Keeper::new(config(), identity.clone())
+        .unwrap()
+        .with_store(store);
     let store = keeper.store();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
