@@ -15,6 +15,11 @@
 #                       the NixOS module's default too); 1 works but is warned about: each
 #                       keeper's shard alone is then the whole root key
 #   --trust-domain TD   SPIFFE trust domain (default spike.internal)
+#   --shard-sealing M   keepers keep their shard across reboots, sealed to this machine: off
+#                       (default: RAM only, as SPIKE), host, tpm2, host+tpm2 or auto (docs/security.md
+#                       "Shard sealing"); writes keeper.toml's shard_sealing and the keeper drop-in.
+#                       Without the flag, the mode already in keeper.toml is kept.
+#   --shard-sealing-pcrs P  TPM2 PCRs to bind the sealing key to, e.g. 7 or 7+11 (default none)
 #   --no-enable         do not enable spike.target
 #   --force-config      overwrite existing files in /etc/spike and /etc/spire
 # Several hosts (keepers on their own machines):
@@ -28,7 +33,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 
 ROOT=/ PREFIX=/usr/local FROM="$here/target/release" SPIRE_FROM="" KEEPERS=3 THRESHOLD=""
 TD=spike.internal ENABLE=1 FORCE_CONFIG=0 UNINSTALL=0 ROLE=all PEERS_ARG="" ALLOW_NET="" KEEPER_ID=1
-SERVER_ADDRESS=127.0.0.1
+SERVER_ADDRESS=127.0.0.1 SEALING="" SEALING_PCRS=""
 while (($#)); do
   case "$1" in
     --root) ROOT="$2"; shift 2 ;;
@@ -46,7 +51,9 @@ while (($#)); do
     --allow-net) ALLOW_NET="$2"; shift 2 ;;
     --keeper-id) KEEPER_ID="$2"; shift 2 ;;
     --server-address) SERVER_ADDRESS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --shard-sealing) SEALING="$2"; shift 2 ;;
+    --shard-sealing-pcrs) SEALING_PCRS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -71,13 +78,19 @@ fi
 [[ "$TD" =~ ^[a-z0-9.-]+$ ]] || { echo "install.sh: invalid trust domain $TD" >&2; exit 64; }
 case "$ROLE" in all|server|keeper) ;; *) echo "install.sh: --role must be all, server or keeper" >&2; exit 64 ;; esac
 [[ "$KEEPER_ID" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keeper-id must be 1..99" >&2; exit 64; }
+case "$SEALING" in ""|off|host|tpm2|host+tpm2|auto) ;;
+  *) echo "install.sh: --shard-sealing must be off, host, tpm2, host+tpm2 or auto (got $SEALING)" >&2; exit 64 ;; esac
+[[ -z "$SEALING_PCRS" || "$SEALING_PCRS" =~ ^[0-9]{1,2}([+,][0-9]{1,2})*$ ]] \
+  || { echo "install.sh: --shard-sealing-pcrs takes PCR numbers joined by + (got $SEALING_PCRS)" >&2; exit 64; }
+[[ -z "$SEALING_PCRS" || -n "$SEALING" ]] \
+  || { echo "install.sh: --shard-sealing-pcrs needs --shard-sealing" >&2; exit 64; }
 
 R="${ROOT%/}"
 BINDIR="$PREFIX/bin" LIBEXECDIR="$PREFIX/libexec" UNITDIR="$PREFIX/lib/systemd/system"
 DOCDIR="$PREFIX/share/doc/spike" SYSCONFDIR=/etc
 BINARIES=(spike-nexus spike-keeper spike-bootstrap spike)
 UNITS=(spire-server.service spire-agent.service spike-spire-join.service spike-register.service
-       spike-keeper@.socket spike-keeper@.service spike-nexus.socket spike-nexus.service
+       spike-keeper@.socket spike-keeper@.service spike-keeper-sealing@.service spike-nexus.socket spike-nexus.service
        spike-nexus-health.socket spike-nexus-metrics.socket spike-bootstrap.service spike-ready.socket
        spike-ready.service spike-ready-trigger.service spike.target)
 say() { echo "install.sh: $*" >&2; }
@@ -99,7 +112,8 @@ if ((UNINSTALL)); then
   say "removed binaries, units and configuration."
   say "kept the data (remove it yourself if you mean to):"
   for d in /var/lib/spike-nexus /var/lib/private/spike-nexus /var/lib/spike-bootstrap \
-           /var/lib/private/spike-bootstrap /var/lib/spire-server /var/lib/spire-agent; do
+           /var/lib/private/spike-bootstrap /var/lib/spire-server /var/lib/spire-agent \
+           /var/lib/private/spike-keeper /var/lib/spike-sealing; do
     [[ -e "$R$d" ]] && say "  $R$d"
   done
   exit 0
@@ -212,6 +226,48 @@ ListenStream=0.0.0.0:8443"
       spike-ready.service spike-ready.socket spike-ready-trigger.service >/dev/null 2>&1
     keeper_sockets=("spike-keeper@$KEEPER_ID.socket") ;;
 esac
+
+# Shard sealing: keeper.toml's shard_sealing is the one source; the drop-in follows it.
+KEEPER_TOML="$R/etc/spike/keeper.toml"
+set_toml_key() { # file key value: replace the top-level key, or add it before the first table
+  if grep -q "^$2 *=" "$1"; then
+    sed -i "s|^$2 *=.*|$2 = $3|" "$1"
+  else
+    sed -i "0,/^\[/s|^\[|$2 = $3\n\n[|" "$1"
+  fi
+}
+if [[ -n "$SEALING" ]]; then
+  set_toml_key "$KEEPER_TOML" shard_sealing "\"$SEALING\""
+  set_toml_key "$KEEPER_TOML" shard_sealing_pcrs "[${SEALING_PCRS//[+]/, }]"
+fi
+SEALING_NOW=$(sed -n 's/^shard_sealing *= *"\([^"]*\)".*/\1/p' "$KEEPER_TOML")
+SEALING_NOW=${SEALING_NOW:-off}
+if [[ "$R" == "" ]]; then
+  # On this machine, refuse a mode it cannot provide (tpm2 without a TPM2) now, not at boot.
+  "$R$BINDIR/spike-keeper" --config "$KEEPER_TOML" check-config >/dev/null \
+    || { say "keeper.toml refused (see above); nothing enabled"; exit 64; }
+fi
+if [[ "$SEALING_NOW" != off ]]; then
+  say "shard sealing: $SEALING_NOW (keepers keep their shard across reboots, sealed to this machine)"
+  dropin "spike-keeper@.service" shard-sealing.conf "# Shard sealing (keeper.toml shard_sealing = \"$SEALING_NOW\"; scripts/install.sh --shard-sealing).
+# Keeper %i keeps its shard in its state directory, sealed under a key that
+# spike-keeper-sealing@%i creates and systemd decrypts for it (docs/security.md).
+[Unit]
+Requires=spike-keeper-sealing@%i.service
+After=spike-keeper-sealing@%i.service
+
+[Service]
+StateDirectory=spike-keeper/%i
+StateDirectoryMode=0700
+LoadCredentialEncrypted=shard-sealing-key:/var/lib/spike-sealing/keeper-%i/key.cred"
+else
+  rm -f "$R/etc/systemd/system/spike-keeper@.service.d/shard-sealing.conf"
+  if [[ "$SEALING" == off ]] && [[ -e "$R/var/lib/spike-sealing" || -e "$R/var/lib/private/spike-keeper" ]]; then
+    # Turned off on purpose: the sealed shards and their keys go, so no copy outlives the choice.
+    say "shard sealing off: removing the sealed shards and their keys"
+    rm -rf "$R/var/lib/spike-sealing" "$R/var/lib/private/spike-keeper" "$R/var/lib/spike-keeper"
+  fi
+fi
 
 if ((ENABLE)); then
   say "enabling spike.target with $KEEPERS keepers (threshold $THRESHOLD)"
