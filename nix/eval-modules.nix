@@ -171,6 +171,11 @@ let
         type = types.attrsOf unit;
         default = { };
       };
+      systemd.tmpfiles.rules = strList;
+      security.tpm2.enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
       # Set by the VM tests' nodes (vm-tests/*.nix); not looked into here.
       virtualisation = mkOption {
         type = types.attrsOf types.anything;

@@ -136,6 +136,20 @@ let
       }) 6).to
       "3"
     )
+    (case "install arg" (l.installArg "--shard-sealing" "off" [
+      "--role"
+      "keeper"
+      "--shard-sealing"
+      "tpm2"
+    ]) "tpm2")
+    (case "install arg absent" (l.installArg "--shard-sealing" "off" [ "--role" ]) "off")
+    (case "install arg without a value" (l.installArg "--role" "all" [ "--role" ]) "all")
+    (case "install arg of nothing" (l.installArg "--role" "all" [ ]) "all")
+    (case "pcrs" (l.parsePcrs "7+11") [
+      7
+      11
+    ])
+    (case "no pcrs" (l.parsePcrs "") [ ])
     (case "sed args"
       (l.sedArgs [
         {

@@ -214,6 +214,21 @@ rec {
         [ ]
     );
 
+  # The value after `flag` in a scripts/install.sh argument list (as the nspawn runner passes a
+  # scenario node's "install"), else `default`: installArg "--role" "all" [ "--role" "keeper" ].
+  installArg =
+    flag: default: args:
+    let
+      n = builtins.length args;
+      at = builtins.filter (i: builtins.elemAt args i == flag) (range 0 (n - 2));
+    in
+    if at == [ ] then default else builtins.elemAt args (builtins.head at + 1);
+
+  # install.sh's `--shard-sealing-pcrs` value ("7+11", as systemd-creds --tpm2-pcrs= takes it;
+  # "" for none) as a list of PCR indexes.
+  parsePcrs =
+    s: map builtins.fromJSON (builtins.filter (p: builtins.isString p && p != "") (builtins.split "[+,]" s));
+
   # POSIX shell quoting.
   shellQuote = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] s + "'";
 

@@ -36,6 +36,54 @@ let
     };
   } extra)).failedAssertions;
 
+  # The quick start with something changed, evaluated.
+  boxWith = extra: eval (lib.recursiveUpdate {
+    services.spike = {
+      trustDomain = "example.org";
+      spire.enable = true;
+      keepers = {
+        enable = true;
+        instances = lib.range 1 3;
+      };
+      nexus.enable = true;
+    };
+  } extra);
+  # Whether evaluating `v` throws (a type error, a read-only option set twice).
+  throws = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
+
+  # Shard sealing: off (the quick start), host+tpm2 bound to PCR 7, host.
+  sealedBoth = boxWith {
+    services.spike.keepers = {
+      shardSealing = "host+tpm2";
+      shardSealingPcrs = [ 7 ];
+    };
+  };
+  sb = sealedBoth.config;
+  sealedHost = (boxWith { services.spike.keepers.shardSealing = "host"; }).config;
+  sealedAuto = (boxWith { services.spike.keepers.shardSealing = "auto"; }).config;
+  sealedNode = vmNode (import ../vm-tests/appliance-node.nix {
+    shardSealing = "tpm2";
+    shardSealingPcrs = [ 7 ];
+  });
+  # The build-time check's script, for a keeper.toml with shard_sealing = "tpm2".
+  tpmCheckScript = (import ./eval-modules.nix {
+    inherit lib;
+    configuration.services.spike = {
+      trustDomain = "example.org";
+      keepers = {
+        enable = true;
+        shardSealing = "tpm2";
+      };
+    };
+    pkgsOverrides.runCommand = _name: _env: script: "/" + script;
+  }).config.environment.etc."spike/keeper.toml".source;
+  credential = i: "shard-sealing-key:/var/lib/spike-sealing/keeper-${toString i}/key.cred";
+  sealingOf = conf: i: lib.filterAttrs (n: _: lib.elem n [
+    "StateDirectory"
+    "StateDirectoryMode"
+    "LoadCredentialEncrypted"
+  ]) conf.systemd.services."spike-keeper@${toString i}".serviceConfig;
+
   warned = extra: (eval (lib.recursiveUpdate {
     services.spike = {
       trustDomain = "example.org";
@@ -208,6 +256,103 @@ let
     (case "keeper host: nixpkgs' agent socket" k.systemd.services."spike-keeper@2".environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire/agent/public/api.sock")
     (case "keeper host: no extra runtime dirs" (k.systemd.services ? spire-agent) false)
     (case "keeper host: assertions" keeperHost.failedAssertions [ ])
+
+    (case "sealing off: keeper.toml" (with c.services.spike.keepers.settings; [
+      shard_sealing
+      shard_sealing_pcrs
+    ]) [
+      "off"
+      [ ]
+    ])
+    (case "sealing off: no credential, no state directory" (map (sealingOf c) (lib.range 1 5)) (lib.genList (_: { }) 5))
+    (case "sealing off: no sealing unit" (lib.any (i: c.systemd.services ? "spike-keeper-sealing@${toString i}") (lib.range 1 5)) false)
+    (case "sealing off: no dependency" (lib.unique (map (i: with c.systemd.services."spike-keeper@${toString i}"; requires ++ after) (lib.range 1 5))) [ [ ] ])
+    (case "sealing off: TPM left alone" c.security.tpm2.enable false)
+    (case "sealing off: earlier sealed shards removed" c.systemd.tmpfiles.rules [
+      "R /var/lib/spike-sealing - - - - -"
+      "R /var/lib/private/spike-keeper - - - - -"
+      "R /var/lib/spike-keeper - - - - -"
+    ])
+
+    (case "sealing host+tpm2: assertions" sealedBoth.failedAssertions [ ])
+    (case "sealing host+tpm2: no warnings" sealedBoth.warnings [ ])
+    (case "sealing host+tpm2: keeper.toml" (with sb.services.spike.keepers.settings; [
+      shard_sealing
+      shard_sealing_pcrs
+    ]) [
+      "host+tpm2"
+      [ 7 ]
+    ])
+    (case "sealing host+tpm2: credential and state directory" (map (sealingOf sb) [ 1 3 ]) [
+      {
+        StateDirectory = "spike-keeper/1";
+        StateDirectoryMode = "0700";
+        LoadCredentialEncrypted = credential 1;
+      }
+      {
+        StateDirectory = "spike-keeper/3";
+        StateDirectoryMode = "0700";
+        LoadCredentialEncrypted = credential 3;
+      }
+    ])
+    (case "sealing host+tpm2: keeper 2 requires its sealing unit, after it" (with sb.systemd.services."spike-keeper@2"; {
+      inherit requires after;
+    }) {
+      requires = [ "spike-keeper-sealing@2.service" ];
+      after = [ "spike-keeper-sealing@2.service" ];
+    })
+    (case "sealing host+tpm2: sealing units are drop-ins after the TPM" (map (i: with sb.systemd.services."spike-keeper-sealing@${toString i}"; [
+      overrideStrategy
+      after
+    ]) [ 1 2 3 ]) (lib.genList (_: [ "asDropin" [ "tpm2.target" ] ]) 3))
+    (case "sealing host+tpm2: keepers stay drop-ins, not restarted by switch" (with sb.systemd.services."spike-keeper@1"; [
+      overrideStrategy
+      restartIfChanged
+    ]) [ "asDropin" false ])
+    (case "sealing host+tpm2: TPM2 enabled" sb.security.tpm2.enable true)
+    (case "sealing host+tpm2: sealed shards kept" sb.systemd.tmpfiles.rules [ ])
+    (case "sealing tpm2: checked at build time as auto (the TPM2 is the target's)" (lib.hasInfix ''
+      sed -E 's/^([[:space:]]*shard_sealing[[:space:]]*=[[:space:]]*)"(tpm2|host\+tpm2)"/\1"auto"/' /nix/store/00000000000000000000000000000000-spike-keeper.toml > check.toml
+      /nix/store/00000000000000000000000000000000-spike-rs/bin/spike-keeper check-config --config check.toml
+      cp /nix/store/00000000000000000000000000000000-spike-keeper.toml $out
+    '' tpmCheckScript) true)
+    (case "sealing host: credential" (sealingOf sealedHost 2).LoadCredentialEncrypted (credential 2))
+    (case "sealing host: no TPM" [
+      sealedHost.security.tpm2.enable
+      sealedHost.systemd.services."spike-keeper-sealing@2".overrideStrategy
+      sealedHost.systemd.services."spike-keeper-sealing@2".after
+    ] [ false "asDropin" [ ] ])
+    (case "sealing auto: waits for a TPM2, does not require one" [
+      sealedAuto.systemd.services."spike-keeper-sealing@1".after
+      sealedAuto.security.tpm2.enable
+    ] [ [ "tpm2.target" ] false ])
+    (case "sealing host: PCRs refused" (has "services.spike.keepers.shardSealingPcrs ([7]) binds to TPM2 PCRs, but services.spike.keepers.shardSealing = \"host\"" (boxWith {
+      services.spike.keepers = {
+        shardSealing = "host";
+        shardSealingPcrs = [ 7 ];
+      };
+    }).failedAssertions) true)
+    (case "sealing off: PCRs refused" (has "services.spike.keepers.shardSealing = \"off\" uses no TPM2" (boxWith { services.spike.keepers.shardSealingPcrs = [ 7 ]; }).failedAssertions) true)
+    (case "sealing: PCR 24 refused" (throws (boxWith {
+      services.spike.keepers = {
+        shardSealing = "tpm2";
+        shardSealingPcrs = [ 24 ];
+      };
+    }).config.services.spike.keepers.shardSealingPcrs) true)
+    (case "sealing: unknown mode refused" (throws (boxWith { services.spike.keepers.shardSealing = "tpm"; }).config.services.spike.keepers.shardSealing) true)
+    (case "sealing: one value (settings.shard_sealing is read-only)" (throws (boxWith { services.spike.keepers.settings.shard_sealing = "host"; }).config.services.spike.keepers.settings.shard_sealing) true)
+    (case "sealing: configFile must agree" (has "services.spike.keepers.configFile (${toString ../config-examples/keeper-full.toml}) has shard_sealing = \"off\", but services.spike.keepers.shardSealing = \"tpm2\"" (boxWith {
+      services.spike.keepers = {
+        shardSealing = "tpm2";
+        configFile = ../config-examples/keeper-full.toml;
+      };
+    }).failedAssertions) true)
+    (case "sealing: configFile that agrees" (boxWith { services.spike.keepers.configFile = ../config-examples/keeper-full.toml; }).failedAssertions [ ])
+    (case "vm test node with sealing: evaluates" sealedNode.failedAssertions [ ])
+    (case "vm test node with sealing: a TPM2 in the VM" [
+      sealedNode.config.virtualisation.tpm.enable
+      sealedNode.config.services.spike.keepers.settings.shard_sealing_pcrs
+    ] [ true [ 7 ] ])
 
     (case "memory backend: assertions" memory.failedAssertions [ ])
     (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [

@@ -27,6 +27,8 @@ let
   spikeUnits = [
     "spike-keeper@.socket"
     "spike-keeper@.service"
+    # Provisions keeper N's shard sealing key (services.spike.keepers.shardSealing).
+    "spike-keeper-sealing@.service"
     "spike-nexus.socket"
     "spike-nexus-health.socket"
     "spike-nexus-metrics.socket"

@@ -78,6 +78,8 @@ spikeLib
 
   # The file a daemon reads: the user's configFile, or the TOML generated from settings;
   # either checked by the daemon's own `check-config` when it is available at build time.
+  # `checkFilter`, a `sed -E` script, edits the copy that is checked (not the file installed):
+  # for what only the target machine can tell, never the build sandbox (a TPM2, say).
   configFor =
     {
       name,
@@ -86,6 +88,7 @@ spikeLib
       settings,
       configFile,
       check,
+      checkFilter ? null,
     }:
     let
       file =
@@ -99,10 +102,19 @@ spikeLib
         && pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
     in
     if checkable then
-      pkgs.runCommand "spike-${name}-checked.toml" { } ''
-        ${package}/bin/${bin} check-config --config ${file}
-        cp ${file} $out
-      ''
+      pkgs.runCommand "spike-${name}-checked.toml" { } (
+        if checkFilter == null then
+          ''
+            ${package}/bin/${bin} check-config --config ${file}
+            cp ${file} $out
+          ''
+        else
+          ''
+            sed -E ${lib.escapeShellArg checkFilter} ${file} > check.toml
+            ${package}/bin/${bin} check-config --config check.toml
+            cp ${file} $out
+          ''
+      )
     else
       file;
 
