@@ -29,7 +29,7 @@
 //! | `shard_sealing` | `"off"` | — | `off` (RAM only, as SPIKE), `host`, `tpm2`, `host+tpm2`, `auto`: keep the shard across restarts, sealed to this machine ([`crate::sealing`]) |
 //! | `shard_sealing_pcrs` | `[]` | — | TPM2 PCRs the sealing key is bound to (0..=23; only with a TPM2 mode) |
 //! | `keeper_id` | unset | `SPIKE_KEEPER_ID` | this keeper's id (the unit sets `%i`), bound into the sealed file; needed with sealing on |
-//! | `state_directory` | unset | `STATE_DIRECTORY` | where the sealed shard is kept (systemd's `StateDirectory=` sets it); needed with sealing on |
+//! | `state_directory` | unset | `STATE_DIRECTORY` (first entry) | where the sealed shard is kept (systemd's `StateDirectory=` sets it); needed with sealing on |
 //! | `log_level` | unset (`SPIKE_SYSTEM_LOG_LEVEL`, else `WARN`) | — | `DEBUG`, `INFO`, `WARN`, `ERROR` |
 //! | `log_target` | `"auto"` | — | `auto` (journald under systemd, else stderr), `journald`, `stderr` |
 //!
@@ -326,13 +326,15 @@ impl TryFrom<ConfigFile> for KeeperConfig {
             .state_directory
             .filter(|d| !d.trim().is_empty())
             .map(|d| {
-                let path = PathBuf::from(&d);
-                if path.is_absolute() && !d.contains(':') {
+                // systemd joins several StateDirectory= entries with ':'; the first is ours.
+                let first = d.split(':').next().unwrap_or_default();
+                let path = PathBuf::from(first);
+                if path.is_absolute() {
                     Ok(path)
                 } else {
                     Err(KeeperError::InvalidConfig {
                         key: "state_directory",
-                        message: format!("{d:?} is not one absolute path"),
+                        message: format!("{d:?} is not an absolute path"),
                     })
                 }
             })
@@ -498,7 +500,7 @@ mod tests {
             ),
             ("keeper_id = \"../x\"", "keeper_id"),
             ("state_directory = \"relative\"", "state_directory"),
-            ("state_directory = \"/a:/b\"", "state_directory"),
+            ("state_directory = \":/b\"", "state_directory"),
         ] {
             let err = KeeperConfig::from_toml(toml, &MapEnv::new())
                 .unwrap_err()
