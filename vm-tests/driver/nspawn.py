@@ -165,7 +165,10 @@ class Machine:
         argv = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--description=vm-test command",
                 "--service-type=exec", "-p", "StandardInput=null",
                 f"--setenv=PATH={PATH_IN_MACHINE}", "--setenv=HOME=/root",
-                "/bin/sh", "-c", command]
+                # systemd expands ${NAME} in ExecStart= (with the transient unit's environment,
+                # `${CREDENTIALS_DIRECTORY}` became "") and turns "$$" into "$": double every "$"
+                # so /bin/sh gets the command as written, as in the NixOS driver.
+                "/bin/sh", "-c", command.replace("$", "$$")]
         try:
             r = self._nsenter(argv, timeout=timeout or 900)
         except subprocess.TimeoutExpired as e:
