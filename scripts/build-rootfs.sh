@@ -7,7 +7,11 @@
 set -euo pipefail
 
 MIRROR="${SPIKE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The libtss2 libraries are the ones systemd 252 dlopens for TPM2 (systemd-creds
+# --with-key=tpm2, LoadCredentialEncrypted=); libtss2-tcti-swtpm0 is the TCTI it loads for
+# SYSTEMD_TPM2_DEVICE=swtpm:path=... (the machines' emulated TPM, vm-tests/driver/nspawn.py).
 PACKAGES="systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates"
+PACKAGES+=",libtss2-esys-3.0.2-0,libtss2-rc0,libtss2-mu0,libtss2-tcti-swtpm0"
 # Bump RECIPE when the steps below change, so every machine rebuilds its cached root.
 RECIPE=2
 CACHE="${SPIKE_CACHE_DIR:-$HOME/.cache/spike-rs}"

@@ -2,9 +2,12 @@
 # Install the host packages the project's tests need (Debian 12). Idempotent.
 # Usage: scripts/install-deps.sh [--appliance]
 set -euo pipefail
-# --appliance adds what the nspawn machines need (systemd-nspawn, debootstrap, ip).
+# --appliance adds what the nspawn machines need (systemd-nspawn, debootstrap, ip) and the
+# emulated TPM2 each machine may get (swtpm, swtpm_setup, tpm2_pcrextend and the swtpm TCTI
+# that tpm2-tools loads to reach swtpm's socket).
 pkgs=(ca-certificates build-essential pkg-config)
-[[ "${1:-}" == --appliance ]] && pkgs+=(systemd-container debootstrap iproute2 util-linux)
+[[ "${1:-}" == --appliance ]] && pkgs+=(systemd-container debootstrap iproute2 util-linux
+                                        swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0)
 need=()
 for pkg in "${pkgs[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
