@@ -1,4 +1,4 @@
-# vm-test: {"nodes": {"machine": {"keepers": 3, "threshold": 2, "tpm": true, "firmware": {"7": "secure-boot-db-v1"}, "install": ["--shard-sealing", "tpm2", "--shard-sealing-pcrs", "7"]}}}
+# vm-test: {"nodes": {"machine": {"keepers": 3, "threshold": 2, "tpm": true, "install": ["--shard-sealing", "tpm2", "--shard-sealing-pcrs", "7"]}}}
 # Power cut with shard sealing on (tpm2, bound to PCR 7; an emulated TPM2, swtpm, whose PCR 7
 # the driver's "firmware" measures at every boot). The keepers seal their shards, nothing of a
 # shard is on the disk in plaintext, and after a power cut mid-write spike.target comes back
@@ -35,6 +35,9 @@ def boot_after_power_cut() -> float:
     return t
 
 
+if hasattr(machine, "tpm_boot_measurements"):
+    # The emulated firmware measures the Secure Boot db into PCR 7 at every boot.
+    machine.tpm_boot_measurements = [(7, "secure-boot-db-v1")]
 start_all()
 machine.wait_for_unit("spike.target", timeout=300)
 
@@ -74,8 +77,8 @@ with subtest("power cut mid-write, sealing on: spike.target comes back with no o
 
 with subtest("a firmware update changes PCR 7: no seal opens, the journals say why, Nexus is sealed and says so"):
     before = {i: sealed_digest(i) for i in (1, 2, 3)}
-    if hasattr(machine, "firmware"):
-        machine.firmware[7] = "secure-boot-db-v2"
+    if hasattr(machine, "tpm_boot_measurements"):
+        machine.tpm_boot_measurements = [(7, "secure-boot-db-v2")]
     else:  # NixOS test: measure something else into PCR 7 before the keepers start again
         machine.succeed("tpm2_pcrextend 7:sha256=$(echo -n secure-boot-db-v2 | sha256sum | cut -c1-64)")
     boot_after_power_cut()

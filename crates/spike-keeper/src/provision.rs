@@ -9,7 +9,8 @@
 //! | no credential | a new key: 32 random bytes → `systemd-creds encrypt` | 0 |
 //! | a credential that decrypts, sealed as configured | nothing | 0 |
 //! | a credential that decrypts, sealed otherwise (mode or PCRs changed) | the same key re-sealed as configured: the shard survives | 0 |
-//! | a credential that no longer decrypts | logged with systemd-creds' error and the likely causes; kept as `key.cred.undecryptable-<unix time>`; a new key | 0 |
+//! | a credential that no longer decrypts ([`seal_is_gone`]: another machine, a cleared TPM, a changed PCR, a damaged file) | logged with systemd-creds' error and the likely causes; kept as `key.cred.undecryptable-<unix time>`; a new key | 0 |
+//! | a decryption error that may be temporary (TPM lockout, out of sessions, unreachable) | retried 5 times, 2 s apart; then the error, and the credential kept | 1 |
 //! | `systemd-creds` missing or failing to encrypt | the error | 1 |
 //!
 //! The key travels to and from `systemd-creds` through pipes only, and is zeroized after.
@@ -224,6 +225,50 @@ fn replace_file(
         .map_err(io_err(dir))
 }
 
+/// systemd-creds' errors that mean the credential will never decrypt here again: another
+/// machine's host key or TPM, a cleared TPM, a changed PCR, a damaged file. Anything else (a
+/// TPM in lockout, out of sessions, unreachable) may pass, and never costs the key.
+const SEAL_GONE: &[&str] = &[
+    "integrity check failed",
+    "policy digest does not match",
+    "incorrect key",
+    "Failed to determine local credential key",
+    "Embedded credential name",
+    "Encrypted file too short",
+    "credential data: Invalid argument",
+    "credential data: Broken pipe",
+    "credential data: Bad message",
+];
+
+/// Whether systemd-creds' error `why` means the seal can no longer open on this machine.
+pub fn seal_is_gone(why: &str) -> bool {
+    SEAL_GONE.iter().any(|marker| why.contains(marker))
+}
+
+/// Attempts of a decrypt that fails with an error that may be temporary, and the pause between.
+const DECRYPT_ATTEMPTS: u32 = 5;
+const DECRYPT_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn decrypt_patiently(
+    creds: &Creds,
+    cred: &Path,
+    say: &mut dyn FnMut(&str),
+) -> Result<Result<SealingKey, String>, ProvisionError> {
+    let mut attempt = 1;
+    loop {
+        match creds.decrypt(cred)? {
+            Err(why) if !seal_is_gone(&why) && attempt < DECRYPT_ATTEMPTS => {
+                say(&format!(
+                    "decrypting the sealing key failed (attempt {attempt} of {DECRYPT_ATTEMPTS}, trying again): {why}"
+                ));
+                attempt += 1;
+                std::thread::sleep(DECRYPT_PAUSE);
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 /// Creates, verifies or re-seals the credential at `cred` for `settings`; `say` receives
 /// each line for the journal.
 ///
@@ -258,7 +303,7 @@ pub fn provision(
     let params = params_path(cred);
 
     if cred.exists() {
-        match creds.decrypt(cred)? {
+        match decrypt_patiently(creds, cred, say)? {
             Ok(key) => {
                 let had = fs::read_to_string(&params).unwrap_or_default();
                 let had = had.trim();
@@ -280,6 +325,17 @@ pub fn provision(
                     to: wanted,
                 });
             }
+            Err(why) if !seal_is_gone(&why) => {
+                return Err(ProvisionError::Creds {
+                    verb: "decrypt",
+                    detail: format!(
+                        "{why} (the sealing key credential {} is kept: this error may be temporary, \
+                         e.g. a TPM in dictionary-attack lockout. If it persists, move the file aside \
+                         and restart the keeper: a new key is made, and the keeper starts empty)",
+                        cred.display()
+                    ),
+                });
+            }
             Err(why) => {
                 let stamp = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -294,7 +350,7 @@ pub fn provision(
                      replaced, or the PCR state changed (firmware, boot loader or Secure Boot \
                      update). Kept it as {} for forensics. Creating a new sealing key: the keeper \
                      starts empty, and Nexus stays sealed until its keepers hold shards again \
-                     (docs/operations.md, \"Restore after a power cut\").",
+                     (docs/operations.md, \"When a seal no longer opens\").",
                     cred.display(),
                     kept.display()
                 ));
@@ -426,6 +482,29 @@ mod tests {
         assert!(!joined.contains(&hex::encode(
             b.decrypt(&cred).unwrap().unwrap().expose_secret()
         )));
+    }
+
+    #[test]
+    fn only_errors_that_mean_the_seal_is_gone_cost_the_key() {
+        // Verbatim systemd 252 messages (the nspawn scenarios and a swtpm probe).
+        for gone in [
+            "Failed to load HMAC key in TPM: tpm:parameter(1):integrity check failed",
+            "Current policy digest does not match stored policy digest, cancelling TPM2 authentication attempt.",
+            "Decryption failed (incorrect key?): error:00000000:lib(0)::reason(0)",
+            "Failed to determine local credential key: No such file or directory",
+            "Encrypted file too short.",
+            "Failed to read encrypted credential data: Invalid argument",
+        ] {
+            assert!(seal_is_gone(gone), "{gone}");
+        }
+        for temporary in [
+            "TPM2 device is in dictionary attack lockout mode.",
+            "Failed to open session in TPM: tpm:warn(2.0): out of memory for session contexts",
+            "Failed to initialize TCTI context: tcti:IO failure",
+            "",
+        ] {
+            assert!(!seal_is_gone(temporary), "{temporary}");
+        }
     }
 
     #[test]
