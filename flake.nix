@@ -107,6 +107,8 @@
         // scenario "pitfalls"
         // scenario "multi_host"
         // scenario "power_cut"
+        // scenario "power_cut_sealed"
+        // scenario "sealing_hosts"
       );
 
       devShells = forAllSystems (pkgs: {

@@ -61,8 +61,10 @@ with subtest("keeper 1's state directory and sealing key copied to another machi
         "systemctl stop spike-keeper@1.socket spike-keeper@1.service",
         f"echo {archive} | base64 -d | tar -C / -xzf -",
         "sha256sum /var/lib/private/spike-keeper/1/shard.sealed > /root/copied.sha256",
-        # This machine's agent never joined: the keeper waits for an SVID, but it reads its
-        # sealed shard first, and its sealing unit runs before it.
+        # This machine's agent never joined (it is masked here, so the keeper does not wait
+        # for it): the keeper then waits for an SVID in vain, but it reads its sealed shard
+        # first, and its sealing unit runs before it.
+        "systemctl mask --runtime --now spire-agent.service",
         "systemctl start --no-block spike-keeper@1.service",
     )
     thief.wait_until_succeeds(
@@ -75,10 +77,26 @@ with subtest("keeper 1's state directory and sealing key copied to another machi
     # Kept as it was, for forensics.
     thief.succeed("sha256sum -c /root/copied.sha256")
 
+# Prints every file under the given directories that holds one of the shards in $SHARDS (hex,
+# space-separated) as raw bytes, and exits 1 if there is one. perl reads each file whole, so a
+# shard is found whatever bytes it holds (grep, line by line, would miss one with a newline).
+SCAN = (
+    "find {dirs} -xdev -type f -size -64M -print0 2>/dev/null | xargs -0 -r perl -e '"
+    "my @p = map {{ pack(\"H*\", $_) }} split / /, $ENV{{SHARDS}}; my $hit = 0; "
+    "for my $f (@ARGV) {{ open(my $h, \"<:raw\", $f) or next; local $/; my $d = <$h>; "
+    "for (@p) {{ if (index($d, $_) >= 0) {{ print \"$f\\n\"; $hit = 1 }} }} }} exit $hit' "
+    "&& echo none"
+)
+
 with subtest("no shard is in plaintext on any machine's disk"):
+    env = f"export SHARDS='{' '.join(shards.values())}'"
+    # First, the scan finds a shard where one is (a control file, removed again).
+    server.succeed(f"perl -e 'print pack(\"H*\", $ARGV[0])' {shards[2]} > /var/tmp/control")
+    out = server.execute(f"{env}; {SCAN.format(dirs='/var/tmp')}")[1]
+    assert out.split() == ["/var/tmp/control"], f"the scan does not find a shard: {out!r}"
+    server.succeed("rm /var/tmp/control")
     for m in [server, *keepers, thief]:
-        for i, hexed in shards.items():
-            pat = "".join(f"\\x{hexed[j:j + 2]}" for j in range(0, 64, 2))
-            m.fail(f"LC_ALL=C grep -rlaP '{pat}' /var /etc /tmp /usr/local 2>/dev/null | grep -q .")
+        out = m.succeed(f"{env}; {SCAN.format(dirs='/var /etc /root /tmp /usr/local')}")
+        assert out.split() == ["none"], f"{m.name}: a shard in plaintext on the disk: {out}"
     # The keepers hold them: the cut did not lose them.
     assert server.succeed("spike secret get shared/db password").strip() == "across-hosts"
