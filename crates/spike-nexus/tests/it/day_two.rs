@@ -18,7 +18,12 @@ const RESTORE_LINE: &str = "STATUS=sealed: has data but no keeper holds a shard 
 /// Gives keeper i the shard i+1 of `key`, as bootstrap (or a re-seed) would.
 fn seed(keepers: &[KeeperHandle], key: &RootKey) {
     for (shard, keeper) in shamir::split(key, 3, 2).unwrap().iter().zip(keepers) {
-        assert!(keeper.store.set(ShardValue::new(*shard.expose_secret())));
+        assert!(
+            keeper
+                .store
+                .set(ShardValue::new(*shard.expose_secret()))
+                .unwrap()
+        );
     }
 }
 
@@ -163,9 +168,14 @@ async fn data_without_keeper_shards_names_the_restore_command() {
     assert!(body.get("store_error").is_none(), "{body}");
 
     // One keeper gets its shard back: below the threshold, and no longer "no keeper holds".
-    assert!(keepers[0].store.set(ShardValue::new(
-        *shamir::split(&key, 3, 2).unwrap()[0].expose_secret()
-    )));
+    assert!(
+        keepers[0]
+            .store
+            .set(ShardValue::new(
+                *shamir::split(&key, 3, 2).unwrap()[0].expose_secret()
+            ))
+            .unwrap()
+    );
     notify
         .wait_for("STATUS=sealed: 1/2 shards from keepers")
         .await;

@@ -21,7 +21,9 @@ fn share(key: &RootKey, id: u16) -> ShardValue {
 /// Puts share *i* of `key` on keeper *i*, as Bootstrap does.
 fn seed(keepers: &[KeeperHandle], key: &RootKey) {
     for (i, k) in keepers.iter().enumerate() {
-        k.store.set(share(key, u16::try_from(i + 1).unwrap()));
+        k.store
+            .set(share(key, u16::try_from(i + 1).unwrap()))
+            .unwrap();
     }
 }
 
@@ -33,8 +35,8 @@ async fn a_keeper_url_served_with_another_keepers_svid_gets_no_shard() {
     let impostor = w.start_keeper(0, 0).await.unwrap();
     let k3 = w.start_keeper(2, 0).await.unwrap();
     let key = RootKey::generate().unwrap();
-    k1.store.set(share(&key, 1));
-    k3.store.set(share(&key, 3));
+    k1.store.set(share(&key, 1)).unwrap();
+    k3.store.set(share(&key, 3)).unwrap();
     let peers = vec![k1.url.clone(), impostor.url.clone(), k3.url.clone()];
     let config = w.config("sqlite", &peers, &w.path("db")).unwrap();
     assert_eq!(
@@ -96,7 +98,7 @@ async fn lite_with_one_bogus_shard_stays_sealed_pushes_nothing_until_it_is_clear
     let mut keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let key = RootKey::generate().unwrap();
     seed(&keepers, &key);
-    keepers[0].store.set(bogus());
+    keepers[0].store.set(bogus()).unwrap();
     let peers = urls(&keepers);
     let nexus = w
         .start_nexus(w.config("lite", &peers, &data).unwrap())
@@ -270,7 +272,7 @@ async fn a_confirmed_key_with_a_disagreeing_keeper_holds_pushes_until_the_operat
     nexus.wait_unsealed(Duration::from_secs(10)).await.unwrap();
     nexus.stop().await.unwrap();
 
-    keepers[0].store.set(bogus());
+    keepers[0].store.set(bogus()).unwrap();
     let nexus = w
         .start_nexus(w.config("sqlite", &peers, &data).unwrap())
         .await
