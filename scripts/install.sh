@@ -19,7 +19,8 @@
 #                       (default: RAM only, as SPIKE), host, tpm2, host+tpm2 or auto (docs/security.md
 #                       "Shard sealing"); writes keeper.toml's shard_sealing and the keeper drop-in.
 #                       Without the flag, the mode already in keeper.toml is kept.
-#   --shard-sealing-pcrs P  TPM2 PCRs to bind the sealing key to, e.g. 7 or 7+11 (default none)
+#   --shard-sealing-pcrs P  TPM2 PCRs to bind the sealing key to, e.g. 7 or 7+11 (default:
+#                       systemd-creds' own, which is PCR 7 on systemd 252)
 #   --no-enable         do not enable spike.target
 #   --force-config      overwrite existing files in /etc/spike and /etc/spire
 # Several hosts (keepers on their own machines):
@@ -53,7 +54,7 @@ while (($#)); do
     --server-address) SERVER_ADDRESS="$2"; shift 2 ;;
     --shard-sealing) SEALING="$2"; shift 2 ;;
     --shard-sealing-pcrs) SEALING_PCRS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;p}' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -80,8 +81,10 @@ case "$ROLE" in all|server|keeper) ;; *) echo "install.sh: --role must be all, s
 [[ "$KEEPER_ID" =~ ^[1-9][0-9]?$ ]] || { echo "install.sh: --keeper-id must be 1..99" >&2; exit 64; }
 case "$SEALING" in ""|off|host|tpm2|host+tpm2|auto) ;;
   *) echo "install.sh: --shard-sealing must be off, host, tpm2, host+tpm2 or auto (got $SEALING)" >&2; exit 64 ;; esac
-[[ -z "$SEALING_PCRS" || "$SEALING_PCRS" =~ ^[0-9]{1,2}([+,][0-9]{1,2})*$ ]] \
-  || { echo "install.sh: --shard-sealing-pcrs takes PCR numbers joined by + (got $SEALING_PCRS)" >&2; exit 64; }
+SEALING_ARG="$SEALING"  # what the operator asked for now (the mode in use may be carried over)
+pcr='(1?[0-9]|2[0-3])'
+[[ -z "$SEALING_PCRS" || "$SEALING_PCRS" =~ ^$pcr([+,]$pcr)*$ ]] \
+  || { echo "install.sh: --shard-sealing-pcrs takes PCRs 0..23 joined by + (got $SEALING_PCRS)" >&2; exit 64; }
 [[ -z "$SEALING_PCRS" || -n "$SEALING" ]] \
   || { echo "install.sh: --shard-sealing-pcrs needs --shard-sealing" >&2; exit 64; }
 
@@ -175,6 +178,12 @@ install -d -m 0755 "$R$PREFIX/sbin"
 ln -sfn "$LIBEXECDIR/spike/spike-operator" "$R$PREFIX/sbin/spike-operator"
 install -m 0644 "$here/README.md" "$R$DOCDIR/README.md"
 install -m 0644 "$here/docs/operations.md" "$R$DOCDIR/operations.md"
+# The sealing mode is the operator's choice: --force-config rewrites keeper.toml, but keeps it
+# unless --shard-sealing says otherwise.
+if [[ -z "$SEALING" && -f "$R/etc/spike/keeper.toml" ]]; then
+  SEALING=$(sed -n 's/^shard_sealing *= *"\([^"]*\)".*/\1/p' "$R/etc/spike/keeper.toml")
+  SEALING_PCRS=$(sed -n 's/^shard_sealing_pcrs *= *\[\(.*\)\].*/\1/p' "$R/etc/spike/keeper.toml" | tr -d ' ' | tr ',' '+')
+fi
 say "configuration -> $R/etc/spike, $R/etc/spire"
 for c in "$here"/units/etc/spike/*; do config "$c" "$R/etc/spike/$(basename "$c")"; done
 for c in "$here"/units/etc/spire/*; do config "$c" "$R/etc/spire/$(basename "$c")"; done
@@ -237,16 +246,19 @@ set_toml_key() { # file key value: replace the top-level key, or add it before t
   fi
 }
 if [[ -n "$SEALING" ]]; then
-  set_toml_key "$KEEPER_TOML" shard_sealing "\"$SEALING\""
-  set_toml_key "$KEEPER_TOML" shard_sealing_pcrs "[${SEALING_PCRS//[+]/, }]"
+  # Changed on a copy, checked, then moved into place: a refused mode leaves keeper.toml as it was.
+  cp -p "$KEEPER_TOML" "$KEEPER_TOML.new"
+  set_toml_key "$KEEPER_TOML.new" shard_sealing "\"$SEALING\""
+  set_toml_key "$KEEPER_TOML.new" shard_sealing_pcrs "[${SEALING_PCRS//[+]/, }]"
+  if [[ "$R" == "" ]]; then
+    # On this machine, refuse a mode it cannot provide (tpm2 without a TPM2) now, not at boot.
+    "$R$BINDIR/spike-keeper" --config "$KEEPER_TOML.new" check-config >/dev/null \
+      || { rm -f "$KEEPER_TOML.new"; say "shard sealing $SEALING refused (see above); keeper.toml unchanged"; exit 64; }
+  fi
+  mv "$KEEPER_TOML.new" "$KEEPER_TOML"
 fi
 SEALING_NOW=$(sed -n 's/^shard_sealing *= *"\([^"]*\)".*/\1/p' "$KEEPER_TOML")
 SEALING_NOW=${SEALING_NOW:-off}
-if [[ "$R" == "" ]]; then
-  # On this machine, refuse a mode it cannot provide (tpm2 without a TPM2) now, not at boot.
-  "$R$BINDIR/spike-keeper" --config "$KEEPER_TOML" check-config >/dev/null \
-    || { say "keeper.toml refused (see above); nothing enabled"; exit 64; }
-fi
 if [[ "$SEALING_NOW" != off ]]; then
   say "shard sealing: $SEALING_NOW (keepers keep their shard across reboots, sealed to this machine)"
   dropin "spike-keeper@.service" shard-sealing.conf "# Shard sealing (keeper.toml shard_sealing = \"$SEALING_NOW\"; scripts/install.sh --shard-sealing).
@@ -262,7 +274,7 @@ StateDirectoryMode=0700
 LoadCredentialEncrypted=shard-sealing-key:/var/lib/spike-sealing/keeper-%i/key.cred"
 else
   rm -f "$R/etc/systemd/system/spike-keeper@.service.d/shard-sealing.conf"
-  if [[ "$SEALING" == off ]] && [[ -e "$R/var/lib/spike-sealing" || -e "$R/var/lib/private/spike-keeper" ]]; then
+  if [[ "$SEALING_ARG" == off ]] && [[ -e "$R/var/lib/spike-sealing" || -e "$R/var/lib/private/spike-keeper" ]]; then
     # Turned off on purpose: the sealed shards and their keys go, so no copy outlives the choice.
     say "shard sealing off: removing the sealed shards and their keys"
     rm -rf "$R/var/lib/spike-sealing" "$R/var/lib/private/spike-keeper" "$R/var/lib/spike-keeper"

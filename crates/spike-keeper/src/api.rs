@@ -29,20 +29,31 @@ use spike_proto::{ApiResponse, ErrorCode, KeeperRoute, ShardBytes, TrustRoots, d
 
 use crate::state::ShardStore;
 
+/// Told what the keeper holds after each stored contribution (the daemon puts it in its
+/// `STATUS=`).
+pub type StatusHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 struct AppState {
     store: ShardStore,
     roots: Arc<TrustRoots>,
     request_body_limit: usize,
+    status: Option<StatusHook>,
 }
 
 /// The keeper router: every request goes to one dispatcher (no axum routes, so unknown
 /// paths and methods get SPIKE's 400 fallback, not axum's 404/405).
-pub fn router(store: ShardStore, roots: Arc<TrustRoots>, request_body_limit: usize) -> Router {
+pub fn router(
+    store: ShardStore,
+    roots: Arc<TrustRoots>,
+    request_body_limit: usize,
+    status: Option<StatusHook>,
+) -> Router {
     Router::new().fallback(dispatch).with_state(AppState {
         store,
         roots,
         request_body_limit,
+        status,
     })
 }
 
@@ -130,6 +141,13 @@ async fn contribute(app: &AppState, peer: Option<&str>, body: &[u8]) -> Response
                 sealed = app.store.is_sealed(),
                 "shard stored"
             );
+            if let Some(status) = &app.status {
+                status(if app.store.is_sealed() {
+                    "holding a shard (also sealed to this machine)"
+                } else {
+                    "holding a shard (in RAM only)"
+                });
+            }
             json(StatusCode::OK, &ShardPutResponse::default())
         }
         Err(e) => {

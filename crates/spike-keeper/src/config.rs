@@ -311,13 +311,13 @@ impl TryFrom<ConfigFile> for KeeperConfig {
                 let ok = id.len() <= 64
                     && id
                         .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
                 if ok {
                     Ok(id)
                 } else {
                     Err(KeeperError::InvalidConfig {
                         key: "keeper_id",
-                        message: "at most 64 of A-Z a-z 0-9 . _ -".to_owned(),
+                        message: "at most 64 of A-Z a-z 0-9 _ -".to_owned(),
                     })
                 }
             })
@@ -499,6 +499,7 @@ mod tests {
                 "shard_sealing_pcrs",
             ),
             ("keeper_id = \"../x\"", "keeper_id"),
+            ("keeper_id = \"..\"", "keeper_id"),
             ("state_directory = \"relative\"", "state_directory"),
             ("state_directory = \":/b\"", "state_directory"),
         ] {

@@ -70,6 +70,13 @@ pub async fn run_daemon(
     let addr = listener
         .local_addr()
         .map_or_else(|_| listen.to_string(), |a| a.to_string());
+    let keeper = {
+        let notifier = notifier.clone();
+        let addr = addr.clone();
+        keeper.with_status(std::sync::Arc::new(move |held: &str| {
+            let _ = notifier.status(&format!("serving on {addr}; {held}"));
+        }))
+    };
     match origin {
         ListenerOrigin::Activated { fd } => {
             tracing::info!(fd, listen = %addr, "using the socket passed by systemd")
@@ -158,7 +165,9 @@ pub fn open_store(
                 mode = %mode,
                 path,
                 "the sealed shard file does not open: {why}. Starting empty; the file is kept \
-                 untouched until a new shard arrives"
+                 untouched until a new shard arrives. Nexus re-seeds this keeper if it is unsealed \
+                 or other keepers hold the threshold; otherwise restore Nexus with \
+                 `spike-operator restore DIR` (docs/operations.md, \"When a seal no longer opens\")"
             );
             "no shard: the sealed shard file does not open (see the journal)"
         }

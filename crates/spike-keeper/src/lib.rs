@@ -45,12 +45,23 @@ pub use error::KeeperError;
 pub use state::ShardStore;
 
 /// A keeper ready to serve: identity checked, TLS configured, shard store empty.
-#[derive(Debug)]
 pub struct Keeper {
     config: KeeperConfig,
     identity: Identity,
     store: ShardStore,
     acceptor: MtlsAcceptor,
+    status: Option<api::StatusHook>,
+}
+
+impl std::fmt::Debug for Keeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keeper")
+            .field("config", &self.config)
+            .field("identity", &self.identity)
+            .field("store", &self.store)
+            .field("status", &self.status.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keeper {
@@ -84,6 +95,7 @@ impl Keeper {
             identity,
             store: ShardStore::new(),
             acceptor,
+            status: None,
         })
     }
 
@@ -92,6 +104,13 @@ impl Keeper {
     #[must_use]
     pub fn with_store(mut self, store: ShardStore) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Tells `hook` what the keeper holds after each stored contribution.
+    #[must_use]
+    pub fn with_status(mut self, hook: api::StatusHook) -> Self {
+        self.status = Some(hook);
         self
     }
 
@@ -124,6 +143,7 @@ impl Keeper {
             self.store.clone(),
             Arc::new(self.config.trust_roots.clone()),
             self.config.limits.request_body_limit,
+            self.status.clone(),
         );
         let options = ServeOptions {
             name: "SPIKE Keeper API",
@@ -140,7 +160,8 @@ impl Keeper {
 }
 
 /// Runs a keeper on `listener` until `shutdown` is cancelled: [`Keeper::new`] then
-/// [`Keeper::serve`].
+/// [`Keeper::serve`], with a RAM-only store (the daemon, [`daemon::run_daemon`], restores a
+/// sealed one with [`daemon::open_store`] and [`Keeper::with_store`]).
 ///
 /// # Errors
 /// As [`Keeper::new`] and [`Keeper::serve`].

@@ -10,7 +10,7 @@ use spike_daemon::harden::{HardenPolicy, harden};
 use spike_daemon::notify::Notifier;
 use spike_daemon::shutdown::{Shutdown, spawn_signal_handler};
 use spike_keeper::KeeperConfig;
-use spike_keeper::provision::{Creds, ProvisionError, provision};
+use spike_keeper::provision::run_sealing_key;
 
 /// SPIKE Keeper: holds one Shamir shard of the root key (in memory; sealed to the machine
 /// with `shard_sealing`).
@@ -35,6 +35,10 @@ enum Command {
         /// The credential file (LoadCredentialEncrypted= of the keeper unit reads it).
         #[arg(long, value_name = "FILE")]
         credential: PathBuf,
+        /// The keeper's sealed shard file: a key kept aside that sealed it and decrypts
+        /// again is put back instead of a new one.
+        #[arg(long, value_name = "FILE")]
+        sealed_shard: Option<PathBuf>,
     },
 }
 
@@ -62,29 +66,10 @@ fn main() -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
-        Some(Command::SealingKey { credential }) => {
-            let mut say = |line: &str| println!("{line}");
-            return match provision(
-                &config.sealing,
-                &credential,
-                &Creds::default(),
-                &ProcessEnv,
-                &mut say,
-            ) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(err @ ProvisionError::Unsupported(_)) => {
-                    eprintln!("spike-keeper: invalid configuration: key `shard_sealing`: {err}");
-                    ExitCode::from(64)
-                }
-                Err(err) => {
-                    eprintln!(
-                        "spike-keeper: cannot provide the shard sealing key: {err}; keeper not started \
-                         (fix the TPM or the host key, or choose another shard_sealing mode)"
-                    );
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Some(Command::SealingKey {
+            credential,
+            sealed_shard,
+        }) => return run_sealing_key(&config, &credential, sealed_shard.as_deref()),
         None => {}
     }
     if let Err(err) = spike_daemon::logging::init(&config.log, &ProcessEnv) {

@@ -8,8 +8,8 @@
 //! | a mode this machine cannot provide (`tpm2` without a TPM2) | refused, with the way out | 64 |
 //! | no credential | a new key: 32 random bytes → `systemd-creds encrypt` | 0 |
 //! | a credential that decrypts, sealed as configured | nothing | 0 |
-//! | a credential that decrypts, sealed otherwise (mode or PCRs changed) | the same key re-sealed as configured: the shard survives | 0 |
-//! | a credential that no longer decrypts ([`seal_is_gone`]: another machine, a cleared TPM, a changed PCR, a damaged file) | logged with systemd-creds' error and the likely causes; kept as `key.cred.undecryptable-<unix time>`; a new key | 0 |
+//! | a credential that decrypts, sealed otherwise (mode or PCRs changed; `auto` stays as it was first resolved) | the same key re-sealed as configured: the shard survives | 0 |
+//! | a credential that no longer decrypts ([`seal_is_gone`]: another machine, a cleared TPM, a changed PCR, a damaged file) | logged with systemd-creds' error and the likely causes; kept as `key.cred.undecryptable-<unix time>`; then a key kept aside earlier that decrypts again and sealed the keeper's file is put back, else a new key | 0 |
 //! | a decryption error that may be temporary (TPM lockout, out of sessions, unreachable) | retried 5 times, 2 s apart; then the error, and the credential kept | 1 |
 //! | `systemd-creds` missing or failing to encrypt | the error | 1 |
 //!
@@ -21,12 +21,15 @@ use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use spike_crypto::shard_seal::SealingKey;
-use spike_daemon::EnvSource;
+use spike_crypto::shard_seal::{self, KeyId, SealingKey};
+use spike_daemon::harden::{HardenPolicy, harden};
+use spike_daemon::{EnvSource, ProcessEnv};
 use zeroize::Zeroizing;
+
+use crate::KeeperConfig;
 
 use crate::sealing::{CREDENTIAL_NAME, SealingSettings, ShardSealing};
 
@@ -42,6 +45,11 @@ pub enum Provisioned {
     },
     /// The existing key decrypts and is sealed as configured.
     Verified,
+    /// A key kept aside decrypts again and sealed the keeper's file: it was put back.
+    Restored {
+        /// The file it was kept in.
+        from: PathBuf,
+    },
     /// The existing key was re-sealed with new parameters.
     Resealed {
         /// The old parameters.
@@ -194,11 +202,14 @@ pub fn params_path(cred: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// What `key.cred.params` records. A TPM2 seal without PCRs is recorded as
+/// `tpm2-pcrs=systemd-default`: systemd-creds then applies its own default (PCR 7 on systemd
+/// 252).
 fn params_text(with_key: ShardSealing, pcrs: &str) -> String {
-    if pcrs.is_empty() {
-        format!("with-key={with_key}")
-    } else {
-        format!("with-key={with_key} tpm2-pcrs={pcrs}")
+    match (with_key, pcrs) {
+        (ShardSealing::Host, _) => format!("with-key={with_key}"),
+        (_, "") => format!("with-key={with_key} tpm2-pcrs=systemd-default"),
+        (_, pcrs) => format!("with-key={with_key} tpm2-pcrs={pcrs}"),
     }
 }
 
@@ -226,13 +237,15 @@ fn replace_file(
 }
 
 /// systemd-creds' errors that mean the credential will never decrypt here again: another
-/// machine's host key or TPM, a cleared TPM, a changed PCR, a damaged file. Anything else (a
-/// TPM in lockout, out of sessions, unreachable) may pass, and never costs the key.
+/// machine's host key or TPM, a cleared TPM, a changed PCR, a damaged file (systemd 252 reports
+/// a file that is not a credential as EINVAL, EPIPE or EBADMSG while reading it). Anything
+/// else (a TPM in lockout, out of sessions, unreachable; an I/O error reading the host key)
+/// may pass, and never costs the key.
 const SEAL_GONE: &[&str] = &[
     "integrity check failed",
     "policy digest does not match",
     "incorrect key",
-    "Failed to determine local credential key",
+    "Failed to determine local credential key: No such file or directory",
     "Embedded credential name",
     "Encrypted file too short",
     "credential data: Invalid argument",
@@ -269,14 +282,63 @@ fn decrypt_patiently(
     }
 }
 
-/// Creates, verifies or re-seals the credential at `cred` for `settings`; `say` receives
-/// each line for the journal.
+/// Moves `cred` aside as `<cred>.undecryptable-<unix time>[-n]`, never over another file.
+fn keep_aside(cred: &Path) -> Result<PathBuf, ProvisionError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for n in 0..1000u32 {
+        let mut kept = cred.as_os_str().to_owned();
+        kept.push(format!(".undecryptable-{stamp}"));
+        if n > 0 {
+            kept.push(format!("-{n}"));
+        }
+        let kept = PathBuf::from(kept);
+        if kept.symlink_metadata().is_err() {
+            fs::rename(cred, &kept).map_err(io_err(cred))?;
+            return Ok(kept);
+        }
+    }
+    Err(io_err(cred)(io::Error::other(
+        "no free name to keep it aside",
+    )))
+}
+
+/// The credentials kept aside next to `cred`, newest first.
+fn kept_aside(cred: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (cred.parent(), cred.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.undecryptable-", name.to_string_lossy());
+    let mut kept: Vec<(SystemTime, PathBuf)> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    kept.sort_by_key(|k| std::cmp::Reverse(k.0));
+    kept.into_iter().map(|(_, p)| p).collect()
+}
+
+/// The key id of the keeper's sealed shard file, if there is a readable one.
+fn sealed_shard_key_id(path: &Path) -> Option<KeyId> {
+    let bytes = crate::sealing::read_sealed_file(path).ok()??;
+    shard_seal::sealed_key_id(&bytes).ok()
+}
+
+/// Creates, verifies, re-seals or restores the credential at `cred` for `settings`; `say`
+/// receives each line for the journal. `sealed_shard` is the keeper's sealed shard file: a
+/// key kept aside that decrypts again and sealed that file is put back.
 ///
 /// # Errors
 /// [`ProvisionError`]; see the module docs for the exit codes.
 pub fn provision(
     settings: &SealingSettings,
     cred: &Path,
+    sealed_shard: Option<&Path>,
     creds: &Creds,
     env: &dyn EnvSource,
     say: &mut dyn FnMut(&str),
@@ -288,40 +350,35 @@ pub fn provision(
     settings
         .check_supported(env)
         .map_err(ProvisionError::Unsupported)?;
+    let params = params_path(cred);
+    let had = fs::read_to_string(&params).unwrap_or_default();
+    let had = had.trim().to_owned();
     let with_key = settings.resolved_mode(env);
-    if settings.mode == ShardSealing::Auto {
-        say(&format!(
-            "shard_sealing = \"auto\" seals with --with-key={with_key} on this machine"
-        ));
-    }
     let pcrs = if with_key == ShardSealing::Host {
         String::new()
     } else {
         settings.pcr_list()
     };
     let wanted = params_text(with_key, &pcrs);
-    let params = params_path(cred);
 
     if cred.exists() {
         match decrypt_patiently(creds, cred, say)? {
             Ok(key) => {
-                let had = fs::read_to_string(&params).unwrap_or_default();
-                let had = had.trim();
-                if had == wanted {
-                    say(&format!("sealing key {} verified ({wanted})", key.id()));
+                // `auto` was resolved when the key was made, and stays so.
+                if had == wanted || (settings.mode == ShardSealing::Auto && !had.is_empty()) {
+                    say(&format!("sealing key {} verified ({had})", key.id()));
                     return Ok(Provisioned::Verified);
                 }
-                replace_file(cred, |tmp| creds.encrypt(with_key, &pcrs, &key, tmp))?;
-                replace_file(&params, |tmp| {
-                    fs::write(tmp, format!("{wanted}\n")).map_err(io_err(tmp))
-                })?;
+                seal(creds, cred, &params, with_key, &pcrs, &wanted, &key)?;
                 say(&format!(
-                    "sealing key {} re-sealed: was {}, now {wanted} (the sealed shard stays valid)",
+                    "sealing key {} re-sealed: was {}, now {wanted} (the same key: the sealed shard \
+                     stays valid; to change the key too, clear the keeper: docs/operations.md, \
+                     \"Clear a keeper's sealed shard\")",
                     key.id(),
-                    if had.is_empty() { "unrecorded" } else { had }
+                    if had.is_empty() { "unrecorded" } else { &had }
                 ));
                 return Ok(Provisioned::Resealed {
-                    from: had.to_owned(),
+                    from: had,
                     to: wanted,
                 });
             }
@@ -337,23 +394,33 @@ pub fn provision(
                 });
             }
             Err(why) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let mut kept = cred.as_os_str().to_owned();
-                kept.push(format!(".undecryptable-{stamp}"));
-                let kept = PathBuf::from(kept);
-                fs::rename(cred, &kept).map_err(io_err(cred))?;
+                let kept = keep_aside(cred)?;
                 say(&format!(
                     "ERROR: the sealing key credential {} does not decrypt on this machine: {why}. \
                      Likely causes: the file comes from another machine, the TPM was cleared or \
                      replaced, or the PCR state changed (firmware, boot loader or Secure Boot \
-                     update). Kept it as {} for forensics. Creating a new sealing key: the keeper \
-                     starts empty, and Nexus stays sealed until its keepers hold shards again \
-                     (docs/operations.md, \"When a seal no longer opens\").",
+                     update). Kept it as {} for forensics.",
                     cred.display(),
                     kept.display()
                 ));
+            }
+        }
+    }
+    // A key kept aside earlier may decrypt again (the PCR state went back): if it sealed the
+    // keeper's file, put it back rather than lose that shard.
+    if let Some(shard_key) = sealed_shard.and_then(sealed_shard_key_id) {
+        for kept in kept_aside(cred) {
+            if let Ok(Ok(key)) = creds.decrypt(&kept)
+                && key.id() == shard_key
+            {
+                seal(creds, cred, &params, with_key, &pcrs, &wanted, &key)?;
+                say(&format!(
+                    "restored sealing key {} from {}: it decrypts again, and the keeper's sealed \
+                     shard was sealed under it ({wanted})",
+                    key.id(),
+                    kept.display()
+                ));
+                return Ok(Provisioned::Restored { from: kept });
             }
         }
     }
@@ -361,16 +428,79 @@ pub fn provision(
         verb: "encrypt",
         detail: e.to_string(),
     })?;
-    replace_file(cred, |tmp| creds.encrypt(with_key, &pcrs, &key, tmp))?;
-    replace_file(&params, |tmp| {
-        fs::write(tmp, format!("{wanted}\n")).map_err(io_err(tmp))
-    })?;
-    say(&format!(
-        "created sealing key {} ({wanted}) at {}",
-        key.id(),
-        cred.display()
-    ));
+    seal(creds, cred, &params, with_key, &pcrs, &wanted, &key)?;
+    if had.is_empty() {
+        say(&format!(
+            "created sealing key {} ({wanted}) at {}",
+            key.id(),
+            cred.display()
+        ));
+    } else {
+        say(&format!(
+            "created a new sealing key {} ({wanted}) at {}: the keeper starts empty, and Nexus \
+             re-seeds it, or, if too few keepers hold shards, stays sealed until a restore \
+             (docs/operations.md, \"When a seal no longer opens\")",
+            key.id(),
+            cred.display()
+        ));
+    }
     Ok(Provisioned::Created { with_key })
+}
+
+/// `spike-keeper sealing-key`: [`provision`] with the real `systemd-creds`, its lines on
+/// stdout (the journal), the process hardened first (no core dump, not dumpable: the key
+/// passes through it). Exit 0, 64 (a mode this machine cannot provide) or 1.
+pub fn run_sealing_key(
+    config: &KeeperConfig,
+    credential: &Path,
+    sealed_shard: Option<&Path>,
+) -> ExitCode {
+    let policy = HardenPolicy {
+        lock_memory: false,
+        require_mlock: false,
+    };
+    if let Err(err) = harden(policy) {
+        eprintln!("spike-keeper: process hardening failed: {err}");
+        return ExitCode::FAILURE;
+    }
+    let mut say = |line: &str| println!("{line}");
+    match provision(
+        &config.sealing,
+        credential,
+        sealed_shard,
+        &Creds::default(),
+        &ProcessEnv,
+        &mut say,
+    ) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err @ ProvisionError::Unsupported(_)) => {
+            eprintln!("spike-keeper: invalid configuration: key `shard_sealing`: {err}");
+            ExitCode::from(64)
+        }
+        Err(err) => {
+            eprintln!(
+                "spike-keeper: cannot provide the shard sealing key: {err}; keeper not started \
+                 (fix the TPM or the host key, or choose another shard_sealing mode)"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Seals `key` into `cred` as `with_key`/`pcrs`, then records `wanted` in `params`.
+fn seal(
+    creds: &Creds,
+    cred: &Path,
+    params: &Path,
+    with_key: ShardSealing,
+    pcrs: &str,
+    wanted: &str,
+    key: &SealingKey,
+) -> Result<(), ProvisionError> {
+    replace_file(cred, |tmp| creds.encrypt(with_key, pcrs, key, tmp))?;
+    replace_file(params, |tmp| {
+        fs::write(tmp, format!("{wanted}\n")).map_err(io_err(tmp))
+    })
 }
 
 #[cfg(test)]
@@ -422,13 +552,13 @@ mod tests {
 
         let off = SealingSettings::default();
         assert_eq!(
-            provision(&off, &cred, &a, &env, &mut say).unwrap(),
+            provision(&off, &cred, None, &a, &env, &mut say).unwrap(),
             Provisioned::Off
         );
         assert!(!cred.exists());
 
         assert_eq!(
-            provision(&host, &cred, &a, &env, &mut say).unwrap(),
+            provision(&host, &cred, None, &a, &env, &mut say).unwrap(),
             Provisioned::Created {
                 with_key: ShardSealing::Host
             }
@@ -440,7 +570,7 @@ mod tests {
             "with-key=host\n"
         );
         assert_eq!(
-            provision(&host, &cred, &a, &env, &mut say).unwrap(),
+            provision(&host, &cred, None, &a, &env, &mut say).unwrap(),
             Provisioned::Verified
         );
         assert_eq!(fs::read(&cred).unwrap(), first);
@@ -448,13 +578,13 @@ mod tests {
         if !Path::new("/dev/tpmrm0").exists() {
             let auto = SealingSettings::parse(ShardSealing::Auto, &[]).unwrap();
             assert_eq!(
-                provision(&auto, &cred, &a, &env, &mut say).unwrap(),
+                provision(&auto, &cred, None, &a, &env, &mut say).unwrap(),
                 Provisioned::Verified
             );
         }
 
         // On another machine (another host key) it does not decrypt: kept aside, a new key.
-        let created = provision(&host, &cred, &b, &env, &mut say).unwrap();
+        let created = provision(&host, &cred, None, &b, &env, &mut say).unwrap();
         assert_eq!(
             created,
             Provisioned::Created {
@@ -485,6 +615,50 @@ mod tests {
     }
 
     #[test]
+    fn a_key_kept_aside_that_decrypts_again_and_sealed_the_shard_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two host keys stand for two PCR states of one machine: "before" and "during".
+        let Some(before) = machine(dir.path(), "state-before") else {
+            return;
+        };
+        let during = machine(dir.path(), "state-during").unwrap();
+        let cred = dir.path().join("key.cred");
+        let shard_file = dir.path().join("shard.sealed");
+        let env = MapEnv::new();
+        let mut log = Vec::new();
+        let mut say = |l: &str| log.push(l.to_owned());
+        let host = SealingSettings::parse(ShardSealing::Host, &[]).unwrap();
+
+        provision(&host, &cred, Some(&shard_file), &before, &env, &mut say).unwrap();
+        let k1 = before.decrypt(&cred).unwrap().unwrap();
+        crate::sealing::SealedShardFile::new(shard_file.clone(), "1", k1)
+            .persist(&spike_crypto::ShardValue::new([8; 32]))
+            .unwrap();
+
+        // One boot in another state: K1 does not decrypt; nothing kept decrypts; a new K2.
+        let during_boot = provision(&host, &cred, Some(&shard_file), &during, &env, &mut say);
+        assert!(
+            matches!(during_boot, Ok(Provisioned::Created { .. })),
+            "{during_boot:?}"
+        );
+        // Back to the first state: K2 does not decrypt; K1, kept aside, does and sealed the
+        // shard file: it is put back, and the shard opens again.
+        let back = provision(&host, &cred, Some(&shard_file), &before, &env, &mut say).unwrap();
+        assert!(matches!(back, Provisioned::Restored { .. }), "{back:?}");
+        let key = before.decrypt(&cred).unwrap().unwrap();
+        let file = crate::sealing::SealedShardFile::new(shard_file.clone(), "1", key);
+        assert!(matches!(
+            file.load(),
+            crate::sealing::LoadOutcome::Loaded(s) if s.expose_secret() == &[8; 32]
+        ));
+        assert_eq!(kept_aside(&cred).len(), 2, "both failed keys stay kept");
+        // Nothing matching: a new key, as before.
+        std::fs::remove_file(&shard_file).unwrap();
+        let again = provision(&host, &cred, Some(&shard_file), &during, &env, &mut say).unwrap();
+        assert!(matches!(again, Provisioned::Created { .. }), "{again:?}");
+    }
+
+    #[test]
     fn only_errors_that_mean_the_seal_is_gone_cost_the_key() {
         // Verbatim systemd 252 messages (the nspawn scenarios and a swtpm probe).
         for gone in [
@@ -501,6 +675,7 @@ mod tests {
             "TPM2 device is in dictionary attack lockout mode.",
             "Failed to open session in TPM: tpm:warn(2.0): out of memory for session contexts",
             "Failed to initialize TCTI context: tcti:IO failure",
+            "Failed to determine local credential key: Input/output error",
             "",
         ] {
             assert!(!seal_is_gone(temporary), "{temporary}");
@@ -515,7 +690,7 @@ mod tests {
         let tpm2 = SealingSettings::parse(ShardSealing::Tpm2, &[]).unwrap();
         let mut say = |_: &str| {};
         if !Path::new("/dev/tpmrm0").exists() {
-            let err = provision(&tpm2, &cred, &Creds::default(), &env, &mut say).unwrap_err();
+            let err = provision(&tpm2, &cred, None, &Creds::default(), &env, &mut say).unwrap_err();
             assert!(matches!(err, ProvisionError::Unsupported(_)), "{err}");
         }
         let missing = Creds {
@@ -523,7 +698,7 @@ mod tests {
             env: Vec::new(),
         };
         let host = SealingSettings::parse(ShardSealing::Host, &[]).unwrap();
-        let err = provision(&host, &cred, &missing, &env, &mut say)
+        let err = provision(&host, &cred, None, &missing, &env, &mut say)
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot run"), "{err}");

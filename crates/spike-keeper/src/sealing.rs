@@ -224,7 +224,8 @@ pub enum SealingSetupError {
     /// No state directory is configured.
     #[error(
         "shard_sealing = \"{mode}\" but the keeper has no state directory: the unit needs \
-         StateDirectory=spike-keeper/<id> (scripts/install.sh --shard-sealing writes it), or set `state_directory`"
+         StateDirectory=spike-keeper/<id> (scripts/install.sh --shard-sealing writes it; on NixOS, \
+         services.spike.keepers.shardSealing), or set `state_directory`"
     )]
     NoStateDirectory {
         /// The mode.
@@ -234,7 +235,8 @@ pub enum SealingSetupError {
     #[error(
         "shard_sealing = \"{mode}\" but systemd passed no credential `{CREDENTIAL_NAME}` \
          ({detail}); the unit needs LoadCredentialEncrypted={CREDENTIAL_NAME}:/var/lib/spike-sealing/keeper-<id>/key.cred \
-         (scripts/install.sh --shard-sealing writes it)"
+         (scripts/install.sh --shard-sealing writes it; on NixOS, services.spike.keepers.shardSealing \
+         must say what keeper.toml says)"
     )]
     NoCredential {
         /// The mode.
@@ -293,9 +295,9 @@ impl SealedShardFile {
 
     /// Reads and opens the file. Never modifies it.
     pub fn load(&self) -> LoadOutcome {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return LoadOutcome::Absent,
+        let bytes = match read_sealed_file(&self.path) {
+            Ok(Some(b)) => b,
+            Ok(None) => return LoadOutcome::Absent,
             Err(e) => return LoadOutcome::Unusable(format!("cannot read it: {e}")),
         };
         match shard_seal::open_shard(&self.key, &self.keeper_id, &bytes) {
@@ -335,13 +337,45 @@ impl SealedShardFile {
                 .open(&tmp)?;
             file.write_all(&sealed)?;
             file.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(dir)?.sync_all()
+            fs::rename(&tmp, &self.path)
         };
         write().inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-        })
+        })?;
+        // The new file is in place: from here on it is the shard, so a failing directory
+        // sync (the rename may not survive a power cut yet) is logged, not an error.
+        if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot sync the directory of the sealed shard file");
+        }
+        Ok(())
     }
+}
+
+/// Reads a sealed shard file without trusting what is at `path`: never through a symlink,
+/// never blocking (a FIFO), only a regular file, and at most one byte more than a sealed
+/// shard. `None` when there is no file.
+///
+/// # Errors
+/// What is there is not a regular file, or cannot be read.
+pub fn read_sealed_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(shard_seal::SEALED_SHARD_SIZE + 1);
+    file.take(shard_seal::SEALED_SHARD_SIZE as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -450,6 +484,33 @@ mod tests {
 
         let gone = SealedShardFile::new(dir.path().join("missing/shard.sealed"), "1", key(1));
         assert!(gone.persist(&ShardValue::new([7; 32])).is_err());
+    }
+
+    #[test]
+    fn what_is_at_the_path_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SEALED_SHARD_FILE);
+        let file = SealedShardFile::new(path.clone(), "1", key(1));
+        // A symlink to a real sealed file is not followed.
+        let real = dir.path().join("elsewhere");
+        SealedShardFile::new(real.clone(), "1", key(1))
+            .persist(&ShardValue::new([5; 32]))
+            .unwrap();
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        assert!(matches!(file.load(), LoadOutcome::Unusable(why) if why.contains("cannot read")));
+        // A FIFO does not block the start; a device or a huge file is never read whole.
+        fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(
+            matches!(file.load(), LoadOutcome::Unusable(why) if why.contains("not a regular file"))
+        );
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        assert_eq!(
+            read_sealed_file(&path).unwrap().unwrap().len(),
+            shard_seal::SEALED_SHARD_SIZE + 1
+        );
+        assert!(matches!(file.load(), LoadOutcome::Unusable(_)));
     }
 
     #[test]

@@ -160,7 +160,8 @@ impl Disagreement {
         format!(
             "keepers disagree: {whose} {verb} a shard that does not fit the root key the other \
              shards give; no shard is pushed until they agree. Clear the wrong shard (systemctl \
-             restart {}; Nexus re-seeds it), {restore} (docs/operations.md)",
+             restart {}; with shard sealing on, clear its sealed shard instead: docs/operations.md, \
+             \"Clear a keeper's sealed shard\"; Nexus re-seeds it), {restore} (docs/operations.md)",
             units.join(" ")
         )
     }
