@@ -12,12 +12,15 @@ import time
 
 SEALED = "/var/lib/private/spike-keeper/{i}/shard.sealed"
 CRED = "/var/lib/spike-sealing/keeper-{i}/key.cred"
-MODES = {host: "with-key=host", tpm2: "with-key=tpm2 tpm2-pcrs=7", host_tpm2: "with-key=host+tpm2"}
+# host_tpm2 names no PCRs: systemd-creds' own default applies (PCR 7 on systemd 252).
+MODES = {host: "with-key=host", tpm2: "with-key=tpm2 tpm2-pcrs=7",
+         host_tpm2: "with-key=host+tpm2 tpm2-pcrs=systemd-default"}
+TPM_MACHINES = (tpm2, host_tpm2)
 machine = tpm2
 
 
-def sealed_digest(i: int) -> str:
-    return machine.succeed(f"sha256sum {SEALED.format(i=i)} | cut -c1-64").strip()
+def sealed_digest(i: int, m=machine) -> str:
+    return m.succeed(f"sha256sum {SEALED.format(i=i)} | cut -c1-64").strip()
 
 
 def boot_after_power_cut(m=machine) -> float:
@@ -70,39 +73,53 @@ with subtest("power cut mid-write, sealing on: spike.target comes back with no o
         assert m.succeed("spike secret get sealed/first v").strip() == "0"
         log(f"MEASURE sealing {params}: {len(acked)} acknowledged writes, all readable")
 
+def firmware(m, measurement: str) -> None:
+    """The firmware measures `measurement` into PCR 7 from the next boot on."""
+    if hasattr(m, "tpm_boot_measurements"):
+        m.tpm_boot_measurements = [(7, measurement)]
+    else:  # NixOS test: vm-test-firmware.service measures this file's text at every boot
+        m.succeed(f"printf %s {measurement} > /var/lib/vm-test-firmware/pcr7")
+
+
 with subtest("a firmware update changes PCR 7: no seal opens, the journals say why, Nexus is sealed and says so"):
-    before = {i: sealed_digest(i) for i in (1, 2, 3)}
-    if hasattr(machine, "tpm_boot_measurements"):
-        machine.tpm_boot_measurements = [(7, "secure-boot-db-v2")]
-    else:  # NixOS test: measure something else into PCR 7 before the keepers start again
-        machine.succeed("tpm2_pcrextend 7:sha256=$(echo -n secure-boot-db-v2 | sha256sum | cut -c1-64)")
-    boot_after_power_cut()
-    machine.wait_for_unit("spike-nexus.service", timeout=120)
-    machine.wait_until_succeeds(
-        "spike-nexus health --socket /run/spike/nexus-health.sock | grep -q '\"has_data\":true'", timeout=60)
-    machine.wait_until_succeeds(
-        "systemctl show -p StatusText --value spike-nexus.service | grep -q 'spike-operator restore'", timeout=120)
-    status, out = machine.execute("spike status 2>&1")
-    assert status == 4, f"spike status exits {status} when sealed, not 4: {out}"
-    for i in (1, 2, 3):
-        sealing = machine.succeed(f"journalctl -b -u spike-keeper-sealing@{i}.service --no-pager")
-        assert "does not decrypt on this machine" in sealing and "PCR state changed" in sealing, sealing
-        machine.succeed(f"ls {CRED.format(i=i)}.undecryptable-*")
-        machine.wait_until_succeeds(
-            f"journalctl -b -u spike-keeper@{i}.service --no-pager | grep -q 'the sealing key was replaced'", timeout=60)
-        # Kept for forensics: untouched until a new shard arrives.
-        assert sealed_digest(i) == before[i], f"keeper {i}'s sealed file changed while it was empty"
+    before = {}
+    for m in TPM_MACHINES:
+        before[m] = {i: sealed_digest(i, m) for i in (1, 2, 3)}
+        firmware(m, "secure-boot-db-v2")
+        boot_after_power_cut(m)
+    for m in TPM_MACHINES:
+        m.wait_for_unit("spike-nexus.service", timeout=120)
+        m.wait_until_succeeds(
+            "spike-nexus health --socket /run/spike/nexus-health.sock | grep -q '\"has_data\":true'", timeout=60)
+        m.wait_until_succeeds(
+            "systemctl show -p StatusText --value spike-nexus.service | grep -q 'spike-operator restore'", timeout=120)
+        status, out = m.execute("spike status 2>&1")
+        assert status == 4, f"{m.name}: spike status exits {status} when sealed, not 4: {out}"
+        for i in (1, 2, 3):
+            sealing = m.succeed(f"journalctl -b -u spike-keeper-sealing@{i}.service --no-pager")
+            assert "does not decrypt on this machine" in sealing and "PCR state changed" in sealing, sealing
+            m.succeed(f"ls {CRED.format(i=i)}.undecryptable-*")
+            m.wait_until_succeeds(
+                f"journalctl -b -u spike-keeper@{i}.service --no-pager | grep -q 'the sealing key was replaced'", timeout=60)
+            # Kept for forensics: untouched until a new shard arrives.
+            assert sealed_digest(i, m) == before[m][i], f"{m.name}: keeper {i}'s sealed file changed while it was empty"
+            assert "does not open" in m.succeed(f"systemctl show -p StatusText --value spike-keeper@{i}.service")
 
 with subtest("one restore, as the runbook writes it, and reboots are unattended again under the new PCR state"):
-    machine.succeed(runbook("power-cut-restore"))
-    machine.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=60)
-    for i in (1, 2, 3):
-        # Nexus re-seeds every keeper; each seals the shard under its new key.
-        machine.wait_until_succeeds(f"test \"$(sha256sum {SEALED.format(i=i)} | cut -c1-64)\" != {before[i]}", timeout=60)
-    t = boot_after_power_cut()
-    machine.wait_for_unit("spike.target", timeout=180)
-    log(f"MEASURE sealing tpm2 (PCR 7), new PCR state: boot to spike.target after a power cut: {time.monotonic() - t:.1f} s")
-    assert machine.succeed("spike secret get sealed/first v").strip() == "0"
+    for m in TPM_MACHINES:
+        m.succeed(runbook("power-cut-restore"))
+        m.wait_until_succeeds("systemctl is-active --quiet spike.target", timeout=60)
+        for i in (1, 2, 3):
+            # Nexus re-seeds every keeper; each seals the shard under its new key, and says so.
+            m.wait_until_succeeds(
+                f"test \"$(sha256sum {SEALED.format(i=i)} | cut -c1-64)\" != {before[m][i]}", timeout=60)
+            m.wait_until_succeeds(
+                f"systemctl show -p StatusText --value spike-keeper@{i}.service | grep -q 'holding a shard (also sealed'",
+                timeout=30)
+        t = boot_after_power_cut(m)
+        m.wait_for_unit("spike.target", timeout=180)
+        log(f"MEASURE sealing {MODES[m]}, new PCR state: boot to spike.target after a power cut: {time.monotonic() - t:.1f} s")
+        assert m.succeed("spike secret get sealed/first v").strip() == "0"
 
 with subtest("the keeper unit needs no TPM and no root: its exposure stays within budget"):
     out = machine.succeed("systemd-analyze security --no-pager spike-keeper@1.service | tail -1")

@@ -9,7 +9,8 @@ import time
 TD = "spike.internal"
 SOCK = "-socketPath /run/spire-server/private/api.sock"
 keepers = [keeper1, keeper2, keeper3]
-MODES = {1: "with-key=host", 2: "with-key=tpm2", 3: "with-key=host+tpm2"}
+MODES = {1: "with-key=host", 2: "with-key=tpm2 tpm2-pcrs=systemd-default",
+         3: "with-key=host+tpm2 tpm2-pcrs=systemd-default"}
 STATE = "var/lib/private/spike-keeper/{i} var/lib/spike-sealing/keeper-{i}"
 
 start_all()
