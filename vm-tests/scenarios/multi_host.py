@@ -1,31 +1,12 @@
 # vm-test: {"bridge": true, "nodes": {"server": {"address": "10.77.0.10/24", "keepers": 3, "threshold": 2, "install": ["--role", "server", "--keeper-peers", "https://10.77.0.11:8443,https://10.77.0.12:8443,https://10.77.0.13:8443", "--allow-net", "10.77.0.0/24"]}, "keeper1": {"address": "10.77.0.11/24", "install": ["--role", "keeper", "--keeper-id", "1", "--server-address", "10.77.0.10"]}, "keeper2": {"address": "10.77.0.12/24", "install": ["--role", "keeper", "--keeper-id", "2", "--server-address", "10.77.0.10"]}, "keeper3": {"address": "10.77.0.13/24", "install": ["--role", "keeper", "--keeper-id", "3", "--server-address", "10.77.0.10"]}}}
 # Several hosts: keepers on their own machines on a private bridge. With one keeper cut off,
 # Nexus still unseals; with shares - threshold + 1 cut off, it stays sealed and says so.
-TD = "spike.internal"
-SOCK = "-socketPath /run/spire-server/private/api.sock"
 keepers = [keeper1, keeper2, keeper3]
 
 start_all()
 
 with subtest("each keeper host's SPIRE agent joins the server"):
-    server.wait_for_unit("spire-server.service", timeout=120)
-    bundle = server.succeed(f"spire-server bundle show {SOCK}")
-    for i, k in enumerate(keepers, 1):
-        token = server.succeed(
-            f"spire-server token generate {SOCK} -ttl 600 -spiffeID spiffe://{TD}/node/keeper{i}"
-            " | sed -n 's/^Token: //p'"
-        ).strip()
-        server.succeed(
-            f"spire-server entry create {SOCK} -parentID spiffe://{TD}/node/keeper{i} "
-            f"-spiffeID spiffe://{TD}/spike/keeper/{i} -selector systemd:id:spike-keeper@{i}.service"
-        )
-        k.succeed(
-            "install -d -m 0700 /run/spire-agent-join /var/lib/spire-agent",
-            f"printf %s {token} > /run/spire-agent-join/token",
-            f"cat > /var/lib/spire-agent/bootstrap-bundle.pem <<'PEM'\n{bundle}\nPEM",
-            "systemctl reset-failed spire-agent.service; systemctl restart spire-agent.service",
-        )
-        k.wait_for_unit("spire-agent.service", timeout=120)
+    join_keeper_hosts(server, keepers)
 
 with subtest("the constellation comes up across hosts"):
     server.wait_for_unit("spike.target", timeout=300)

@@ -6,8 +6,6 @@
 # decrypt there, the journals say so, and no shard is in plaintext on any disk.
 import time
 
-TD = "spike.internal"
-SOCK = "-socketPath /run/spire-server/private/api.sock"
 keepers = [keeper1, keeper2, keeper3]
 MODES = {1: "with-key=host", 2: "with-key=tpm2 tpm2-pcrs=systemd-default",
          3: "with-key=host+tpm2 tpm2-pcrs=systemd-default"}
@@ -16,24 +14,7 @@ STATE = "var/lib/private/spike-keeper/{i} var/lib/spike-sealing/keeper-{i}"
 start_all()
 
 with subtest("each keeper host's SPIRE agent joins the server"):
-    server.wait_for_unit("spire-server.service", timeout=120)
-    bundle = server.succeed(f"spire-server bundle show {SOCK}")
-    for i, k in enumerate(keepers, 1):
-        token = server.succeed(
-            f"spire-server token generate {SOCK} -ttl 600 -spiffeID spiffe://{TD}/node/keeper{i}"
-            " | sed -n 's/^Token: //p'"
-        ).strip()
-        server.succeed(
-            f"spire-server entry create {SOCK} -parentID spiffe://{TD}/node/keeper{i} "
-            f"-spiffeID spiffe://{TD}/spike/keeper/{i} -selector systemd:id:spike-keeper@{i}.service"
-        )
-        k.succeed(
-            "install -d -m 0700 /run/spire-agent-join /var/lib/spire-agent",
-            f"printf %s {token} > /run/spire-agent-join/token",
-            f"cat > /var/lib/spire-agent/bootstrap-bundle.pem <<'PEM'\n{bundle}\nPEM",
-            "systemctl reset-failed spire-agent.service; systemctl restart spire-agent.service",
-        )
-        k.wait_for_unit("spire-agent.service", timeout=120)
+    join_keeper_hosts(server, keepers)
 
 with subtest("the constellation comes up; each host seals its own keeper in its own mode"):
     server.wait_for_unit("spike.target", timeout=300)
