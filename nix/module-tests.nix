@@ -77,7 +77,8 @@ let
     };
     pkgsOverrides.runCommand = _name: _env: script: "/" + script;
   }).config.environment.etc."spike/keeper.toml".source;
-  credential = i: "shard-sealing-key:/var/lib/spike-sealing/keeper-${toString i}/key.cred";
+  # As install.sh's drop-in writes them: %i is the instance.
+  credential = "shard-sealing-key:/var/lib/spike-sealing/keeper-%i/key.cred";
   sealingOf = conf: i: lib.filterAttrs (n: _: lib.elem n [
     "StateDirectory"
     "StateDirectoryMode"
@@ -149,6 +150,21 @@ let
   };
   multiServer = (vmNode multiHost.nodes.server).config;
   multiKeeper = (vmNode multiHost.nodes.keeper2).config;
+
+  # A keeper.toml the module cannot read (a string path) and one it can (a Nix path).
+  stringFile = boxWith { services.spike.keepers.configFile = "/etc/spike-local/keeper.toml"; };
+  stringFileSealed = boxWith {
+    services.spike.keepers = {
+      configFile = "/etc/spike-local/keeper.toml";
+      shardSealing = "host";
+    };
+  };
+  pathFile = boxWith { services.spike.keepers.configFile = ../config-examples/keeper-full.toml; };
+  removeRules = [
+    "R /var/lib/spike-sealing - - - - -"
+    "R /var/lib/private/spike-keeper - - - - -"
+    "R /var/lib/spike-keeper - - - - -"
+  ];
 
   mismatch = bad {
     services.spike.bootstrap.settings.shamir_threshold = 2;
@@ -283,18 +299,11 @@ let
       "host+tpm2"
       [ 7 ]
     ])
-    (case "sealing host+tpm2: credential and state directory" (map (sealingOf sb) [ 1 3 ]) [
-      {
-        StateDirectory = "spike-keeper/1";
-        StateDirectoryMode = "0700";
-        LoadCredentialEncrypted = credential 1;
-      }
-      {
-        StateDirectory = "spike-keeper/3";
-        StateDirectoryMode = "0700";
-        LoadCredentialEncrypted = credential 3;
-      }
-    ])
+    (case "sealing host+tpm2: credential and state directory" (map (sealingOf sb) [ 1 3 ]) (lib.genList (_: {
+      StateDirectory = "spike-keeper/%i";
+      StateDirectoryMode = "0700";
+      LoadCredentialEncrypted = credential;
+    }) 2))
     (case "sealing host+tpm2: keeper 2 requires its sealing unit, after it" (with sb.systemd.services."spike-keeper@2"; {
       inherit requires after;
     }) {
@@ -316,7 +325,7 @@ let
       /nix/store/00000000000000000000000000000000-spike-rs/bin/spike-keeper check-config --config check.toml
       cp /nix/store/00000000000000000000000000000000-spike-keeper.toml $out
     '' tpmCheckScript) true)
-    (case "sealing host: credential" (sealingOf sealedHost 2).LoadCredentialEncrypted (credential 2))
+    (case "sealing host: credential" (sealingOf sealedHost 2).LoadCredentialEncrypted credential)
     (case "sealing host: no TPM" [
       sealedHost.security.tpm2.enable
       sealedHost.systemd.services."spike-keeper-sealing@2".overrideStrategy
@@ -353,6 +362,23 @@ let
       sealedNode.config.virtualisation.tpm.enable
       sealedNode.config.services.spike.keepers.settings.shard_sealing_pcrs
     ] [ true [ 7 ] ])
+
+    (case "sealing: configFile as a string is warned about" (has "services.spike.keepers.configFile (/etc/spike-local/keeper.toml) is not a Nix path, so its shard_sealing cannot be read at evaluation: services.spike.keepers.shardSealing (\"off\") must equal it" stringFile.warnings) true)
+    (case "sealing: configFile as a string, sealing on, warned too" (has "services.spike.keepers.shardSealing (\"host\") must equal it" stringFileSealed.warnings) true)
+    (case "sealing: configFile as a string, off: sealed state not removed" stringFile.config.systemd.tmpfiles.rules [ ])
+    (case "sealing: configFile as a string: evaluates" stringFile.failedAssertions [ ])
+    (case "sealing: configFile as a Nix path, off: not warned, sealed state removed" [
+      pathFile.warnings
+      pathFile.config.systemd.tmpfiles.rules
+    ] [ [ ] removeRules ])
+    (case "sealing: PCRs option says what empty means" (with (lib.evalModules {
+      modules = [ ../nixos-modules/keepers.nix { _module.check = false; } ];
+      specialArgs.pkgs = stubPkgs;
+    }).options.services.spike.keepers; [
+      (lib.hasInfix "systemd 252 (Debian 12) binds PCR 7" shardSealingPcrs.description)
+      (lib.hasInfix "Default: none" shardSealingPcrs.description)
+      (lib.hasInfix "key.cred.params" shardSealing.description)
+    ]) [ true false true ])
 
     (case "memory backend: assertions" memory.failedAssertions [ ])
     (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [
