@@ -31,6 +31,7 @@ let
     gnused = stubPath "gnused";
     gnugrep = stubPath "gnugrep";
     openssl = stubPath "openssl";
+    tpm2-tools = stubPath "tpm2-tools";
   }
   // pkgsOverrides;
 
@@ -68,6 +69,7 @@ let
       requires = strList;
       after = strList;
       before = strList;
+      conflicts = strList;
       restartIfChanged = mkOption {
         type = types.bool;
         default = true;

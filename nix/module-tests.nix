@@ -151,6 +151,18 @@ let
   multiServer = (vmNode multiHost.nodes.server).config;
   multiKeeper = (vmNode multiHost.nodes.keeper2).config;
 
+  # power_cut_sealed: one appliance per sealing mode, a TPM2 on two of them.
+  sealedScenario = (import ../vm-tests/scenario.nix "power_cut_sealed" { inherit lib; }).nodes;
+  pcsTpm = (vmNode sealedScenario.tpm2).config;
+  pcsHost = (vmNode sealedScenario.host).config;
+  firmware = pcsTpm.systemd.services.vm-test-firmware;
+  # The firmware's script, as written (writeShellScript returns its text here).
+  firmwareScript = (import ./eval-modules.nix {
+    inherit lib;
+    configuration = sealedScenario.host_tpm2;
+    pkgsOverrides.writeShellScript = _name: text: "/" + text;
+  }).config.systemd.services.vm-test-firmware.serviceConfig.ExecStart;
+
   # A keeper.toml the module cannot read (a string path) and one it can (a Nix path).
   stringFile = boxWith { services.spike.keepers.configFile = "/etc/spike-local/keeper.toml"; };
   stringFileSealed = boxWith {
@@ -379,6 +391,59 @@ let
       (lib.hasInfix "Default: none" shardSealingPcrs.description)
       (lib.hasInfix "key.cred.params" shardSealing.description)
     ]) [ true false true ])
+
+    (case "vm test power_cut_sealed: nodes" (builtins.attrNames sealedScenario) [
+      "host"
+      "host_tpm2"
+      "tpm2"
+    ])
+    (case "vm test power_cut_sealed: nodes evaluate" (lib.concatMap (n: (vmNode n).failedAssertions) (builtins.attrValues sealedScenario)) [ ])
+    (case "vm test power_cut_sealed: modes and TPM2s" (map (n: with (vmNode sealedScenario.${n}).config; [
+      services.spike.keepers.shardSealing
+      services.spike.keepers.shardSealingPcrs
+      (virtualisation.tpm.enable or false)
+      (systemd.services ? vm-test-firmware)
+      (lib.elem stubPkgs.tpm2-tools environment.systemPackages)
+    ]) [ "host" "tpm2" "host_tpm2" ]) [
+      [ "host" [ ] false false false ]
+      [ "tpm2" [ 7 ] true true true ]
+      [ "host+tpm2" [ ] true true true ]
+    ])
+    (case "vm test power_cut_sealed: firmware measures before sysinit and every sealing unit" (with firmware; {
+      inherit wantedBy before conflicts;
+      inherit (unitConfig) DefaultDependencies ConditionPathExists;
+      inherit (serviceConfig) Type;
+    }) {
+      wantedBy = [ "sysinit.target" ];
+      before = [
+        "sysinit.target"
+        "shutdown.target"
+        "spike-keeper-sealing@1.service"
+        "spike-keeper-sealing@2.service"
+        "spike-keeper-sealing@3.service"
+      ];
+      conflicts = [ "shutdown.target" ];
+      DefaultDependencies = false;
+      ConditionPathExists = "/var/lib/vm-test-firmware/pcr7";
+      Type = "oneshot";
+    })
+    (case "vm test power_cut_sealed: firmware after the TPM2 and the file" (lib.all (u: lib.elem u firmware.after) [
+      "tpm2.target"
+      "dev-tpmrm0.device"
+      "systemd-tmpfiles-setup.service"
+    ]) true)
+    (case "vm test power_cut_sealed: the first boot measures v1" (lib.elem "f /var/lib/vm-test-firmware/pcr7 0644 root root - secure-boot-db-v1" pcsTpm.systemd.tmpfiles.rules) true)
+    (case "vm test power_cut_sealed: firmware extends PCR 7 with sha256 of the file's text" (lib.all (l: lib.hasInfix l firmwareScript) [
+      "text=$(cat /var/lib/vm-test-firmware/pcr7)"
+      "digest=$(printf %s \"$text\" | sha256sum | cut -c1-64)"
+      "tpm2_pcrextend \"7:sha256=$digest\""
+    ]) true)
+    (case "vm test power_cut_sealed: the TPM2 forgives power cuts as the nspawn driver's (32 tries)" (lib.hasInfix "tpm2_dictionarylockout --setup-parameters --max-tries=32 " pcsTpm.virtualisation.tpm.provisioning) true)
+    (case "vm test power_cut_sealed: firmware reaches the TPM2 directly" firmware.environment.TPM2TOOLS_TCTI "device:/dev/tpmrm0")
+    (case "vm test power_cut_sealed: no firmware without a TPM2" [
+      (pcsHost.systemd.services ? vm-test-firmware)
+      pcsHost.systemd.tmpfiles.rules
+    ] [ false [ ] ])
 
     (case "memory backend: assertions" memory.failedAssertions [ ])
     (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [
