@@ -163,6 +163,17 @@ let
     pkgsOverrides.writeShellScript = _name: text: "/" + text;
   }).config.systemd.services.vm-test-firmware.serviceConfig.ExecStart;
 
+  # sealing_hosts: a server, three keeper hosts in three modes, and the thief.
+  sealingHosts = import ../vm-tests/sealing_hosts.nix { inherit lib; };
+  sh = lib.mapAttrs (_: vmNode) sealingHosts.nodes;
+  shKeepers = [
+    "keeper1"
+    "keeper2"
+    "keeper3"
+    "thief"
+  ];
+  shOf = f: map (n: f sh.${n}.config) shKeepers;
+
   # A keeper.toml the module cannot read (a string path) and one it can (a Nix path).
   stringFile = boxWith { services.spike.keepers.configFile = "/etc/spike-local/keeper.toml"; };
   stringFileSealed = boxWith {
@@ -444,6 +455,70 @@ let
       (pcsHost.systemd.services ? vm-test-firmware)
       pcsHost.systemd.tmpfiles.rules
     ] [ false [ ] ])
+
+    (case "vm test sealing_hosts: nodes" (builtins.attrNames sh) [
+      "keeper1"
+      "keeper2"
+      "keeper3"
+      "server"
+      "thief"
+    ])
+    (case "vm test sealing_hosts: nodes evaluate" (lib.concatMap (n: n.failedAssertions) (builtins.attrValues sh)) [ ])
+    (case "vm test sealing_hosts: the server has Nexus and no keeper" (with sh.server.config.services.spike; [
+      nexus.enable
+      keepers.enable
+      spire.enable
+    ]) [ true false true ])
+    (case "vm test sealing_hosts: remote keepers" sh.server.config.services.spike.nexus.settings.keeper_peers [
+      "https://10.78.0.11:8443"
+      "https://10.78.0.12:8443"
+      "https://10.78.0.13:8443"
+    ])
+    (case "vm test sealing_hosts: nexus and bootstrap may dial the keepers (--allow-net)" (with sh.server.config.systemd.services; [
+      spike-nexus.serviceConfig.IPAddressAllow
+      spike-bootstrap.serviceConfig.IPAddressAllow
+    ]) [ [ "10.78.0.0/24" ] [ "10.78.0.0/24" ] ])
+    (case "vm test sealing_hosts: threshold 2 of 3" (with sh.server.config.services.spike.nexus.settings; [
+      shamir_shares
+      shamir_threshold
+    ]) [ 3 2 ])
+    (case "vm test sealing_hosts: keepers registered by the scenario, not the module" (map (e: e.spiffeId) sh.server.config.services.spike.spire.registrations) [
+      "spiffe://spike.internal/spike/nexus"
+      "spiffe://spike.internal/spike/bootstrap"
+      "spiffe://spike.internal/spike/pilot/role/superuser"
+      "spiffe://spike.internal/spike/pilot/role/recover"
+      "spiffe://spike.internal/spike/pilot/role/restore"
+    ])
+    (case "vm test sealing_hosts: one keeper per host, in its own mode" (shOf (c: with c.services.spike.keepers; [
+      enable
+      instances
+      settings.shard_sealing
+      (c.virtualisation.tpm.enable or false)
+    ])) [
+      [ true [ 1 ] "host" false ]
+      [ true [ 2 ] "tpm2" true ]
+      [ true [ 3 ] "host+tpm2" true ]
+      [ true [ 1 ] "host+tpm2" true ]
+    ])
+    (case "vm test sealing_hosts: sealing units only where sealing" (shOf (c: lib.attrNames (lib.filterAttrs (n: _: lib.hasPrefix "spike-keeper-sealing@" n) c.systemd.services))) [
+      [ "spike-keeper-sealing@1" ]
+      [ "spike-keeper-sealing@2" ]
+      [ "spike-keeper-sealing@3" ]
+      [ "spike-keeper-sealing@1" ]
+    ])
+    (case "vm test sealing_hosts: each keeper on :8443 (install.sh --role keeper), reachable" (shOf (c: [
+      (lib.last c.systemd.sockets."spike-keeper@${toString (builtins.head c.services.spike.keepers.instances)}".listenStreams)
+      c.networking.firewall.allowedTCPPorts
+    ])) (lib.genList (_: [ "0.0.0.0:8443" [ 8443 ] ]) 4))
+    (case "vm test sealing_hosts: agents point at the server (--server-address)" (shOf (c: c.services.spire.agent.settings.agent.server_address)) (lib.genList (_: "10.78.0.10") 4))
+    (case "vm test sealing_hosts: keeper agents read the scenario's token" (shOf (c: c.systemd.services.spire-agent.serviceConfig.EnvironmentFile)) (lib.genList (_: "-/run/spire-agent-join/token.env") 4))
+    (case "vm test sealing_hosts: addresses of the script" (map (n: sh.${n}.config.networking.interfaces.eth1.ipv4.addresses) [ "server" "keeper2" "thief" ]) [
+      [ { address = "10.78.0.10"; prefixLength = 24; } ]
+      [ { address = "10.78.0.12"; prefixLength = 24; } ]
+      [ { address = "10.78.0.20"; prefixLength = 24; } ]
+    ])
+    (case "vm test sealing_hosts: perl for the plaintext scan" (lib.all (n: lib.elem stubPkgs.perl n.config.environment.systemPackages) (builtins.attrValues sh)) true)
+    (case "vm test sealing_hosts: runbook in the test script" (lib.hasInfix "runbook = loader(" sealingHosts.testScript) true)
 
     (case "memory backend: assertions" memory.failedAssertions [ ])
     (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [
