@@ -31,6 +31,8 @@ let
     gnused = stubPath "gnused";
     gnugrep = stubPath "gnugrep";
     openssl = stubPath "openssl";
+    perl = stubPath "perl";
+    tpm2-tools = stubPath "tpm2-tools";
   }
   // pkgsOverrides;
 
@@ -68,6 +70,7 @@ let
       requires = strList;
       after = strList;
       before = strList;
+      conflicts = strList;
       restartIfChanged = mkOption {
         type = types.bool;
         default = true;
@@ -196,6 +199,11 @@ let
             };
           }
         );
+      };
+      # Set by the VM tests' nodes (an address beside the test driver's); not looked into here.
+      networking.interfaces = mkOption {
+        type = types.attrsOf types.anything;
+        default = { };
       };
       networking.firewall.allowedTCPPorts = mkOption {
         type = types.listOf types.port;

@@ -77,7 +77,8 @@ let
     };
     pkgsOverrides.runCommand = _name: _env: script: "/" + script;
   }).config.environment.etc."spike/keeper.toml".source;
-  credential = i: "shard-sealing-key:/var/lib/spike-sealing/keeper-${toString i}/key.cred";
+  # As install.sh's drop-in writes them: %i is the instance.
+  credential = "shard-sealing-key:/var/lib/spike-sealing/keeper-%i/key.cred";
   sealingOf = conf: i: lib.filterAttrs (n: _: lib.elem n [
     "StateDirectory"
     "StateDirectoryMode"
@@ -149,6 +150,44 @@ let
   };
   multiServer = (vmNode multiHost.nodes.server).config;
   multiKeeper = (vmNode multiHost.nodes.keeper2).config;
+
+  # power_cut_sealed: one appliance per sealing mode, a TPM2 on two of them.
+  sealedScenario = (import ../vm-tests/scenario.nix "power_cut_sealed" { inherit lib; }).nodes;
+  pcsTpm = (vmNode sealedScenario.tpm2).config;
+  pcsHost = (vmNode sealedScenario.host).config;
+  firmware = pcsTpm.systemd.services.vm-test-firmware;
+  # The firmware's script, as written (writeShellScript returns its text here).
+  firmwareScript = (import ./eval-modules.nix {
+    inherit lib;
+    configuration = sealedScenario.host_tpm2;
+    pkgsOverrides.writeShellScript = _name: text: "/" + text;
+  }).config.systemd.services.vm-test-firmware.serviceConfig.ExecStart;
+
+  # sealing_hosts: a server, three keeper hosts in three modes, and the thief.
+  sealingHosts = import ../vm-tests/sealing_hosts.nix { inherit lib; };
+  sh = lib.mapAttrs (_: vmNode) sealingHosts.nodes;
+  shKeepers = [
+    "keeper1"
+    "keeper2"
+    "keeper3"
+    "thief"
+  ];
+  shOf = f: map (n: f sh.${n}.config) shKeepers;
+
+  # A keeper.toml the module cannot read (a string path) and one it can (a Nix path).
+  stringFile = boxWith { services.spike.keepers.configFile = "/etc/spike-local/keeper.toml"; };
+  stringFileSealed = boxWith {
+    services.spike.keepers = {
+      configFile = "/etc/spike-local/keeper.toml";
+      shardSealing = "host";
+    };
+  };
+  pathFile = boxWith { services.spike.keepers.configFile = ../config-examples/keeper-full.toml; };
+  removeRules = [
+    "R /var/lib/spike-sealing - - - - -"
+    "R /var/lib/private/spike-keeper - - - - -"
+    "R /var/lib/spike-keeper - - - - -"
+  ];
 
   mismatch = bad {
     services.spike.bootstrap.settings.shamir_threshold = 2;
@@ -283,18 +322,11 @@ let
       "host+tpm2"
       [ 7 ]
     ])
-    (case "sealing host+tpm2: credential and state directory" (map (sealingOf sb) [ 1 3 ]) [
-      {
-        StateDirectory = "spike-keeper/1";
-        StateDirectoryMode = "0700";
-        LoadCredentialEncrypted = credential 1;
-      }
-      {
-        StateDirectory = "spike-keeper/3";
-        StateDirectoryMode = "0700";
-        LoadCredentialEncrypted = credential 3;
-      }
-    ])
+    (case "sealing host+tpm2: credential and state directory" (map (sealingOf sb) [ 1 3 ]) (lib.genList (_: {
+      StateDirectory = "spike-keeper/%i";
+      StateDirectoryMode = "0700";
+      LoadCredentialEncrypted = credential;
+    }) 2))
     (case "sealing host+tpm2: keeper 2 requires its sealing unit, after it" (with sb.systemd.services."spike-keeper@2"; {
       inherit requires after;
     }) {
@@ -316,7 +348,7 @@ let
       /nix/store/00000000000000000000000000000000-spike-rs/bin/spike-keeper check-config --config check.toml
       cp /nix/store/00000000000000000000000000000000-spike-keeper.toml $out
     '' tpmCheckScript) true)
-    (case "sealing host: credential" (sealingOf sealedHost 2).LoadCredentialEncrypted (credential 2))
+    (case "sealing host: credential" (sealingOf sealedHost 2).LoadCredentialEncrypted credential)
     (case "sealing host: no TPM" [
       sealedHost.security.tpm2.enable
       sealedHost.systemd.services."spike-keeper-sealing@2".overrideStrategy
@@ -353,6 +385,140 @@ let
       sealedNode.config.virtualisation.tpm.enable
       sealedNode.config.services.spike.keepers.settings.shard_sealing_pcrs
     ] [ true [ 7 ] ])
+
+    (case "sealing: configFile as a string is warned about" (has "services.spike.keepers.configFile (/etc/spike-local/keeper.toml) is not a Nix path, so its shard_sealing cannot be read at evaluation: services.spike.keepers.shardSealing (\"off\") must equal it" stringFile.warnings) true)
+    (case "sealing: configFile as a string, sealing on, warned too" (has "services.spike.keepers.shardSealing (\"host\") must equal it" stringFileSealed.warnings) true)
+    (case "sealing: configFile as a string, off: sealed state not removed" stringFile.config.systemd.tmpfiles.rules [ ])
+    (case "sealing: configFile as a string: evaluates" stringFile.failedAssertions [ ])
+    (case "sealing: configFile as a Nix path, off: not warned, sealed state removed" [
+      pathFile.warnings
+      pathFile.config.systemd.tmpfiles.rules
+    ] [ [ ] removeRules ])
+    (case "sealing: PCRs option says what empty means" (with (lib.evalModules {
+      modules = [ ../nixos-modules/keepers.nix { _module.check = false; } ];
+      specialArgs.pkgs = stubPkgs;
+    }).options.services.spike.keepers; [
+      (lib.hasInfix "systemd 252 (Debian 12) binds PCR 7" shardSealingPcrs.description)
+      (lib.hasInfix "Default: none" shardSealingPcrs.description)
+      (lib.hasInfix "key.cred.params" shardSealing.description)
+    ]) [ true false true ])
+
+    (case "vm test power_cut_sealed: nodes" (builtins.attrNames sealedScenario) [
+      "host"
+      "host_tpm2"
+      "tpm2"
+    ])
+    (case "vm test power_cut_sealed: nodes evaluate" (lib.concatMap (n: (vmNode n).failedAssertions) (builtins.attrValues sealedScenario)) [ ])
+    (case "vm test power_cut_sealed: modes and TPM2s" (map (n: with (vmNode sealedScenario.${n}).config; [
+      services.spike.keepers.shardSealing
+      services.spike.keepers.shardSealingPcrs
+      (virtualisation.tpm.enable or false)
+      (systemd.services ? vm-test-firmware)
+      (lib.elem stubPkgs.tpm2-tools environment.systemPackages)
+    ]) [ "host" "tpm2" "host_tpm2" ]) [
+      [ "host" [ ] false false false ]
+      [ "tpm2" [ 7 ] true true true ]
+      [ "host+tpm2" [ ] true true true ]
+    ])
+    (case "vm test power_cut_sealed: firmware measures before sysinit and every sealing unit" (with firmware; {
+      inherit wantedBy before conflicts;
+      inherit (unitConfig) DefaultDependencies ConditionPathExists;
+      inherit (serviceConfig) Type;
+    }) {
+      wantedBy = [ "sysinit.target" ];
+      before = [
+        "sysinit.target"
+        "shutdown.target"
+        "spike-keeper-sealing@1.service"
+        "spike-keeper-sealing@2.service"
+        "spike-keeper-sealing@3.service"
+      ];
+      conflicts = [ "shutdown.target" ];
+      DefaultDependencies = false;
+      ConditionPathExists = "/var/lib/vm-test-firmware/pcr7";
+      Type = "oneshot";
+    })
+    (case "vm test power_cut_sealed: firmware after the TPM2 and the file" (lib.all (u: lib.elem u firmware.after) [
+      "tpm2.target"
+      "dev-tpmrm0.device"
+      "systemd-tmpfiles-setup.service"
+    ]) true)
+    (case "vm test power_cut_sealed: the first boot measures v1" (lib.elem "f /var/lib/vm-test-firmware/pcr7 0644 root root - secure-boot-db-v1" pcsTpm.systemd.tmpfiles.rules) true)
+    (case "vm test power_cut_sealed: firmware extends PCR 7 with sha256 of the file's text" (lib.all (l: lib.hasInfix l firmwareScript) [
+      "text=$(cat /var/lib/vm-test-firmware/pcr7)"
+      "digest=$(printf %s \"$text\" | sha256sum | cut -c1-64)"
+      "tpm2_pcrextend \"7:sha256=$digest\""
+    ]) true)
+    (case "vm test power_cut_sealed: the TPM2 forgives power cuts as the nspawn driver's (32 tries)" (lib.hasInfix "tpm2_dictionarylockout --setup-parameters --max-tries=32 " pcsTpm.virtualisation.tpm.provisioning) true)
+    (case "vm test power_cut_sealed: firmware reaches the TPM2 directly" firmware.environment.TPM2TOOLS_TCTI "device:/dev/tpmrm0")
+    (case "vm test power_cut_sealed: no firmware without a TPM2" [
+      (pcsHost.systemd.services ? vm-test-firmware)
+      pcsHost.systemd.tmpfiles.rules
+    ] [ false [ ] ])
+
+    (case "vm test sealing_hosts: nodes" (builtins.attrNames sh) [
+      "keeper1"
+      "keeper2"
+      "keeper3"
+      "server"
+      "thief"
+    ])
+    (case "vm test sealing_hosts: nodes evaluate" (lib.concatMap (n: n.failedAssertions) (builtins.attrValues sh)) [ ])
+    (case "vm test sealing_hosts: the server has Nexus and no keeper" (with sh.server.config.services.spike; [
+      nexus.enable
+      keepers.enable
+      spire.enable
+    ]) [ true false true ])
+    (case "vm test sealing_hosts: remote keepers" sh.server.config.services.spike.nexus.settings.keeper_peers [
+      "https://10.78.0.11:8443"
+      "https://10.78.0.12:8443"
+      "https://10.78.0.13:8443"
+    ])
+    (case "vm test sealing_hosts: nexus and bootstrap may dial the keepers (--allow-net)" (with sh.server.config.systemd.services; [
+      spike-nexus.serviceConfig.IPAddressAllow
+      spike-bootstrap.serviceConfig.IPAddressAllow
+    ]) [ [ "10.78.0.0/24" ] [ "10.78.0.0/24" ] ])
+    (case "vm test sealing_hosts: threshold 2 of 3" (with sh.server.config.services.spike.nexus.settings; [
+      shamir_shares
+      shamir_threshold
+    ]) [ 3 2 ])
+    (case "vm test sealing_hosts: keepers registered by the scenario, not the module" (map (e: e.spiffeId) sh.server.config.services.spike.spire.registrations) [
+      "spiffe://spike.internal/spike/nexus"
+      "spiffe://spike.internal/spike/bootstrap"
+      "spiffe://spike.internal/spike/pilot/role/superuser"
+      "spiffe://spike.internal/spike/pilot/role/recover"
+      "spiffe://spike.internal/spike/pilot/role/restore"
+    ])
+    (case "vm test sealing_hosts: one keeper per host, in its own mode" (shOf (c: with c.services.spike.keepers; [
+      enable
+      instances
+      settings.shard_sealing
+      (c.virtualisation.tpm.enable or false)
+    ])) [
+      [ true [ 1 ] "host" false ]
+      [ true [ 2 ] "tpm2" true ]
+      [ true [ 3 ] "host+tpm2" true ]
+      [ true [ 1 ] "host+tpm2" true ]
+    ])
+    (case "vm test sealing_hosts: sealing units only where sealing" (shOf (c: lib.attrNames (lib.filterAttrs (n: _: lib.hasPrefix "spike-keeper-sealing@" n) c.systemd.services))) [
+      [ "spike-keeper-sealing@1" ]
+      [ "spike-keeper-sealing@2" ]
+      [ "spike-keeper-sealing@3" ]
+      [ "spike-keeper-sealing@1" ]
+    ])
+    (case "vm test sealing_hosts: each keeper on :8443 (install.sh --role keeper), reachable" (shOf (c: [
+      (lib.last c.systemd.sockets."spike-keeper@${toString (builtins.head c.services.spike.keepers.instances)}".listenStreams)
+      c.networking.firewall.allowedTCPPorts
+    ])) (lib.genList (_: [ "0.0.0.0:8443" [ 8443 ] ]) 4))
+    (case "vm test sealing_hosts: agents point at the server (--server-address)" (shOf (c: c.services.spire.agent.settings.agent.server_address)) (lib.genList (_: "10.78.0.10") 4))
+    (case "vm test sealing_hosts: keeper agents read the scenario's token" (shOf (c: c.systemd.services.spire-agent.serviceConfig.EnvironmentFile)) (lib.genList (_: "-/run/spire-agent-join/token.env") 4))
+    (case "vm test sealing_hosts: addresses of the script" (map (n: sh.${n}.config.networking.interfaces.eth1.ipv4.addresses) [ "server" "keeper2" "thief" ]) [
+      [ { address = "10.78.0.10"; prefixLength = 24; } ]
+      [ { address = "10.78.0.12"; prefixLength = 24; } ]
+      [ { address = "10.78.0.20"; prefixLength = 24; } ]
+    ])
+    (case "vm test sealing_hosts: perl for the plaintext scan" (lib.all (n: lib.elem stubPkgs.perl n.config.environment.systemPackages) (builtins.attrValues sh)) true)
+    (case "vm test sealing_hosts: runbook in the test script" (lib.hasInfix "runbook = loader(" sealingHosts.testScript) true)
 
     (case "memory backend: assertions" memory.failedAssertions [ ])
     (case "memory backend: no keeper keys" (with memory.config.services.spike.nexus.settings; [

@@ -41,6 +41,9 @@ let
       (builtins.fromTOML (builtins.readFile kcfg.configFile)).shard_sealing or "off"
     else
       null;
+  # Whether keeper.toml's mode is known to be `shardSealing`: generated from it, or a Nix path
+  # asserted to agree. A configFile given as a string is read by the keeper only.
+  modeKnown = kcfg.configFile == null || builtins.isPath kcfg.configFile;
 in
 {
   options.services.spike.keepers = {
@@ -154,17 +157,28 @@ in
         - `tpm2`: this machine's TPM2, optionally bound to `shardSealingPcrs`. The disk alone
           does not decrypt it.
         - `host+tpm2`: both; decrypting needs the disk's host key and this machine's TPM2.
-        - `auto`: `host+tpm2` when a TPM2 is reachable when the key is created, else `host`
-          (the mode chosen is logged and recorded next to the key).
+        - `auto`: `host+tpm2` when a TPM2 is reachable, else `host`. spike-keeper-sealing@N
+          resolves it before each start of keeper N, after the TPM2's driver is up
+          (`tpm2.target`), logs the mode and records it in key.cred.params next to the key; a
+          key made as `host` is re-sealed as `host+tpm2` at the first start that finds a TPM2.
 
         What an attacker gets in each mode, and when to keep `off`: docs/security.md, "Shard
         sealing". It is rendered to keeper.toml as `shard_sealing`; with `configFile`, set it to
         that file's `shard_sealing`, since it also decides the units: when it is not `off`,
         spike-keeper-sealing@N.service provisions keeper N's key before each start of
         spike-keeper@N.service, which gets `StateDirectory=` and `LoadCredentialEncrypted=`.
-        A change takes effect at each keeper's next start (`nixos-rebuild switch` does not
-        restart keepers: restart them one at a time). Switching back to `off` removes the
-        sealed shards and keys.
+        A `configFile` given as a Nix path is read and must agree (an assertion); one given as
+        a string cannot be read at evaluation, and a warning says so. A change takes effect at
+        each keeper's next start (`nixos-rebuild switch` does not restart keepers: restart
+        them one at a time).
+
+        `off` with the mode known (no `configFile`, or one given as a Nix path) removes the
+        sealed shards and keys of an earlier mode: systemd-tmpfiles `R` rules for
+        /var/lib/spike-sealing and /var/lib/private/spike-keeper, applied at the switch and at
+        every boot. With a `configFile` given as a string, nothing is removed, since the file
+        may still seal (removing its state at every boot would leave that keeper without its
+        key): after turning sealing off in such a file, remove those two directories yourself
+        (docs/operations.md, "Turn it off").
       '';
     };
 
@@ -174,11 +188,20 @@ in
       example = [ 7 ];
       description = ''
         The TPM2 PCRs the sealing key is bound to (`systemd-creds --tpm2-pcrs=`), with
-        `shardSealing` `tpm2`, `host+tpm2` or `auto`. Default: none. With PCRs, a change of what
-        they measure (firmware, boot loader, Secure Boot state) makes the key undecryptable: the
-        keepers then start empty and Nexus stays sealed until one operator restore, after which
-        the keepers seal again under the new state. `[ 7 ]` (Secure Boot policy) is the usual
-        choice; see docs/security.md, "PCR binding". Rendered as `shard_sealing_pcrs`.
+        `shardSealing` `tpm2`, `host+tpm2` or `auto` (when it resolves to `host+tpm2`).
+
+        Empty (the default) passes no `--tpm2-pcrs=`, so systemd-creds' own default applies,
+        which is not necessarily "no PCRs": systemd 252 (Debian 12) binds PCR 7 ("If not used,
+        defaults to PCR 7 only", man systemd-creds), and other versions may differ. Check the
+        `--tpm2-pcrs=` entry of `man systemd-creds` (or `systemd-creds --help`) for the systemd
+        this machine runs: where it binds PCR 7, a TPM2 seal breaks on a Secure Boot change even
+        with `[ ]`.
+
+        With PCRs bound, a change of what they measure (firmware, boot loader, Secure Boot state)
+        makes the key undecryptable: the keepers then start empty and Nexus stays sealed until
+        one operator restore, after which the keepers seal again under the new state. `[ 7 ]`
+        (Secure Boot policy) is the usual choice; see docs/security.md, "PCR binding". Rendered
+        as `shard_sealing_pcrs`.
       '';
     };
 
@@ -243,6 +266,8 @@ in
       ++ lib.optionals (kcfg.configFile == null) (
         h.trustRootAssertions "${prefix}.trust_roots" kcfg.settings.trust_roots
       );
+
+      warnings = lib.optional (!modeKnown) "services.spike.keepers.configFile (${toString kcfg.configFile}) is not a Nix path, so its shard_sealing cannot be read at evaluation: services.spike.keepers.shardSealing (\"${sealing}\") must equal it, since the option decides the keeper units (sealing key, state directory, credential), and a keeper the file configures for sealing does not start without them. For the same reason the module removes no sealed shards or keys while shardSealing is \"off\": after turning sealing off in the file, remove /var/lib/spike-sealing and /var/lib/private/spike-keeper yourself. Give configFile as a Nix path to have both checked.";
     })
 
     # Shard sealing: the per-keeper key, provisioned by the root oneshot before every keeper
@@ -254,17 +279,19 @@ in
           overrideStrategy = "asDropin";
           requires = [ (sealingUnit i) ];
           after = [ (sealingUnit i) ];
+          # The lines install.sh's drop-in has (%i is the instance, N), so that both layouts
+          # read the same in `systemctl cat spike-keeper@N`.
           serviceConfig = {
-            StateDirectory = "spike-keeper/${toString i}";
+            StateDirectory = "spike-keeper/%i";
             StateDirectoryMode = "0700";
-            LoadCredentialEncrypted = "shard-sealing-key:/var/lib/spike-sealing/keeper-${toString i}/key.cred";
+            LoadCredentialEncrypted = "shard-sealing-key:/var/lib/spike-sealing/keeper-%i/key.cred";
           };
         })
         # The oneshot runs systemd-creds: this drop-in gives it NixOS's default service PATH
         # (which has systemd's binaries). A TPM2 comes up with its driver; the key must not be
-        # created (or "auto" resolved to "host" for good) before it is there. tpm2.target is
-        # pulled in by systemd's tpm2-generator when the firmware announces a TPM2; After= alone
-        # is a no-op otherwise.
+        # created, nor "auto" resolved (at every start) to "host", before it is there.
+        # tpm2.target is pulled in by systemd's tpm2-generator when the firmware announces a
+        # TPM2; After= alone is a no-op otherwise.
         // forEachNamed "spike-keeper-sealing" (_: {
           overrideStrategy = "asDropin";
           after = lib.optional mayUseTpm "tpm2.target";
@@ -279,7 +306,9 @@ in
     # Sealing off means no shard on the disk: a host switched back to "off" loses the sealed
     # shards and keys of an earlier "on" (at the switch, by systemd-tmpfiles --remove), as
     # `install.sh --shard-sealing off` removes them. The keepers keep their shards in RAM.
-    (lib.mkIf (kcfg.enable && !sealed) {
+    # Only when keeper.toml is known to say "off" too: these rules also run at every boot, and
+    # with a configFile that seals they would delete its keys and shards each time.
+    (lib.mkIf (kcfg.enable && !sealed && modeKnown) {
       systemd.tmpfiles.rules = [
         "R /var/lib/spike-sealing - - - - -"
         "R /var/lib/private/spike-keeper - - - - -"

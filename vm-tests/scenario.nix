@@ -3,21 +3,15 @@
 #   # vm-test: {"nodes": {"machine": {"keepers": 3, "threshold": 2}}}
 # each one a single-host appliance (appliance-node.nix). A node's "install" arguments (those the
 # nspawn runner passes to scripts/install.sh) may set `--shard-sealing MODE` and
-# `--shard-sealing-pcrs 7+11`, which become services.spike.keepers.shardSealing{,Pcrs}.
+# `--shard-sealing-pcrs 7+11`, which become services.spike.keepers.shardSealing{,Pcrs}, and
+# `"tpm": true` gives it a TPM2 (tpm-node.nix). Scenarios with hosts of several roles
+# (`--role server|keeper`) have a .nix of their own (multi_host.nix, sealing_hosts.nix).
 # Used by <name>.nix beside this file.
 name:
 { lib, ... }:
 let
   spikeLib = import ../nix/lib.nix;
-  script = builtins.readFile (./scenarios + "/${name}.py");
-  firstLine = builtins.head (lib.splitString "\n" script);
-  spec =
-    if lib.hasPrefix "# vm-test:" firstLine then
-      builtins.fromJSON (lib.removePrefix "# vm-test:" firstLine)
-    else
-      {
-        nodes.machine = { };
-      };
+  inherit (import ./scenario-script.nix name) spec testScript;
 in
 {
   name = "spike-${lib.replaceStrings [ "_" ] [ "-" ] name}";
@@ -26,6 +20,9 @@ in
 
   nodes = lib.mapAttrs (
     _: node:
+    assert lib.assertMsg (
+      spikeLib.installArg "--role" "all" (node.install or [ ]) == "all"
+    ) "vm-tests/scenario.nix: scenario ${name} has hosts with a --role; give it a .nix like multi_host.nix";
     import ./appliance-node.nix {
       keepers = node.keepers or 3;
       threshold = node.threshold or 2;
@@ -33,17 +30,11 @@ in
       shardSealingPcrs = spikeLib.parsePcrs (
         spikeLib.installArg "--shard-sealing-pcrs" "" (node.install or [ ])
       );
+      tpm = node.tpm or false;
     }
   ) spec.nodes;
 
-  # The runbook's commands come from docs/operations.md itself (vm-tests/driver/runbook.py).
-  testScript =
-    import ./prelude.nix
-    + builtins.readFile ./driver/runbook.py
-    + "\nrunbook = loader(${
-      builtins.toJSON (builtins.readFile ../docs/operations.md + builtins.readFile ../docs/compatibility.md)
-    })\n\n"
-    + script;
+  inherit testScript;
 
   # The scripts are shared with vm-tests/driver (which is not typed like the NixOS driver) and
   # rebind `log` in the prelude: skip the NixOS driver's mypy and pyflakes passes.
