@@ -157,10 +157,10 @@ in
         - `tpm2`: this machine's TPM2, optionally bound to `shardSealingPcrs`. The disk alone
           does not decrypt it.
         - `host+tpm2`: both; decrypting needs the disk's host key and this machine's TPM2.
-        - `auto`: `host+tpm2` when a TPM2 is reachable, else `host`. spike-keeper-sealing@N
-          resolves it before each start of keeper N, after the TPM2's driver is up
-          (`tpm2.target`), logs the mode and records it in key.cred.params next to the key; a
-          key made as `host` is re-sealed as `host+tpm2` at the first start that finds a TPM2.
+        - `auto`: `host+tpm2` when a TPM2 is reachable when keeper N's key is first made, else
+          `host`. spike-keeper-sealing@N resolves it after the TPM2's driver is up
+          (`tpm2.target`), logs the mode and records it in key.cred.params next to the key, and
+          keeps it for that key (a new key, after one stops decrypting, is resolved again).
 
         What an attacker gets in each mode, and when to keep `off`: docs/security.md, "Shard
         sealing". It is rendered to keeper.toml as `shard_sealing`; with `configFile`, set it to
@@ -289,7 +289,7 @@ in
         })
         # The oneshot runs systemd-creds: this drop-in gives it NixOS's default service PATH
         # (which has systemd's binaries). A TPM2 comes up with its driver; the key must not be
-        # created, nor "auto" resolved (at every start) to "host", before it is there.
+        # created, nor "auto" resolved to "host", before it is there.
         # tpm2.target is pulled in by systemd's tpm2-generator when the firmware announces a
         # TPM2; After= alone is a no-op otherwise.
         // forEachNamed "spike-keeper-sealing" (_: {

@@ -27,6 +27,7 @@ in
   testScript =
     import ./prelude.nix
     + builtins.readFile ./driver/runbook.py
+    + builtins.readFile ./driver/hosts.py
     + "\nrunbook = loader(${
       builtins.toJSON (builtins.readFile ../docs/operations.md + builtins.readFile ../docs/compatibility.md)
     })\n\n"

@@ -38,7 +38,7 @@ with subtest("power cut mid-write"):
     # Every put the CLI acknowledged is appended to /var/tmp/acked (the host's page cache keeps
     # it across the crash: only the machine's processes die).
     machine.succeed(
-        "systemd-run --unit=writer --service-type=exec /bin/sh -c "
+        "systemd-run --unit=writer --service-type=exec --setenv=PATH=\"$PATH\" /bin/sh -c "
         "'i=0; while :; do i=$((i+1)); spike secret put power/k$i v=$i >/dev/null 2>&1 && echo $i >> /var/tmp/acked; done'"
     )
     machine.wait_until_succeeds("test $(wc -l < /var/tmp/acked) -ge 15", timeout=120)

@@ -55,7 +55,7 @@ with subtest("power cut mid-write, sealing on: spike.target comes back with no o
     for m, params in MODES.items():
         m.succeed("spike secret put sealed/first v=0")
         m.succeed(
-            "systemd-run --unit=writer --service-type=exec /bin/sh -c "
+            "systemd-run --unit=writer --service-type=exec --setenv=PATH=\"$PATH\" /bin/sh -c "
             "'i=0; while :; do i=$((i+1)); spike secret put sealed/k$i v=$i >/dev/null 2>&1 && echo $i >> /var/tmp/acked; done'"
         )
         m.wait_until_succeeds("test $(wc -l < /var/tmp/acked) -ge 15", timeout=120)
@@ -78,7 +78,7 @@ def firmware(m, measurement: str) -> None:
     if hasattr(m, "tpm_boot_measurements"):
         m.tpm_boot_measurements = [(7, measurement)]
     else:  # NixOS test: vm-test-firmware.service measures this file's text at every boot
-        m.succeed(f"printf %s {measurement} > /var/lib/vm-test-firmware/pcr7")
+        m.succeed(f"printf %s {measurement} > /var/lib/vm-test-firmware/pcr7 && sync")
 
 
 with subtest("a firmware update changes PCR 7: no seal opens, the journals say why, Nexus is sealed and says so"):
