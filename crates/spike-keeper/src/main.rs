@@ -94,7 +94,8 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Bounded thread count: with memory locked, every thread's stack is resident, and
         // tokio's default blocking pool (512 threads) could alone outgrow the unit's
-        // MemoryMax=; the keeper does no blocking work beyond startup.
+        // MemoryMax=; the keeper's only blocking work is writing its sealed shard file
+        // (sealing on), one write at a time.
         .max_blocking_threads(4)
         .enable_all()
         .build()
