@@ -115,7 +115,7 @@ if ((UNINSTALL)); then
   say "removed binaries, units and configuration."
   say "kept the data (remove it yourself if you mean to):"
   for d in /var/lib/spike-nexus /var/lib/private/spike-nexus /var/lib/spike-bootstrap \
-           /var/lib/private/spike-bootstrap /var/lib/spire-server /var/lib/spire-agent \
+           /var/lib/private/spike-bootstrap /var/lib/spire/server /var/lib/spire-agent \
            /var/lib/private/spike-keeper /var/lib/spike-sealing; do
     [[ -e "$R$d" ]] && say "  $R$d"
   done
@@ -187,6 +187,20 @@ fi
 say "configuration -> $R/etc/spike, $R/etc/spire"
 for c in "$here"/units/etc/spike/*; do config "$c" "$R/etc/spike/$(basename "$c")"; done
 for c in "$here"/units/etc/spire/*; do config "$c" "$R/etc/spire/$(basename "$c")"; done
+
+# Upgrade from the layout before spire-server ran as its own user (spire-server, the NixOS
+# way): its state and the paths in an existing server.conf move to /var/lib/spire/server and
+# /run/spire/server. systemd hands the state to the spire-server user at the next start.
+if [[ -d "$R/var/lib/spire-server" && ! -e "$R/var/lib/spire/server" ]]; then
+  install -d -m 0755 "$R/var/lib/spire"
+  mv "$R/var/lib/spire-server" "$R/var/lib/spire/server"
+  say "moved the SPIRE server state to /var/lib/spire/server"
+fi
+if grep -Eq '/(var/lib|run)/spire-server' "$R/etc/spire/server.conf"; then
+  sed -i -e 's|/var/lib/spire-server|/var/lib/spire/server|g' -e 's|/run/spire-server|/run/spire/server|g' \
+    "$R/etc/spire/server.conf"
+  say "updated /etc/spire/server.conf to the paths /var/lib/spire/server and /run/spire/server"
+fi
 
 sysctl_root=()
 [[ "$R" != "" ]] && sysctl_root=(--root="$R")

@@ -12,7 +12,7 @@ def join_keeper_hosts(server, keepers, trust_domain: str = "spike.internal") -> 
     Keeper host i gets a join token for `spiffe://TD/node/keeper<i>` and the server's bundle;
     the server gets an entry `spiffe://TD/spike/keeper/<i>` for `spike-keeper@<i>.service`
     under that node (what docs/operations.md asks of an operator who adds a keeper host)."""
-    sock = "-socketPath /run/spire-server/private/api.sock"
+    sock = "-socketPath /run/spire/server/private/api.sock"
     server.wait_for_unit("spire-server.service", timeout=120)
     bundle = server.succeed(f"spire-server bundle show {sock}")
     for i, k in enumerate(keepers, 1):
