@@ -393,6 +393,21 @@ let
       [ [ "spire-server" ] "(the packaged unit's: empty)" ]
       [ [ "spire-server" ] "" ]
     ])
+    (case "admin socket users: nixpkgs' server alone (DynamicUser) is warned about" (has "spire-server runs with DynamicUser (nixpkgs' services.spire.server)" (eval {
+      services.spike = {
+        trustDomain = "example.org";
+        nexus = {
+          enable = true;
+          settings.backend_store = "memory";
+        };
+      };
+      services.spire.server = {
+        enable = true;
+        settings.server.trust_domain = "example.org";
+      };
+      systemd.services.spire-server.serviceConfig.DynamicUser = true;
+    }).warnings) true)
+    (case "admin socket users: not warned when the module runs the server" nixpkgsServer.warnings [ ])
     (case "admin socket users: no group without the module's server" (k.systemd.services.spike-register.serviceConfig ? SupplementaryGroups) false)
     (case "readiness: spire-server health check on its socket" (lib.all (l: lib.hasInfix l (lib.head scripts.systemd.services.spire-server.serviceConfig.ExecStartPost)) [
       "$(/nix/store/00000000000000000000000000000000-coreutils/bin/seq 1 300)"

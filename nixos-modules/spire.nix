@@ -426,7 +426,15 @@ in
         ];
       warnings = lib.optional (
         spireAgent.enable && spireAgent.settings.agent.trust_domain != cfg.trustDomain
-      ) "services.spire.agent.settings.agent.trust_domain (${spireAgent.settings.agent.trust_domain}) differs from services.spike.trustDomain (${cfg.trustDomain}): SPIKE's trust roots default to the latter, so peers may be rejected.";
+      ) "services.spire.agent.settings.agent.trust_domain (${spireAgent.settings.agent.trust_domain}) differs from services.spike.trustDomain (${cfg.trustDomain}): SPIKE's trust roots default to the latter, so peers may be rejected."
+      # A server enabled with services.spire.server alone keeps nixpkgs' DynamicUser: its admin
+      # socket (0770, that user's) refuses spike-register, which has no capabilities.
+      ++ lib.optional (
+        scfg.register
+        && spireServer.enable
+        && !scfg.enable
+        && (config.systemd.services.spire-server.serviceConfig.DynamicUser or false)
+      ) "services.spike.spire.register is set, but spire-server runs with DynamicUser (nixpkgs' services.spire.server): its admin socket is 0770 for that user only, so spike-register.service, which has no capabilities, cannot reach it. Set services.spike.spire.enable (a static user and group spire-server, spike-register in that group), or give spire-server a static group and add it to systemd.services.spike-register.serviceConfig.SupplementaryGroups.";
     })
   ];
 }
