@@ -143,9 +143,10 @@ in
       `services.spike.spire.parentId`. spire-server then runs as the static user and group
       `spire-server` (not nixpkgs' `DynamicUser`), and the units that use its admin socket
       join that group. Both SPIRE units get a health check (`ExecStartPost=`), so units
-      ordered after them start once the API answers. Plugins this module sets with
-      `lib.mkDefault` (`KeyManager.disk`, the SQLite `DataStore.sql`) are replaced by any
-      value of your own: setting `KeyManager.memory` removes `KeyManager.disk`.
+      ordered after them start once the API answers. The server's and the agent's
+      `KeyManager.disk` are defaults of the whole `KeyManager`: a KeyManager of your own
+      (e.g. nixpkgs' example `KeyManager.memory`) replaces it rather than adding a second one;
+      the same holds for the SQLite `DataStore.sql.plugin_data`.
       This is the single-host appliance; with several hosts, enable it on the Nexus host and
       configure the other hosts' agents with `services.spire.agent`'';
 
