@@ -4,7 +4,50 @@
 # Evaluates to the list of failures ([] when every case passes).
 { lib }:
 let
-  eval = configuration: import ./eval-modules.nix { inherit lib configuration; };
+  # NixOS options the modules set that nix/eval-modules.nix does not declare (yet), as nixpkgs
+  # declares them: meta.maintainers (nixos/modules/misc/meta.nix) and the users.users
+  # attributes used here (nixos/modules/config/users-groups.nix). Drop each one here once
+  # eval-modules.nix declares it.
+  moreStandIns = {
+    options.meta.maintainers = lib.mkOption {
+      type = lib.types.listOf lib.types.raw;
+      default = [ ];
+    };
+    options.users.users = lib.mkOption {
+      default = { };
+      type = lib.types.attrsOf (
+        lib.types.submodule {
+          options = {
+            isSystemUser = lib.mkOption {
+              type = lib.types.bool;
+              default = false;
+            };
+            group = lib.mkOption {
+              type = lib.types.str;
+              default = "";
+            };
+            description = lib.mkOption {
+              type = lib.types.str;
+              default = "";
+            };
+          };
+        }
+      );
+    };
+  };
+  evalWith =
+    args:
+    import ./eval-modules.nix (
+      args
+      // {
+        inherit lib;
+        configuration.imports = [
+          moreStandIns
+          args.configuration
+        ];
+      }
+    );
+  eval = configuration: evalWith { inherit configuration; };
   case = name: actual: expected: { inherit name actual expected; };
   has = sub: msgs: lib.any (lib.hasInfix sub) msgs;
 
@@ -66,8 +109,7 @@ let
     shardSealingPcrs = [ 7 ];
   });
   # The build-time check's script, for a keeper.toml with shard_sealing = "tpm2".
-  tpmCheckScript = (import ./eval-modules.nix {
-    inherit lib;
+  tpmCheckScript = (evalWith {
     configuration.services.spike = {
       trustDomain = "example.org";
       keepers = {
@@ -157,8 +199,7 @@ let
   pcsHost = (vmNode sealedScenario.host).config;
   firmware = pcsTpm.systemd.services.vm-test-firmware;
   # The firmware's script, as written (writeShellScript returns its text here).
-  firmwareScript = (import ./eval-modules.nix {
-    inherit lib;
+  firmwareScript = (evalWith {
     configuration = sealedScenario.host_tpm2;
     pkgsOverrides.writeShellScript = _name: text: "/" + text;
   }).config.systemd.services.vm-test-firmware.serviceConfig.ExecStart;
@@ -188,6 +229,63 @@ let
     "R /var/lib/private/spike-keeper - - - - -"
     "R /var/lib/spike-keeper - - - - -"
   ];
+
+  # nixpkgs' spire/server.nix sets DynamicUser = true; the module must win over it.
+  nixpkgsServer = boxWith { systemd.services.spire-server.serviceConfig.DynamicUser = true; };
+  # The quick start with its generated scripts as text (writeShellScript returns it here).
+  scriptsOf =
+    configuration:
+    (evalWith {
+      configuration = lib.recursiveUpdate {
+        services.spike = {
+          trustDomain = "example.org";
+          spire.enable = true;
+          keepers = {
+            enable = true;
+            instances = lib.range 1 3;
+          };
+          nexus.enable = true;
+        };
+      } configuration;
+      pkgsOverrides.writeShellScript = _name: text: "/" + text;
+    }).config;
+  scripts = scriptsOf { };
+  movedSockets = scriptsOf {
+    services.spire.server.settings.server.socket_path = "/run/spire-server.sock";
+    services.spire.agent.settings.agent.socket_path = "/run/spire-agent.sock";
+  };
+  # nixpkgs' example plugins for both (spire/server.nix, spire/agent.nix).
+  memoryKeys = boxWith {
+    services.spire.server.settings.plugins.KeyManager.memory.plugin_data = { };
+    services.spire.agent.settings.plugins.KeyManager.memory.plugin_data = { };
+  };
+
+  moduleFiles = map (f: ../nixos-modules + "/${f}.nix") [
+    "default"
+    "spire"
+    "nexus"
+    "keepers"
+    "bootstrap"
+    "pilot"
+  ];
+  # The options of services.spike.*, sub-options of submodules included (not evaluated: the
+  # module system's check is off, so no configuration is needed).
+  specOptions =
+    (lib.evalModules {
+      modules = [
+        ../nixos-modules
+        { _module.check = false; }
+      ];
+      specialArgs.pkgs = stubPkgs;
+    }).options;
+  allOptions =
+    opts:
+    lib.concatMap (
+      o: [ o ] ++ allOptions (o.type.getSubOptions o.loc)
+    ) (lib.collect lib.isOption opts);
+  undescribed = map (o: lib.showOption o.loc) (
+    builtins.filter (o: (o.description or null) == null) (allOptions specOptions.services.spike)
+  );
 
   mismatch = bad {
     services.spike.bootstrap.settings.shamir_threshold = 2;
@@ -249,17 +347,16 @@ let
     (case "nexus socket stays on loopback" c.systemd.sockets.spike-nexus.socketConfig { })
     (case "metrics socket unchanged" c.systemd.sockets.spike-nexus-metrics.listenStreams [ ])
     (case "health socket group" (c.users.groups ? spike-health) true)
-    (case "workload API socket" c.systemd.services.spike-nexus.environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire-agent/public/api.sock")
-    (case "pilot endpoint" c.services.spike.pilot.settings.spiffe_endpoint_socket "unix:///run/spire-agent/public/api.sock")
-    (case "spire server at the appliance path" c.services.spire.server.settings.server.socket_path "/run/spire-server/private/api.sock")
-    (case "spire server runtime dirs" c.systemd.services.spire-server.serviceConfig.RuntimeDirectory [
-      "spire-server"
-      "spire-server/private"
-    ])
-    (case "spire agent runtime dirs" c.systemd.services.spire-agent.serviceConfig.RuntimeDirectory [
-      "spire-agent"
-      "spire-agent/public"
-    ])
+    (case "workload API socket: nixpkgs' agent socket" c.systemd.services.spike-nexus.environment.SPIFFE_ENDPOINT_SOCKET "unix:///run/spire/agent/public/api.sock")
+    (case "pilot endpoint" c.services.spike.pilot.settings.spiffe_endpoint_socket "unix:///run/spire/agent/public/api.sock")
+    (case "spire server at nixpkgs' socket path" [
+      c.services.spire.server.settings.server.socket_path
+      c.services.spike.spire.serverSocket
+    ] [ "/run/spire/server/private/api.sock" "/run/spire/server/private/api.sock" ])
+    (case "spire sockets in nixpkgs' runtime dirs: none added" [
+      (c.systemd.services.spire-server.serviceConfig ? RuntimeDirectory)
+      (c.systemd.services.spire-agent.serviceConfig ? RuntimeDirectory)
+    ] [ false false ])
     (case "agent joined once" c.systemd.services.spire-agent.serviceConfig.EnvironmentFile "-/run/spike-spire-agent-join/token.env")
     (case "registrations" (map (e: e.selector) c.services.spike.spire.registrations) ([
       "systemd:id:spike-nexus.service"
@@ -271,6 +368,104 @@ let
     ]))
     (case "registration parent" (lib.unique (map (e: e.parentId) c.services.spike.spire.registrations)) [ "spiffe://example.org/node/local" ])
     (case "spike-register replaced by a drop-in" (builtins.length c.systemd.services.spike-register.serviceConfig.ExecStart) 2)
+
+    (case "spire-server: static user and group, not nixpkgs' DynamicUser" (with nixpkgsServer.config; [
+      (lib.filterAttrs (n: _: lib.elem n [ "DynamicUser" "User" "Group" ]) systemd.services.spire-server.serviceConfig)
+      users.users.spire-server
+      (users.groups ? spire-server)
+    ]) [
+      {
+        DynamicUser = false;
+        User = "spire-server";
+        Group = "spire-server";
+      }
+      {
+        isSystemUser = true;
+        group = "spire-server";
+        description = "SPIRE server";
+      }
+      true
+    ])
+    (case "admin socket users: the group, no capabilities" (map (u: with c.systemd.services.${u}.serviceConfig; [
+      SupplementaryGroups
+      (c.systemd.services.${u}.serviceConfig.CapabilityBoundingSet or "(the packaged unit's: empty)")
+    ]) [ "spike-register" "spike-spire-agent-join" ]) [
+      [ [ "spire-server" ] "(the packaged unit's: empty)" ]
+      [ [ "spire-server" ] "" ]
+    ])
+    (case "admin socket users: nixpkgs' server alone (DynamicUser) is warned about" (has "spire-server runs with DynamicUser (nixpkgs' services.spire.server)" (eval {
+      services.spike = {
+        trustDomain = "example.org";
+        nexus = {
+          enable = true;
+          settings.backend_store = "memory";
+        };
+      };
+      services.spire.server = {
+        enable = true;
+        settings.server.trust_domain = "example.org";
+      };
+      systemd.services.spire-server.serviceConfig.DynamicUser = true;
+    }).warnings) true)
+    (case "admin socket users: not warned when the module runs the server" nixpkgsServer.warnings [ ])
+    (case "admin socket users: no group without the module's server" (k.systemd.services.spike-register.serviceConfig ? SupplementaryGroups) false)
+    (case "readiness: spire-server health check on its socket" (lib.all (l: lib.hasInfix l (lib.head scripts.systemd.services.spire-server.serviceConfig.ExecStartPost)) [
+      "$(/nix/store/00000000000000000000000000000000-coreutils/bin/seq 1 300)"
+      "/nix/store/00000000000000000000000000000000-spire/bin/spire-server healthcheck -socketPath /run/spire/server/private/api.sock >/dev/null 2>&1 && exit 0"
+      "sleep 0.2"
+      "spire-server: not healthy after 60 s"
+      "exit 1"
+    ]) true)
+    (case "readiness: spire-agent health check on its socket" (lib.all (l: lib.hasInfix l (lib.head scripts.systemd.services.spire-agent.serviceConfig.ExecStartPost)) [
+      "/nix/store/00000000000000000000000000000000-spire/bin/spire-agent healthcheck -socketPath /run/spire/agent/public/api.sock >/dev/null 2>&1 && exit 0"
+      "spire-agent: not healthy after 60 s"
+    ]) true)
+    (case "readiness: health checks follow the configured sockets" (map (u: lib.hasInfix "-socketPath /run/${u}.sock >" (lib.head movedSockets.systemd.services.${u}.serviceConfig.ExecStartPost)) [
+      "spire-server"
+      "spire-agent"
+    ]) [ true true ])
+    (case "readiness: no health checks on units the module did not enable" (k.systemd.services ? spire-agent) false)
+    (case "join skipped once attested: nixpkgs' state directory" c.systemd.services.spike-spire-agent-join.unitConfig.ConditionPathExists "!/var/lib/spire/agent/agent-data.json")
+    (case "join skipped once attested: the agent's data_dir" (map (d: (boxWith { services.spire.agent.settings.agent.data_dir = d; }).config.systemd.services.spike-spire-agent-join.unitConfig.ConditionPathExists) [
+      "/srv/spire-agent"
+      "\${STATE_DIRECTORY}/data"
+    ]) [
+      "!/srv/spire-agent/agent-data.json"
+      "!/var/lib/spire/agent/data/agent-data.json"
+    ])
+    (case "join: a data_dir it cannot resolve is refused" (has "services.spire.agent.settings.agent.data_dir ($HOME/spire) must be an absolute path" (boxWith { services.spire.agent.settings.agent.data_dir = "$HOME/spire"; }).failedAssertions) true)
+    (case "Debian's spike-spire-join masked on NixOS" [
+      c.systemd.services.spike-spire-join.enable
+      k.systemd.services.spike-spire-join.enable
+    ] [ false false ])
+    (case "KeyManager: disk by default" [
+      c.services.spire.server.settings.plugins.KeyManager
+      c.services.spire.agent.settings.plugins.KeyManager
+    ] [
+      { disk.plugin_data.keys_path = "$STATE_DIRECTORY/keys.json"; }
+      { disk.plugin_data.directory = "$STATE_DIRECTORY"; }
+    ])
+    (case "KeyManager: nixpkgs' example memory replaces disk" (with memoryKeys.config.services.spire; [
+      server.settings.plugins.KeyManager
+      agent.settings.plugins.KeyManager
+    ]) [
+      { memory.plugin_data = { }; }
+      { memory.plugin_data = { }; }
+    ])
+    (case "KeyManager: memory evaluates" memoryKeys.failedAssertions [ ])
+    (case "module conventions: meta.maintainers in every module" (map (f: (import f {
+      inherit lib;
+      config = { };
+      pkgs = stubPkgs;
+    }).meta.maintainers or "missing") moduleFiles) (map (_: [ ]) moduleFiles))
+    (case "module conventions: every option has a description" undescribed [ ])
+    (case "module conventions: the package option as mkPackageOption declares it" (with specOptions.services.spike.package; [
+      type.name
+      defaultText
+    ]) [
+      "package"
+      (lib.literalExpression "pkgs.spike-rs")
+    ])
 
     (case "shares vs keepers" (has "services.spike.shamir.shares (4) must equal the number of services.spike.keeperPeers (5)" (bad { services.spike.shamir.shares = 4; })) true)
     (case "nexus shares vs peers" (has "services.spike.nexus.settings.shamir_shares (4) must equal the number of services.spike.nexus.settings.keeper_peers (5)" (bad { services.spike.nexus.settings.shamir_shares = 4; })) true)

@@ -26,6 +26,8 @@ let
   };
 in
 {
+  meta.maintainers = [ ];
+
   options.services.spike.bootstrap = {
     enable = lib.mkOption {
       type = lib.types.bool;

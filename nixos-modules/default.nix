@@ -25,6 +25,9 @@ let
     || (cfg.bootstrap.enable && cfg.bootstrap.settings.backend_store != "memory");
 in
 {
+  # nixpkgs' module convention; no maintainers are listed yet (the same in every module here).
+  meta.maintainers = [ ];
+
   imports = [
     ./spire.nix
     ./nexus.nix
@@ -34,11 +37,18 @@ in
   ];
 
   options.services.spike = {
+    # Declared as `lib.mkPackageOption pkgs "spike-rs" { }` would (type, defaultText,
+    # description), with a fallback: SPIKE is not in nixpkgs, so without this flake's overlay
+    # there is no pkgs.spike-rs, and mkPackageOption's default would throw.
     package = lib.mkOption {
       type = lib.types.package;
       default = pkgs.spike-rs or (pkgs.callPackage ../nix/package.nix { });
-      defaultText = lib.literalExpression "pkgs.spike-rs (this flake's overlay), else built from this source tree";
-      description = "The SPIKE package: the four binaries and the systemd units.";
+      defaultText = lib.literalExpression "pkgs.spike-rs";
+      description = ''
+        The spike-rs package to use: the four binaries and the systemd units. Without this
+        flake's overlay, which provides `pkgs.spike-rs`, it is built from this source tree
+        (nix/package.nix).
+      '';
     };
 
     trustDomain = lib.mkOption {

@@ -46,6 +46,8 @@ let
   modeKnown = kcfg.configFile == null || builtins.isPath kcfg.configFile;
 in
 {
+  meta.maintainers = [ ];
+
   options.services.spike.keepers = {
     enable = lib.mkEnableOption "SPIKE keepers on this host, one spike-keeper@N per entry of `instances`";
 

@@ -26,6 +26,8 @@ let
   unlessMemory = v: if ncfg.settings.backend_store == "memory" then null else v;
 in
 {
+  meta.maintainers = [ ];
+
   options.services.spike.nexus = {
     enable = lib.mkEnableOption "SPIKE Nexus, the secret store, and spike.target";
 

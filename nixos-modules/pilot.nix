@@ -17,6 +17,8 @@ let
     if p == null then "8553" else p;
 in
 {
+  meta.maintainers = [ ];
+
   options.services.spike.pilot = {
     enable = lib.mkOption {
       type = lib.types.bool;

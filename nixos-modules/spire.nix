@@ -5,6 +5,14 @@
 #   - registration of SPIKE's workload identities with systemd selectors
 #     (systemd:id:spike-nexus.service, ...), a drop-in on the packaged spike-register.service;
 #   - `agentJoinTokenFile`: a join token for an agent whose server is on another host.
+#
+# With `enable`, nixpkgs' spire-server runs as the static user and group spire-server instead of
+# nixpkgs' DynamicUser: SPIRE makes its admin socket 0770 (pkg/server/endpoints/
+# endpoints_posix.go, restrictLocalAddr) in a directory it creates 0750, so only that user and
+# group reach it. The setup units that use the admin API (spike-register and
+# spike-spire-agent-join) run as root with an empty capability bounding set and join that group
+# (SupplementaryGroups=) rather than get CAP_DAC_OVERRIDE. The Debian units run SPIRE the same
+# way (units/spire-server.service).
 {
   config,
   lib,
@@ -19,16 +27,47 @@ let
   spireAgent = config.services.spire.agent;
   anyEnabled = cfg.nexus.enable || cfg.keepers.enable || cfg.bootstrap.enable || cfg.pilot.enable;
 
-  # Socket paths of the Debian appliance (units/etc/spire/*.conf), used as defaults here too so
-  # the docs, the shipped units and the scenario scripts agree on one layout.
-  applianceServerSocket = "/run/spire-server/private/api.sock";
-  applianceAgentSocket = "/run/spire-agent/public/api.sock";
+  # nixpkgs' socket paths (spire/server.nix, spire/agent.nix), the defaults when SPIRE is not
+  # enabled on this host through services.spire.
+  defaultServerSocket = "/run/spire/server/private/api.sock";
+  defaultAgentSocket = "/run/spire/agent/public/api.sock";
+
+  # The static user and group of spire-server (and of its admin socket).
+  serverGroup = "spire-server";
+
+  # Where the agent keeps agent-data.json: its data_dir, with nixpkgs' default
+  # "$STATE_DIRECTORY" (StateDirectory = "spire/agent") spelt out for ConditionPathExists=.
+  agentStateDirectory = "/var/lib/spire/agent";
+  agentDataDir = lib.replaceStrings [ "\${STATE_DIRECTORY}" "$STATE_DIRECTORY" ] [
+    agentStateDirectory
+    agentStateDirectory
+  ] (spireAgent.settings.agent.data_dir or "$STATE_DIRECTORY");
 
   # RuntimeDirectory= entries for a socket outside nixpkgs' own /run/spire/{server,agent}.
   extraRuntimeDirs =
     socket: if lib.hasPrefix "/run/spire/" socket then [ ] else h.runtimeDirsFor socket;
 
   spireBin = "${spireServer.package}/bin/spire-server";
+
+  # Readiness as on Debian (units/spire-server.service, units/spire-agent.service): nixpkgs'
+  # units are Type=simple, so without this `After=spire-server.service` only waits for a fork.
+  # Run as ExecStartPost=: the unit is active once the API socket answers the health check.
+  healthcheck =
+    {
+      name,
+      bin,
+      socket,
+      hint ? "",
+    }:
+    pkgs.writeShellScript "${name}-healthcheck" ''
+      # ${name}: ready once its API socket at ${socket} answers the health check (60 s at most).
+      for _ in $(${pkgs.coreutils}/bin/seq 1 300); do
+        ${bin} healthcheck -socketPath ${lib.escapeShellArg socket} >/dev/null 2>&1 && exit 0
+        ${pkgs.coreutils}/bin/sleep 0.2
+      done
+      echo "${name}: not healthy after 60 s (healthcheck -socketPath ${socket})${hint}" >&2
+      exit 1
+    '';
 
   entryType = lib.types.submodule {
     options = {
@@ -94,27 +133,35 @@ let
   '';
 in
 {
+  meta.maintainers = [ ];
+
   options.services.spike.spire = {
     enable = lib.mkEnableOption ''
       a SPIRE server and agent on this host for `services.spike.trustDomain` (nixpkgs'
-      `services.spire.server` and `services.spire.agent`, with the appliance's socket paths),
+      `services.spire.server` and `services.spire.agent`, with nixpkgs' socket paths),
       the agent joined to the server once with a one-time token named
-      `services.spike.spire.parentId`. This is the single-host appliance; with several hosts,
-      enable it on the Nexus host and configure the other hosts' agents with
-      `services.spire.agent`'';
+      `services.spike.spire.parentId`. spire-server then runs as the static user and group
+      `spire-server` (not nixpkgs' `DynamicUser`), and the units that use its admin socket
+      join that group. Both SPIRE units get a health check (`ExecStartPost=`), so units
+      ordered after them start once the API answers. The server's and the agent's
+      `KeyManager.disk` are defaults of the whole `KeyManager`: a KeyManager of your own
+      (e.g. nixpkgs' example `KeyManager.memory`) replaces it rather than adding a second one;
+      the same holds for the SQLite `DataStore.sql.plugin_data`.
+      This is the single-host appliance; with several hosts, enable it on the Nexus host and
+      configure the other hosts' agents with `services.spire.agent`'';
 
     agentSocket = lib.mkOption {
       type = lib.types.str;
-      default = if spireAgent.enable then spireAgent.settings.agent.socket_path else applianceAgentSocket;
-      defaultText = lib.literalMD "`services.spire.agent.settings.agent.socket_path` when the agent is enabled here, else `${applianceAgentSocket}`";
+      default = if spireAgent.enable then spireAgent.settings.agent.socket_path else defaultAgentSocket;
+      defaultText = lib.literalMD "`services.spire.agent.settings.agent.socket_path` when the agent is enabled here, else nixpkgs' default `${defaultAgentSocket}`";
       description = "The SPIRE agent's Workload API socket SPIKE's daemons and the CLI use (`SPIFFE_ENDPOINT_SOCKET`).";
     };
 
     serverSocket = lib.mkOption {
       type = lib.types.str;
       default =
-        if spireServer.enable then spireServer.settings.server.socket_path else applianceServerSocket;
-      defaultText = lib.literalMD "`services.spire.server.settings.server.socket_path` when the server is enabled here, else `${applianceServerSocket}`";
+        if spireServer.enable then spireServer.settings.server.socket_path else defaultServerSocket;
+      defaultText = lib.literalMD "`services.spire.server.settings.server.socket_path` when the server is enabled here, else nixpkgs' default `${defaultServerSocket}`";
       description = "The SPIRE server's admin API socket, used to register identities.";
     };
 
@@ -193,7 +240,6 @@ in
         settings = {
           server = {
             trust_domain = cfg.trustDomain;
-            socket_path = lib.mkDefault applianceServerSocket;
             bind_address = lib.mkDefault "127.0.0.1";
           };
           plugins = {
@@ -201,7 +247,9 @@ in
               database_type = "sqlite3";
               connection_string = "$STATE_DIRECTORY/datastore.sqlite3";
             };
-            KeyManager.disk.plugin_data = lib.mkDefault { keys_path = "$STATE_DIRECTORY/keys.json"; };
+            # The whole KeyManager at default priority: a user's KeyManager (e.g. nixpkgs'
+            # example KeyManager.memory) replaces it instead of adding a second one.
+            KeyManager = lib.mkDefault { disk.plugin_data.keys_path = "$STATE_DIRECTORY/keys.json"; };
             NodeAttestor.join_token.plugin_data = { };
           };
         };
@@ -213,14 +261,13 @@ in
             trust_domain = cfg.trustDomain;
             server_address = lib.mkDefault "127.0.0.1";
             server_port = lib.mkDefault spireServer.settings.server.bind_port;
-            socket_path = lib.mkDefault applianceAgentSocket;
             trust_bundle_path = lib.mkDefault "/var/lib/spike-spire-agent-join/bundle.pem";
             # Expanded by `spire-agent -expandEnv` from the one-time file the join unit writes;
             # empty once the agent has its own SVID (the join unit is then skipped).
             join_token = lib.mkDefault "$SPIKE_SPIRE_JOIN_TOKEN";
           };
           plugins = {
-            KeyManager.disk.plugin_data = lib.mkDefault { directory = "$STATE_DIRECTORY"; };
+            KeyManager = lib.mkDefault { disk.plugin_data.directory = "$STATE_DIRECTORY"; };
             NodeAttestor.join_token.plugin_data = { };
             # SPIKE's daemons: selector systemd:id:<unit>. The CLI: selector unix:uid:<uid>.
             WorkloadAttestor.systemd.plugin_data = { };
@@ -229,14 +276,35 @@ in
         };
       };
 
+      # nixpkgs runs spire-server with DynamicUser = true; its admin socket would then be
+      # closed to the setup units (see the top of this file).
+      users.users.spire-server = {
+        isSystemUser = true;
+        group = serverGroup;
+        description = "SPIRE server";
+      };
+      users.groups.${serverGroup} = { };
+      systemd.services.spire-server.serviceConfig = {
+        DynamicUser = lib.mkForce false;
+        User = "spire-server";
+        Group = serverGroup;
+        ExecStartPost = [
+          (healthcheck {
+            name = "spire-server";
+            bin = spireBin;
+            socket = spireServer.settings.server.socket_path;
+          })
+        ];
+      };
+
       systemd.services.spike-spire-agent-join = {
         description = "SPIKE: join the local SPIRE agent to the local SPIRE server";
         after = [ "spire-server.service" ];
         requires = [ "spire-server.service" ];
         before = [ "spire-agent.service" ];
         # Skipped once the agent has attested: SPIRE 1.13 then keeps its SVID in agent-data.json
-        # in its state directory (data_dir = $STATE_DIRECTORY).
-        unitConfig.ConditionPathExists = "!/var/lib/spire/agent/agent-data.json";
+        # in its data_dir (nixpkgs' default "$STATE_DIRECTORY" is /var/lib/spire/agent).
+        unitConfig.ConditionPathExists = "!${agentDataDir}/agent-data.json";
         path = [
           pkgs.coreutils
           pkgs.gnused
@@ -263,6 +331,8 @@ in
           ProtectControlGroups = true;
           RestrictAddressFamilies = "AF_UNIX";
           CapabilityBoundingSet = "";
+          # The admin socket is 0770 spire-server:spire-server: the group, not a capability.
+          SupplementaryGroups = [ serverGroup ];
           SystemCallFilter = "@system-service";
         };
       };
@@ -272,11 +342,22 @@ in
           "spire-server.service"
           "spike-spire-agent-join.service"
         ];
-        serviceConfig.EnvironmentFile = "-/run/spike-spire-agent-join/token.env";
+        serviceConfig = {
+          EnvironmentFile = "-/run/spike-spire-agent-join/token.env";
+          ExecStartPost = [
+            (healthcheck {
+              name = "spire-agent";
+              bin = "${spireAgent.package}/bin/spire-agent";
+              socket = spireAgent.settings.agent.socket_path;
+              hint = "; check its join token and the server";
+            })
+          ];
+        };
       };
     })
 
-    # Sockets at the appliance's paths live outside nixpkgs' /run/spire/{server,agent}.
+    # Sockets set outside nixpkgs' /run/spire/{server,agent} (e.g. the Debian appliance's old
+    # /run/spire-agent/public) need runtime directories of their own.
     (lib.mkIf (spireServer.enable && extraRuntimeDirs spireServer.settings.server.socket_path != [ ]) {
       systemd.services.spire-server.serviceConfig.RuntimeDirectory = extraRuntimeDirs spireServer.settings.server.socket_path;
     })
@@ -299,10 +380,14 @@ in
           pkgs.coreutils
           pkgs.gnugrep
         ];
-        serviceConfig.ExecStart = [
-          ""
-          "${registerScript}"
-        ];
+        serviceConfig = {
+          ExecStart = [
+            ""
+            "${registerScript}"
+          ];
+          # The admin socket is 0770 spire-server:spire-server (see the top of this file).
+          SupplementaryGroups = lib.mkIf scfg.enable [ serverGroup ];
+        };
       };
     })
     (lib.mkIf (anyEnabled && !scfg.register) {
@@ -311,6 +396,13 @@ in
     })
 
     (lib.mkIf anyEnabled {
+      # The package ships spike-spire-join.service for the Debian layout (units/libexec/
+      # spire-join); on NixOS the agent is joined by spike-spire-agent-join.service above, or by
+      # `agentJoinTokenFile`. Masked, so nothing starts it. spike-register.service keeps its
+      # After=spike-spire-join.service: a drop-in cannot remove a dependency (systemd.unit(5)),
+      # and an ordering against a unit that is never started is void.
+      systemd.services.spike-spire-join.enable = false;
+
       assertions =
         let
           problem = h.secretPathProblem "services.spike.spire.agentJoinTokenFile" scfg.agentJoinTokenFile;
@@ -325,13 +417,25 @@ in
             message = "services.spike.spire.agentJoinTokenFile is for an agent joining a SPIRE server on another host; services.spike.spire.enable joins the local agent by itself.";
           }
           {
+            assertion = scfg.enable -> lib.hasPrefix "/" agentDataDir && !(lib.hasInfix "$" agentDataDir);
+            message = "services.spire.agent.settings.agent.data_dir (${agentDataDir}) must be an absolute path, or \"$STATE_DIRECTORY\", when services.spike.spire.enable is set: spike-spire-agent-join.service is skipped when agent-data.json exists there.";
+          }
+          {
             assertion = scfg.enable -> config.services.spire.server.settings.server.trust_domain == cfg.trustDomain;
             message = "services.spire.server.settings.server.trust_domain must equal services.spike.trustDomain (${cfg.trustDomain}) when services.spike.spire.enable is set.";
           }
         ];
       warnings = lib.optional (
         spireAgent.enable && spireAgent.settings.agent.trust_domain != cfg.trustDomain
-      ) "services.spire.agent.settings.agent.trust_domain (${spireAgent.settings.agent.trust_domain}) differs from services.spike.trustDomain (${cfg.trustDomain}): SPIKE's trust roots default to the latter, so peers may be rejected.";
+      ) "services.spire.agent.settings.agent.trust_domain (${spireAgent.settings.agent.trust_domain}) differs from services.spike.trustDomain (${cfg.trustDomain}): SPIKE's trust roots default to the latter, so peers may be rejected."
+      # A server enabled with services.spire.server alone keeps nixpkgs' DynamicUser: its admin
+      # socket (0770, that user's) refuses spike-register, which has no capabilities.
+      ++ lib.optional (
+        scfg.register
+        && spireServer.enable
+        && !scfg.enable
+        && (config.systemd.services.spire-server.serviceConfig.DynamicUser or false)
+      ) "services.spike.spire.register is set, but spire-server runs with DynamicUser (nixpkgs' services.spire.server): its admin socket is 0770 for that user only, so spike-register.service, which has no capabilities, cannot reach it. Set services.spike.spire.enable (a static user and group spire-server, spike-register in that group), or give spire-server a static group and add it to systemd.services.spike-register.serviceConfig.SupplementaryGroups.";
     })
   ];
 }
