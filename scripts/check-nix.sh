@@ -43,6 +43,8 @@ for f in "${files[@]}"; do
   fi
 done
 say "${#files[@]} .nix files checked with nix-instantiate --parse"
+# scripts/eval-nixos.sh's expression is not in a .nix file.
+scripts/eval-nixos.sh --parse || failed=1
 
 # A test file evaluates to the list of failed cases; anything but [] is a failure.
 run_tests() { # label, nix-instantiate args...
