@@ -2,7 +2,20 @@
 # nixpkgs, no NixOS): the NixOS options the modules touch are declared here with the same
 # names and merge behaviour, and `pkgs` is a stand-in whose builders return placeholder paths.
 # A misspelt systemd option, a type error or a failed assertion shows up here.
-# Used by nix/module-tests.nix (scripts/check-nix.sh runs it when SPIKE_NIXPKGS_LIB is set).
+# Used by nix/module-tests.nix and nix/eval-strictness-tests.nix (scripts/check-nix.sh runs
+# both when SPIKE_NIXPKGS_LIB is set).
+#
+# Where nixpkgs types a value, the stand-in takes the same type, so it rejects what nixpkgs
+# rejects (nix/eval-strictness-tests.nix shows each case):
+#   - pkgs.formats.toml's type is nixpkgs' `lib.types.toml` (pkgs/pkgs-lib/formats/toml): a
+#     TOML value, with no null;
+#   - pkgs.formats.hcl1's (SPIRE's settings) is the JSON format's type, `lib.types.json`
+#     (pkgs/pkgs-lib/formats/hcl1): null allowed, and dropped before the file is written;
+#   - services.spire.{server,agent}.settings copy the option tree of nixpkgs'
+#     nixos/modules/services/security/spire/{server,agent}.nix, including
+#     plugins.NodeAttestor.join_token.plugin_data: freeform on the server, `submodule { }`
+#     (no key at all) on the agent.
+# A full NixOS evaluation against a nixpkgs checkout is scripts/eval-nixos.sh.
 {
   lib,
   configuration,
@@ -14,13 +27,47 @@ let
 
   stubPath = name: "/nix/store/00000000000000000000000000000000-${name}";
 
+  # nixpkgs' `lib.types.serializableValueWith`, for a lib that predates it (lib/types.nix):
+  # bool, int, float, str, path, and attribute sets and lists of these; null only if nullable.
+  serializableValue =
+    typeName: nullable:
+    let
+      base = types.oneOf [
+        types.bool
+        types.int
+        types.float
+        types.str
+        types.path
+        (types.attrsOf valueType)
+        (types.listOf valueType)
+      ];
+      valueType = (if nullable then types.nullOr base else base) // {
+        description = "${typeName} value";
+      };
+    in
+    valueType;
+  tomlValue = types.toml or (serializableValue "TOML" false);
+  jsonValue = types.json or (serializableValue "JSON" true);
+
   pkgs = {
     formats.toml = _: {
-      type = types.attrsOf types.anything;
-      generate = name: _value: stubPath name;
+      type = tomlValue;
+      # Forces the value, as nixpkgs' generate does (builtins.toJSON, structured attrs).
+      generate = name: value: builtins.deepSeq value (stubPath name);
     };
-    runCommand = name: _env: _script: stubPath name;
-    writeShellScript = name: _text: stubPath name;
+    # SPIRE's HCL: nixpkgs writes it as JSON, so the type is the JSON format's.
+    formats.hcl1 = _: {
+      type = jsonValue;
+      generate = name: value: builtins.deepSeq value (stubPath name);
+    };
+    # Builders force what they are given, as instantiating the derivation would.
+    runCommand =
+      name: env: script:
+      builtins.deepSeq [
+        env
+        script
+      ] (stubPath name);
+    writeShellScript = name: text: builtins.deepSeq text (stubPath name);
     callPackage = _: _: stubPath "spike-rs";
     stdenv = {
       buildPlatform.canExecute = _: true;
@@ -106,12 +153,13 @@ let
     };
   };
 
-  # nixpkgs' services.spire.{server,agent}: the options SPIKE's modules set or read.
-  # (only the server module has openFirewall)
-  spireOptions =
-    section: socketDefault: topExtra: extra:
-    topExtra
-    // {
+  # nixpkgs' services.spire.{server,agent} (nixos/modules/services/security/spire/): the
+  # option tree of `settings` as declared there, `enable`, `package` and the server's
+  # `openFirewall`. `configFile`/`expandEnv` and the units nixpkgs writes are left out.
+  hcl1 = pkgs.formats.hcl1 { };
+  spireOption =
+    name: extra:
+    {
       enable = mkOption {
         type = types.bool;
         default = false;
@@ -120,25 +168,112 @@ let
         type = types.anything;
         default = pkgs.spire;
       };
-      settings = mkOption {
-        default = { };
-        type = types.submodule {
-          freeformType = types.attrsOf types.anything;
-          options.${section} = {
-            trust_domain = mkOption { type = types.str; };
-            socket_path = mkOption {
-              type = types.str;
-              default = socketDefault;
+      # As nixpkgs writes it: the settings without their nulls, through hcl1.
+      configFile = mkOption {
+        type = types.path;
+        default = hcl1.generate "${name}.conf" (
+          lib.filterAttrsRecursive (_: v: v != null) config.services.spire.${name}.settings
+        );
+      };
+      expandEnv = mkOption {
+        type = types.bool;
+        default = true;
+      };
+    }
+    // extra;
+  # plugins: freeform, with NodeAttestor.join_token typed; its plugin_data is `pluginData`.
+  spirePlugins =
+    pluginData:
+    mkOption {
+      default = { };
+      type = types.submodule {
+        freeformType = hcl1.type;
+        options.NodeAttestor = mkOption {
+          default = { };
+          type = types.submodule {
+            freeformType = hcl1.type;
+            options.join_token = mkOption {
+              default = null;
+              type = types.nullOr (
+                types.submodule {
+                  freeformType = hcl1.type;
+                  options.plugin_data = mkOption {
+                    type = pluginData;
+                    default = { };
+                  };
+                }
+              );
             };
-          }
-          // extra;
-          options.plugins = mkOption {
-            type = types.attrsOf types.anything;
-            default = { };
           };
         };
       };
     };
+  spireServerOptions = spireOption "server" {
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    settings = mkOption {
+      type = types.submodule {
+        freeformType = hcl1.type;
+        options.server = {
+          trust_domain = mkOption { type = types.str; };
+          data_dir = mkOption {
+            type = types.str;
+            default = "$STATE_DIRECTORY";
+          };
+          socket_path = mkOption {
+            type = types.str;
+            default = "/run/spire/server/private/api.sock";
+          };
+          bind_address = mkOption {
+            type = types.str;
+            default = "[::]";
+          };
+          bind_port = mkOption {
+            type = types.port;
+            default = 8081;
+          };
+        };
+        # The server's join_token plugin_data is freeform.
+        options.plugins = spirePlugins hcl1.type;
+      };
+    };
+  };
+  spireAgentOptions = spireOption "agent" {
+    settings = mkOption {
+      type = types.submodule {
+        freeformType = hcl1.type;
+        options.agent = {
+          trust_domain = mkOption { type = types.str; };
+          data_dir = mkOption {
+            type = types.str;
+            default = "$STATE_DIRECTORY";
+          };
+          server_address = mkOption { type = types.str; };
+          server_port = mkOption {
+            type = types.port;
+            default = 8081;
+          };
+          socket_path = mkOption {
+            type = types.path;
+            default = "/run/spire/agent/public/api.sock";
+          };
+          join_token = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+          };
+          join_token_file = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+          };
+        };
+        # The agent's join_token plugin_data takes no key: the token comes from
+        # agent.join_token or the -joinToken flag.
+        options.plugins = spirePlugins (types.submodule { });
+      };
+    };
+  };
 
   nixosStandIns = {
     options = {
@@ -209,28 +344,8 @@ let
         type = types.listOf types.port;
         default = [ ];
       };
-      services.spire.server = spireOptions "server" "/run/spire/server/private/api.sock" {
-        openFirewall = mkOption {
-          type = types.bool;
-          default = false;
-        };
-      } {
-        bind_address = mkOption {
-          type = types.str;
-          default = "[::]";
-        };
-        bind_port = mkOption {
-          type = types.port;
-          default = 8081;
-        };
-      };
-      services.spire.agent = spireOptions "agent" "/run/spire/agent/public/api.sock" { } {
-        server_address = mkOption { type = types.str; };
-        server_port = mkOption {
-          type = types.port;
-          default = 8081;
-        };
-      };
+      services.spire.server = spireServerOptions;
+      services.spire.agent = spireAgentOptions;
     };
   };
 
@@ -243,9 +358,22 @@ let
     ];
   };
   inherit (evaluated) config;
+  failed = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  # What building system.build.toplevel forces once the assertions hold: the units and every
+  # file rendered from settings (generate forces its value). A value nixpkgs' types reject
+  # throws here, as it would fail a nixos-rebuild.
+  rendered = [
+    config.environment.etc
+    config.systemd.services
+    config.systemd.sockets
+    config.systemd.targets
+    (lib.optional config.services.spire.server.enable config.services.spire.server.configFile)
+    (lib.optional config.services.spire.agent.enable config.services.spire.agent.configFile)
+  ];
 in
 {
   inherit config pkgs;
-  failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  # As NixOS does: failed assertions are reported first; with none, the system is rendered.
+  failedAssertions = if failed != [ ] then failed else builtins.deepSeq rendered [ ];
   inherit (config) warnings;
 }
