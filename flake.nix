@@ -2,8 +2,8 @@
   description = "SPIKE, the SPIFFE-native secrets manager, as a Rust systemd appliance";
 
   # services.spire (nixos/modules/services/security/spire) entered nixpkgs in January 2026;
-  # nixos-26.05 is the first stable release that has it. No flake.lock is committed: run
-  # `nix flake lock` once (see README).
+  # nixos-26.05 is the first stable release that has it. flake.lock pins this branch to
+  # a0374025a863 (2026-06-11); `nix flake update` moves it (see README, "Pinned nixpkgs").
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
