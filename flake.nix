@@ -24,9 +24,11 @@
           failures = {
             lib = import ./nix/lib-tests.nix;
             modules = import ./nix/module-tests.nix { inherit lib; };
+            # The accepted neighbours; the rejected configurations run in scripts/check-nix.sh.
+            strictness = import ./nix/eval-strictness-tests.nix { inherit lib; };
           };
         in
-        if failures.lib == [ ] && failures.modules == [ ] then
+        if failures.lib == [ ] && failures.modules == [ ] && failures.strictness == [ ] then
           true
         else
           throw "Nix tests failed: ${builtins.toJSON failures}";

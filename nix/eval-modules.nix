@@ -319,6 +319,32 @@ let
         type = types.attrsOf types.anything;
         default = { };
       };
+      # nixpkgs' meta.maintainers (nixos/modules/misc/meta.nix).
+      meta.maintainers = mkOption {
+        type = types.listOf types.raw;
+        default = [ ];
+      };
+      # nixpkgs' users.users (nixos/modules/config/users-groups.nix): the attributes SPIKE's
+      # modules set.
+      users.users = mkOption {
+        default = { };
+        type = types.attrsOf (
+          types.submodule {
+            options.isSystemUser = mkOption {
+              type = types.bool;
+              default = false;
+            };
+            options.group = mkOption {
+              type = types.str;
+              default = "";
+            };
+            options.description = mkOption {
+              type = types.str;
+              default = "";
+            };
+          }
+        );
+      };
       # nixpkgs' users.groups: the attributes SPIKE's modules set.
       users.groups = mkOption {
         default = { };

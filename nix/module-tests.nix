@@ -4,47 +4,13 @@
 # Evaluates to the list of failures ([] when every case passes).
 { lib }:
 let
-  # NixOS options the modules set that nix/eval-modules.nix does not declare (yet), as nixpkgs
-  # declares them: meta.maintainers (nixos/modules/misc/meta.nix) and the users.users
-  # attributes used here (nixos/modules/config/users-groups.nix). Drop each one here once
-  # eval-modules.nix declares it.
-  moreStandIns = {
-    options.meta.maintainers = lib.mkOption {
-      type = lib.types.listOf lib.types.raw;
-      default = [ ];
-    };
-    options.users.users = lib.mkOption {
-      default = { };
-      type = lib.types.attrsOf (
-        lib.types.submodule {
-          options = {
-            isSystemUser = lib.mkOption {
-              type = lib.types.bool;
-              default = false;
-            };
-            group = lib.mkOption {
-              type = lib.types.str;
-              default = "";
-            };
-            description = lib.mkOption {
-              type = lib.types.str;
-              default = "";
-            };
-          };
-        }
-      );
-    };
-  };
   evalWith =
     args:
     import ./eval-modules.nix (
       args
       // {
         inherit lib;
-        configuration.imports = [
-          moreStandIns
-          args.configuration
-        ];
+        configuration.imports = [ args.configuration ];
       }
     );
   eval = configuration: evalWith { inherit configuration; };
