@@ -400,10 +400,11 @@ let
       "!/var/lib/spire/agent/data/agent-data.json"
     ])
     (case "join: a data_dir it cannot resolve is refused" (has "services.spire.agent.settings.agent.data_dir ($HOME/spire) must be an absolute path" (boxWith { services.spire.agent.settings.agent.data_dir = "$HOME/spire"; }).failedAssertions) true)
-    (case "Debian's spike-spire-join masked on NixOS" [
-      c.systemd.services.spike-spire-join.enable
-      k.systemd.services.spike-spire-join.enable
-    ] [ false false ])
+    (case "Debian's spike-spire-join: neither declared nor ordered against on NixOS" [
+      (c.systemd.services ? spike-spire-join)
+      (k.systemd.services ? spike-spire-join)
+      (lib.any (u: lib.hasInfix "spike-spire-join" u) (c.systemd.services.spike-register.after or [ ]))
+    ] [ false false false ])
     (case "KeyManager: disk by default" [
       c.services.spire.server.settings.plugins.KeyManager
       c.services.spire.agent.settings.plugins.KeyManager

@@ -38,7 +38,8 @@ let
     "spike-ready.socket"
     "spike-ready-trigger.service"
     "spike-register.service"
-    "spike-spire-join.service"
+    # Not spike-spire-join.service: it is the Debian layout's agent join (units/libexec/
+    # spire-join); on NixOS the module joins the agent (spike-spire-agent-join.service).
     "spike.target"
   ];
   spireUnits = [

@@ -396,12 +396,9 @@ in
     })
 
     (lib.mkIf anyEnabled {
-      # The package ships spike-spire-join.service for the Debian layout (units/libexec/
-      # spire-join); on NixOS the agent is joined by spike-spire-agent-join.service above, or by
-      # `agentJoinTokenFile`. Masked, so nothing starts it. spike-register.service keeps its
-      # After=spike-spire-join.service: a drop-in cannot remove a dependency (systemd.unit(5)),
-      # and an ordering against a unit that is never started is void.
-      systemd.services.spike-spire-join.enable = false;
+      # Debian's spike-spire-join.service (units/libexec/spire-join) is neither in the package
+      # nor ordered against here: on NixOS the agent is joined by spike-spire-agent-join.service
+      # above, or by `agentJoinTokenFile`; only install.sh orders spike-register after it.
 
       assertions =
         let

@@ -208,6 +208,9 @@ dropin() { # unit file-name content
   install -d -m 0755 "$R/etc/systemd/system/$1.d"
   printf '%s\n' "$3" > "$R/etc/systemd/system/$1.d/$2"
 }
+# The Debian layout's agent join runs before registration (the NixOS package has neither).
+dropin spike-register.service join.conf "[Unit]
+After=spike-spire-join.service"
 keeper_sockets=()
 case "$ROLE" in
   all)
