@@ -22,19 +22,7 @@ let
   # once the assertions hold (see eval-modules.nix), so a rejected value throws there.
   quickStart =
     extra:
-    eval (
-      lib.recursiveUpdate {
-        services.spike = {
-          trustDomain = "example.org";
-          spire.enable = true;
-          keepers = {
-            enable = true;
-            instances = lib.range 1 3;
-          };
-          nexus.enable = true;
-        };
-      } extra
-    );
+    eval (lib.recursiveUpdate (import ./quick-start.nix { inherit lib; } { keepers = 3; }) extra);
 
   notTOML = option: "A definition for option `${option}' is not of type `TOML value'";
 

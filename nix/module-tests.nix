@@ -17,46 +17,16 @@ let
   case = name: actual: expected: { inherit name actual expected; };
   has = sub: msgs: lib.any (lib.hasInfix sub) msgs;
 
+  quickStart = import ./quick-start.nix { inherit lib; };
   # The README's quick start: one box, 5 keepers, threshold 3.
-  box = eval {
-    services.spike = {
-      trustDomain = "example.org";
-      spire.enable = true;
-      keepers = {
-        enable = true;
-        instances = lib.range 1 5;
-      };
-      shamir.threshold = 3;
-      nexus.enable = true;
-    };
-  };
+  box = eval (quickStart { threshold = 3; });
   c = box.config;
   peers = map (p: "https://127.0.0.1:${toString p}") (lib.range 8441 8445);
 
-  bad = extra: (eval (lib.recursiveUpdate {
-    services.spike = {
-      trustDomain = "example.org";
-      spire.enable = true;
-      keepers = {
-        enable = true;
-        instances = lib.range 1 5;
-      };
-      nexus.enable = true;
-    };
-  } extra)).failedAssertions;
+  bad = extra: (eval (lib.recursiveUpdate (quickStart { }) extra)).failedAssertions;
 
-  # The quick start with something changed, evaluated.
-  boxWith = extra: eval (lib.recursiveUpdate {
-    services.spike = {
-      trustDomain = "example.org";
-      spire.enable = true;
-      keepers = {
-        enable = true;
-        instances = lib.range 1 3;
-      };
-      nexus.enable = true;
-    };
-  } extra);
+  # The quick start (3 keepers) with something changed, evaluated.
+  boxWith = extra: eval (lib.recursiveUpdate (quickStart { keepers = 3; }) extra);
   # Whether evaluating `v` throws (a type error, a read-only option set twice).
   throws = v: !(builtins.tryEval (builtins.deepSeq v v)).success;
 

@@ -52,20 +52,10 @@ let
           fsType = "ext4";
         };
         system.stateVersion = lib.trivial.release;
-
-        # The README quick start: one box, 5 keepers, threshold 3.
-        services.spike = {
-          package = spike;
-          trustDomain = "example.org";
-          spire.enable = true;
-          keepers = {
-            enable = true;
-            instances = lib.range 1 5;
-          };
-          shamir.threshold = 3;
-          nexus.enable = true;
-        };
+        services.spike.package = spike;
       }
+      # The README quick start: one box, 5 keepers, threshold 3.
+      (import (repoDir + "/nix/quick-start.nix") { inherit lib; } { threshold = 3; })
     ];
   };
 
