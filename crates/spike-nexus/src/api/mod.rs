@@ -123,6 +123,22 @@ where
     .map_err(|_| ApiError::internal("blocking task failed"))?
 }
 
+/// Submits a store write and awaits its commit, counted against [`MAX_STORE_WORK`] like
+/// blocking store work (a permit is held until the write resolved). No thread waits: the
+/// backend's writer answers the awaiting task.
+///
+/// # Errors
+/// The write's error.
+pub async fn write<T: Unpin>(
+    submit: impl FnOnce() -> crate::store::PendingWrite<T>,
+) -> Result<T, ApiError> {
+    let _permit = STORE_WORK
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("store work semaphore closed"))?;
+    Ok(submit().await?)
+}
+
 /// A 200 JSON response with SPIKE's headers.
 pub fn ok_json<T: Serialize>(body: &T) -> Response {
     json_response(StatusCode::OK, body)

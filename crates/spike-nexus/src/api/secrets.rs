@@ -12,7 +12,7 @@ use spike_proto::secrets::{
 };
 use spike_proto::validate;
 
-use super::{ApiError, Cx, blocking, ok_json};
+use super::{ApiError, Cx, blocking, ok_json, write};
 use crate::authz::Action;
 use crate::model::{SecretData, Version};
 
@@ -43,7 +43,7 @@ pub async fn put(cx: &mut Cx) -> Result<Response, ApiError> {
     let store = cx.unsealed()?.store.clone();
     let SecretPutRequest { path, values } = req;
     let data = SecretData::from_map(values);
-    blocking(move || Ok(store.put_secret(&path, data)?)).await?;
+    write(|| store.submit_put_secret(&path, data)).await?;
     Ok(ok_json(&SecretPutResponse::default()))
 }
 
@@ -95,7 +95,7 @@ pub async fn delete(cx: &mut Cx) -> Result<Response, ApiError> {
     let vs = versions(req.versions)?;
     let store = cx.unsealed()?.store.clone();
     let path = req.path;
-    blocking(move || Ok(store.delete_secret(&path, &vs)?)).await?;
+    write(|| store.submit_delete_secret(&path, &vs)).await?;
     Ok(ok_json(&SecretDeleteResponse::default()))
 }
 
@@ -113,7 +113,7 @@ pub async fn undelete(cx: &mut Cx) -> Result<Response, ApiError> {
     let vs = versions(req.versions)?;
     let store = cx.unsealed()?.store.clone();
     let path = req.path;
-    blocking(move || Ok(store.undelete_secret(&path, &vs)?)).await?;
+    write(|| store.submit_undelete_secret(&path, &vs)).await?;
     Ok(ok_json(&SecretUndeleteResponse::default()))
 }
 

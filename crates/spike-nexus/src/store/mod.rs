@@ -6,9 +6,12 @@
 //! - [`records`]: the at-rest record layer every persistent backend shares
 //!   (model types to sealed rows and back, on [`spike_crypto::RecordCipher`]).
 //!
-//! Backends are synchronous; callers run them on `spawn_blocking` where they
-//! block; single-secret reads are cheap (SQLite: a primary-key lookup on a
-//! free read connection, normally in the page cache) and run inline.
+//! Backends are synchronous, except that secret writes come back as a
+//! [`PendingWrite`] (SQLite queues them to its writer thread, and an async
+//! caller awaits the commit without blocking a thread). Single-secret reads
+//! are cheap (SQLite: a primary-key lookup on a free read connection,
+//! normally in the page cache) and run inline; other blocking calls run on
+//! `spawn_blocking`.
 //! [`Store`] adds the model operations on top: one writer at a time
 //! for secrets (load, modify, store under a lock) and an in-memory,
 //! write-through cache of compiled policies, so access checks never touch the
@@ -101,12 +104,78 @@ impl From<rusqlite::Error> for StoreError {
 pub type SecretUpdate<'a> =
     Box<dyn FnOnce(Option<Secret>) -> Result<(Secret, Vec<Version>), StoreError> + Send + 'a>;
 
-/// A staged secret write, to wait on with [`Backend::wait_durable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "a staged write is durable only after wait_durable"]
-pub struct CommitTicket(pub u64);
+/// A write handed to a backend: it resolves once the write is durable, or
+/// with the error that stopped it (nothing of it persists then). Await it
+/// from async code, or [`PendingWrite::wait`] for it from a thread that may
+/// block.
+#[must_use = "a write is durable only once its PendingWrite resolves to Ok"]
+pub struct PendingWrite<T = ()>(Pending<T>);
 
-/// Persistence. Synchronous; callers run it on `spawn_blocking` where it blocks.
+enum Pending<T> {
+    /// Resolved already (backends without a writer thread).
+    Ready(Option<Result<T, StoreError>>),
+    /// Queued to a writer thread.
+    Queued(futures::channel::oneshot::Receiver<Result<T, StoreError>>),
+}
+
+impl<T: Unpin> PendingWrite<T> {
+    /// A write that is resolved already.
+    pub fn ready(outcome: Result<T, StoreError>) -> Self {
+        Self(Pending::Ready(Some(outcome)))
+    }
+
+    /// A write queued to a writer that answers on `outcome`.
+    pub fn queued(outcome: futures::channel::oneshot::Receiver<Result<T, StoreError>>) -> Self {
+        Self(Pending::Queued(outcome))
+    }
+
+    /// Blocks the calling thread until the write is resolved. Async code
+    /// awaits the write instead.
+    ///
+    /// # Errors
+    ///
+    /// The error that stopped the write.
+    pub fn wait(self) -> Result<T, StoreError> {
+        futures::executor::block_on(self)
+    }
+}
+
+impl<T> std::fmt::Debug for PendingWrite<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Pending::Ready(_) => "PendingWrite(ready)",
+            Pending::Queued(_) => "PendingWrite(queued)",
+        })
+    }
+}
+
+impl<T: Unpin> std::future::Future for PendingWrite<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        match &mut self.get_mut().0 {
+            Pending::Ready(outcome) => Poll::Ready(outcome.take().unwrap_or_else(|| {
+                Err(StoreError::Database("write polled after it resolved".into()))
+            })),
+            Pending::Queued(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(outcome)) => Poll::Ready(outcome),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(StoreError::Database(
+                    "the database writer stopped before this write was committed; nothing was written"
+                        .into(),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Persistence. Synchronous except for [`Backend::update_secret`], which
+/// hands back a [`PendingWrite`]; callers run the blocking methods on
+/// `spawn_blocking`.
 ///
 /// # Implementing a persistent backend
 ///
@@ -132,9 +201,9 @@ pub struct CommitTicket(pub u64);
 /// Everything else comes from [`records::RecordCodec`], built from the root
 /// key: row ids, sealing and opening of secrets, paths and policies, and
 /// their integrity checks. A backend never sees a plaintext path, name,
-/// value or time, and never handles a key. Group commit
-/// ([`Backend::update_secret`] / [`Backend::wait_durable`]) is optional: the
-/// defaults store at once.
+/// value or time, and never handles a key. A writer thread with group commit
+/// ([`Backend::update_secret`] answering a queued [`PendingWrite`]) is
+/// optional: the default loads, modifies and stores at once.
 ///
 /// The record format guarantees, for every backend alike:
 ///
@@ -169,30 +238,21 @@ pub trait Backend: Send + Sync + 'static {
     /// One load-modify-store step for the secret at `path`: `update` gets
     /// the secret as the writer sees it (`None` when absent) and returns the
     /// secret to store with the versions it prunes. The write is durable once
-    /// [`Backend::wait_durable`] on the returned ticket returns `Ok`.
+    /// the returned [`PendingWrite`] resolves to `Ok`.
     ///
     /// A backend with group commit may show `update` a write that is staged
-    /// and not yet durable, but must then not stage the new write when the
-    /// commit of the one it builds on failed meanwhile (it fails instead), so
-    /// that a write reported as failed never persists inside another
-    /// (docs/security.md#store). An error from `update` stages nothing. The
-    /// default loads durable data and stores at once.
-    fn update_secret(
-        &self,
-        path: &str,
-        update: SecretUpdate<'_>,
-    ) -> Result<CommitTicket, StoreError> {
-        let current = self.load_secret(path)?;
-        let (secret, pruned) = update(current)?;
-        self.store_secret(path, &secret, &pruned)?;
-        Ok(CommitTicket(0))
-    }
-    /// Blocks until the staged write of `ticket` is durable; its error when
-    /// the commit covering it failed (the write is then rolled back, with
-    /// every write staged in the same commit). Call exactly once per ticket.
-    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
-        let _ = ticket;
-        Ok(())
+    /// and not yet durable, but must then fail the new write when the
+    /// commit of the one it builds on fails, so that a write reported as
+    /// failed never persists inside another (docs/security.md#store). An
+    /// error from `update` stores nothing. The default loads durable data
+    /// and stores at once; callers serialize these steps
+    /// ([`Store`] holds a lock around each).
+    fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
+        let outcome = self.load_secret(path).and_then(|current| {
+            let (secret, pruned) = update(current)?;
+            self.store_secret(path, &secret, &pruned)
+        });
+        PendingWrite::ready(outcome)
     }
     /// Every secret path, sorted ascending (including fully deleted secrets).
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError>;
@@ -267,16 +327,21 @@ impl Store {
     }
 
     /// docs/protocol.md#secrets upsert: a new secret gets version 1, an existing one the next
-    /// version; versions beyond `max_versions` are pruned from storage.
+    /// version; versions beyond `max_versions` are pruned from storage. Blocks until the
+    /// write is durable; async callers use [`Store::submit_put_secret`].
     ///
     /// # Errors
     ///
     /// Backend errors.
     pub fn put_secret(&self, path: &str, data: SecretData) -> Result<(), StoreError> {
-        let writer = self.inner.secret_writer.lock();
+        self.submit_put_secret(path, data).wait()
+    }
+
+    /// [`Store::put_secret`] without blocking: the write resolves once it is durable.
+    pub fn submit_put_secret(&self, path: &str, data: SecretData) -> PendingWrite {
         let now = OffsetDateTime::now_utc();
         let max_versions = self.inner.max_versions;
-        let ticket = self.inner.backend.update_secret(
+        self.update_secret(
             path,
             Box::new(move |current| {
                 Ok(match current {
@@ -288,9 +353,15 @@ impl Store {
                     }
                 })
             }),
-        )?;
-        drop(writer);
-        self.inner.backend.wait_durable(ticket)
+        )
+    }
+
+    /// One load-modify-store step, serialized with every other secret write.
+    fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
+        // A backend with a writer thread only queues here; the default
+        // backend implementation runs the whole step under this lock.
+        let _writer = self.inner.secret_writer.lock();
+        self.inner.backend.update_secret(path, update)
     }
 
     /// docs/protocol.md#secrets get: version 0 is the current one.
@@ -322,47 +393,55 @@ impl Store {
     }
 
     /// docs/protocol.md#secrets soft delete (empty list / 0 = current version). Always stores.
+    /// Blocks until the write is durable; async callers use [`Store::submit_delete_secret`].
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`] for an unknown path; backend errors.
     pub fn delete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
-        let writer = self.inner.secret_writer.lock();
-        let ticket = self.inner.backend.update_secret(
-            path,
-            Box::new(|current| {
-                let mut secret = current.ok_or(StoreError::NotFound)?;
-                secret.soft_delete(versions, OffsetDateTime::now_utc());
-                Ok((secret, Vec::new()))
-            }),
-        )?;
-        drop(writer);
-        self.inner.backend.wait_durable(ticket)
+        self.submit_delete_secret(path, versions).wait()
     }
 
-    /// docs/protocol.md#secrets undelete.
+    /// [`Store::delete_secret`] without blocking.
+    pub fn submit_delete_secret(&self, path: &str, versions: &[Version]) -> PendingWrite {
+        let versions = versions.to_vec();
+        self.update_secret(
+            path,
+            Box::new(move |current| {
+                let mut secret = current.ok_or(StoreError::NotFound)?;
+                secret.soft_delete(&versions, OffsetDateTime::now_utc());
+                Ok((secret, Vec::new()))
+            }),
+        )
+    }
+
+    /// docs/protocol.md#secrets undelete. Blocks until the write is durable; async callers
+    /// use [`Store::submit_undelete_secret`].
     ///
     /// # Errors
     ///
     /// [`StoreError::NotFound`] for an unknown path or when nothing was
     /// undeleted; backend errors.
     pub fn undelete_secret(&self, path: &str, versions: &[Version]) -> Result<(), StoreError> {
-        let writer = self.inner.secret_writer.lock();
-        let ticket = self.inner.backend.update_secret(
+        self.submit_undelete_secret(path, versions).wait()
+    }
+
+    /// [`Store::undelete_secret`] without blocking.
+    pub fn submit_undelete_secret(&self, path: &str, versions: &[Version]) -> PendingWrite {
+        let versions = versions.to_vec();
+        self.update_secret(
             path,
-            Box::new(|current| {
+            Box::new(move |current| {
                 let mut secret = current.ok_or(StoreError::NotFound)?;
                 secret
-                    .undelete(versions, OffsetDateTime::now_utc())
+                    .undelete(&versions, OffsetDateTime::now_utc())
                     .map_err(|e| match e {
                         ModelError::NothingToUndelete => StoreError::NotFound,
                         other => StoreError::Invalid(other),
                     })?;
                 Ok((secret, Vec::new()))
             }),
-        )?;
-        drop(writer);
-        self.inner.backend.wait_durable(ticket)
+        )
     }
 
     /// Every secret path, sorted ascending, including fully deleted secrets.

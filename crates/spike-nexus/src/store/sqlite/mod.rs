@@ -34,31 +34,24 @@
 //!
 //! - `schema`: connection setup (the `unix-excl` VFS, pragmas), DDL, the
 //!   version check and refusal of foreign databases.
-//! - `group_commit`: the write connection and the batching state machine.
+//! - `writer`: the writer thread, which owns the write connection and
+//!   commits what is queued in batches.
 //! - `readers`: the pool of read-only connections.
 //! - this module: [`SqliteBackend`], which puts them together with the
 //!   [`RecordCodec`].
 //!
 //! # Group commit
 //!
-//! Writes go through one write connection. A writer stages its row change
-//! in the transaction that is open on it (`BEGIN IMMEDIATE` when none is),
-//! gets a sequence number, and then waits until a `COMMIT` covering that
-//! number has succeeded. The first waiter that finds no commit in flight
-//! leads: it runs `COMMIT` for everything staged so far (one fsync for the
-//! whole batch). When the `COMMIT` fails, the transaction is rolled back and
-//! every writer of the batch gets the error, so an acknowledged write is
-//! always a committed, synced one. Reads other than the writer's own
-//! load-modify-store loads use separate read-only connections, which in WAL
-//! mode see committed data only.
-//!
-//! A secret update ([`Backend::update_secret`]) loads the secret on the write
-//! connection, so it may see another writer's staged, uncommitted version;
-//! it modifies and seals without holding the connection, and its staging is
-//! refused when a batch failed since a load that saw staged writes. So a
-//! write reported as failed never persists, and no write built on it is
-//! staged. A transaction left open by a failed batch (a failed `ROLLBACK`)
-//! is rolled back before anything is read or staged on it.
+//! Every write goes to one writer thread, which owns the write connection.
+//! It drains what is queued into one transaction and one `COMMIT` (one
+//! fsync for the whole batch), and answers each write on its own channel
+//! once the commit has succeeded. A write loads what it builds on inside
+//! that transaction, so it sees the writes staged before it, and a batch
+//! commits or fails as a whole: an acknowledged write is always a committed,
+//! synced one, and a write reported as failed never persists, nor does any
+//! write built on it (the rules are in the `writer` module). Reads use
+//! separate read-only connections, which in WAL mode see committed data
+//! only.
 //!
 //! # WAL bound
 //!
@@ -66,33 +59,35 @@
 //! commit), `journal_size_limit=16 MiB` (the WAL file is truncated to that
 //! when it restarts), and an explicit policy: after a commit that leaves the
 //! WAL file above 64 MiB (readers that always overlap can keep a PASSIVE
-//! checkpoint from finishing), the committer runs `wal_checkpoint(TRUNCATE)`.
+//! checkpoint from finishing), the writer runs `wal_checkpoint(TRUNCATE)`.
 
 use std::fmt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use spike_crypto::RootKey;
 
-use super::records::{RecordCodec, Sealed, SealedPolicy, SealedSecret};
-use super::{Backend, BackendKind, CommitTicket, SecretUpdate, StoreError};
+use super::records::{RecordCodec, Sealed, SealedSecret};
+use super::{Backend, BackendKind, PendingWrite, SecretUpdate, StoreError};
 use crate::model::{Policy, Secret, Version};
 
-mod group_commit;
 mod readers;
 mod schema;
+mod writer;
 
-use group_commit::GroupCommit;
 use readers::Readers;
+use writer::{Bound, Write, Writer};
 
-/// The encrypted SQLite backend: one write connection with group commit,
-/// and a few read-only connections that see committed data only.
+/// The encrypted SQLite backend: one writer thread with group commit, and a
+/// few read-only connections that see committed data only.
 pub struct SqliteBackend {
-    /// The write connection and its group-commit state.
-    writer: GroupCommit,
     /// Read-only connections.
     readers: Readers,
-    records: RecordCodec,
+    records: Arc<RecordCodec>,
+    /// The writer thread (dropped last: it finishes the queued writes).
+    writer: Writer,
 }
 
 impl fmt::Debug for SqliteBackend {
@@ -105,7 +100,7 @@ impl SqliteBackend {
     /// Opens or creates the database at `path` (created with mode 0600), sets
     /// WAL, `synchronous=FULL`, `secure_delete=ON` and a busy timeout, creates
     /// the schema, then checks `key` against the key-check record (writing it
-    /// when the database is new).
+    /// when the database is new), and starts the writer thread.
     ///
     /// # Errors
     ///
@@ -114,118 +109,89 @@ impl SqliteBackend {
     /// program or version; [`StoreError::Integrity`] when records exist but the
     /// key-check record is missing; [`StoreError::Database`] otherwise.
     pub fn open(path: &Path, key: &RootKey) -> Result<SqliteBackend, StoreError> {
+        Self::open_bounded(path, key, schema::WAL_LIMIT)
+    }
+
+    fn open_bounded(path: &Path, key: &RootKey, wal_limit: u64) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
+        let records = Arc::new(RecordCodec::new(key)?);
+        check_key(&records, &conn)?;
         let readers = Readers::open(path)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        let backend = SqliteBackend {
-            writer: GroupCommit::new(conn, Some(wal.into()), schema::WAL_LIMIT),
-            readers,
-            records: RecordCodec::new(key)?,
+        let bound = Bound {
+            wal: Some(wal.into()),
+            limit: wal_limit,
         };
-        backend.check_key()?;
-        Ok(backend)
-    }
-
-    fn check_key(&self) -> Result<(), StoreError> {
-        let conn = self.writer.conn.lock();
-        let row: Option<(Vec<u8>, Vec<u8>)> = conn
-            .query_row(
-                "SELECT nonce, ciphertext FROM keycheck WHERE id = 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match row {
-            Some((nonce, ciphertext)) => self.records.check_key(&nonce, ciphertext),
-            None => {
-                if !schema::is_empty(&conn)? {
-                    return Err(StoreError::Integrity {
-                        path: "keycheck".to_owned(),
-                    });
-                }
-                let Sealed { nonce, ciphertext } = self.records.seal_key_check()?;
-                conn.execute(
-                    "INSERT INTO keycheck (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
-                    params![nonce.as_slice(), ciphertext],
-                )?;
-                Ok(())
-            }
-        }
+        Ok(SqliteBackend {
+            readers,
+            writer: Writer::spawn(conn, Arc::clone(&records), bound)?,
+            records,
+        })
     }
 
     /// Checkpoints the WAL into the database file and truncates the WAL
     /// (e.g. at shutdown, so old frames do not linger on disk). Writes
-    /// staged before the call are committed first.
+    /// queued before the call are committed first.
     ///
     /// # Errors
     ///
     /// [`StoreError::Database`].
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        let staged = self.writer.staged();
-        self.writer.wait_resolved(staged, false)?;
-        let conn = self.writer.conn.lock();
-        if !conn.is_autocommit() {
-            return Err(StoreError::Database(
-                "writes are in flight; cannot checkpoint".into(),
-            ));
-        }
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        if busy != 0 {
-            return Err(StoreError::Database("WAL checkpoint was blocked".into()));
-        }
-        Ok(())
+        self.writer.checkpoint().wait()
     }
 }
 
-impl SqliteBackend {
-    /// Stages the whole secret (its row is rewritten, so pruned versions are
-    /// gone with it); durable after [`Backend::wait_durable`].
-    fn stage_secret(&self, path: &str, secret: &Secret) -> Result<CommitTicket, StoreError> {
-        let sealed = self.records.seal_secret(path, secret)?;
-        let ((), ticket) = self.writer.stage(|conn| upsert_sealed(conn, &sealed))?;
-        Ok(ticket)
+/// Checks `key` against the key-check record, writing it when the database
+/// is new.
+fn check_key(records: &RecordCodec, conn: &Connection) -> Result<(), StoreError> {
+    let row: Option<(Vec<u8>, Vec<u8>)> = conn
+        .query_row(
+            "SELECT nonce, ciphertext FROM keycheck WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        Some((nonce, ciphertext)) => records.check_key(&nonce, ciphertext),
+        None => {
+            if !schema::is_empty(conn)? {
+                return Err(StoreError::Integrity {
+                    path: "keycheck".to_owned(),
+                });
+            }
+            let Sealed { nonce, ciphertext } = records.seal_key_check()?;
+            conn.execute(
+                "INSERT INTO keycheck (id, nonce, ciphertext) VALUES (1, ?1, ?2)",
+                params![nonce.as_slice(), ciphertext],
+            )?;
+            Ok(())
+        }
     }
-
-    /// The secret at `path` as the write connection sees it (tests).
-    #[cfg(test)]
-    fn load_secret_for_write(&self, path: &str) -> Result<Option<Secret>, StoreError> {
-        load_secret_with(&self.records, &self.writer.conn.lock(), path)
-    }
-}
-
-/// Seals `secret` and upserts its row through `conn` (tests).
-#[cfg(test)]
-fn upsert_secret(
-    records: &RecordCodec,
-    conn: &Connection,
-    path: &str,
-    secret: &Secret,
-) -> Result<(), StoreError> {
-    upsert_sealed(conn, &records.seal_secret(path, secret)?)
 }
 
 /// Upserts a sealed secret row through `conn`.
 fn upsert_sealed(conn: &Connection, sealed: &SealedSecret) -> Result<(), StoreError> {
     let SealedSecret { id, record, path } = sealed;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO secrets (id, nonce, ciphertext, path_nonce, path_ciphertext)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
            ciphertext = excluded.ciphertext, path_nonce = excluded.path_nonce,
            path_ciphertext = excluded.path_ciphertext",
-        params![
-            id,
-            record.nonce.as_slice(),
-            record.ciphertext,
-            path.nonce.as_slice(),
-            path.ciphertext
-        ],
-    )?;
+    )?
+    .execute(params![
+        id,
+        record.nonce.as_slice(),
+        record.ciphertext,
+        path.nonce.as_slice(),
+        path.ciphertext
+    ])?;
     Ok(())
 }
 
-/// Loads and opens the secret row at `path` through `conn`.
+/// Loads and opens the secret row at `path` through `conn` (the statement
+/// is prepared once per connection and cached).
 fn load_secret_with(
     records: &RecordCodec,
     conn: &Connection,
@@ -233,11 +199,8 @@ fn load_secret_with(
 ) -> Result<Option<Secret>, StoreError> {
     let id = records.secret_id(path);
     let row: Option<(Vec<u8>, Vec<u8>)> = conn
-        .query_row(
-            "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT nonce, ciphertext FROM secrets WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((nonce, ciphertext)) = row else {
         return Ok(None);
@@ -261,36 +224,17 @@ impl Backend for SqliteBackend {
         secret: &Secret,
         _pruned: &[Version],
     ) -> Result<(), StoreError> {
-        let ticket = self.stage_secret(path, secret)?;
-        self.wait_durable(ticket)
-    }
-
-    fn update_secret(
-        &self,
-        path: &str,
-        update: SecretUpdate<'_>,
-    ) -> Result<CommitTicket, StoreError> {
-        // The load may see staged writes; the staging is refused when a batch
-        // failed in between (module docs, "Group commit"). Modifying and
-        // sealing run without the write connection, which the committer needs.
-        let (current, mark) = self
-            .writer
-            .load(|conn| load_secret_with(&self.records, conn, path))?;
-        #[cfg(test)]
-        if let Some(e) = self.writer.fault_at(group_commit::FaultPoint::Loaded) {
-            return Err(e);
-        }
-        let (secret, _pruned) = update(current)?;
         // The row is rewritten whole, so pruned versions are gone with it.
-        let sealed = self.records.seal_secret(path, &secret)?;
-        let ((), ticket) = self
-            .writer
-            .stage_after(mark, |conn| upsert_sealed(conn, &sealed))?;
-        Ok(ticket)
+        let secret = secret.duplicate();
+        self.update_secret(path, Box::new(move |_| Ok((secret, Vec::new()))))
+            .wait()
     }
 
-    fn wait_durable(&self, ticket: CommitTicket) -> Result<(), StoreError> {
-        self.writer.wait_resolved(ticket.0, true)
+    fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
+        self.writer.submit(Write::Secret {
+            path: path.to_owned(),
+            update,
+        })
     }
 
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
@@ -317,26 +261,13 @@ impl Backend for SqliteBackend {
     }
 
     fn store_policy(&self, policy: &Policy) -> Result<(), StoreError> {
-        let SealedPolicy { id, record } = self.records.seal_policy(policy)?;
-        let ((), ticket) = self.writer.stage(|conn| {
-            conn.execute(
-                "INSERT INTO policies (id, nonce, ciphertext) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET nonce = excluded.nonce,
-                   ciphertext = excluded.ciphertext",
-                params![id, record.nonce.as_slice(), record.ciphertext],
-            )?;
-            Ok(())
-        })?;
-        self.wait_durable(ticket)
+        let sealed = self.records.seal_policy(policy)?;
+        self.writer.submit(Write::PutPolicy(sealed)).wait()
     }
 
     fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
         let id = self.records.policy_id(name);
-        let (n, ticket) = self
-            .writer
-            .stage(|conn| Ok(conn.execute("DELETE FROM policies WHERE id = ?1", [&id])?))?;
-        self.wait_durable(ticket)?;
-        Ok(n > 0)
+        self.writer.submit_affected(Write::DeletePolicy(id)).wait()
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {
@@ -374,65 +305,116 @@ mod tests {
         assert!(b.load_secret("a/c").unwrap().is_none());
     }
 
+    /// A secret write through the writer thread, not waited for.
+    fn submit(b: &SqliteBackend, path: &str, secret: Secret) -> PendingWrite {
+        b.update_secret(path, Box::new(move |_| Ok((secret, Vec::new()))))
+    }
+
     #[test]
-    fn staged_writes_are_invisible_to_readers_until_committed() {
+    fn queued_writes_are_invisible_to_readers_until_committed() {
+        use std::sync::{Arc, mpsc};
+        use writer::FaultPoint;
+
         let dir = tempfile::tempdir().unwrap();
         let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
-        let t1 = b
-            .stage_secret("a", &Secret::new_first(data("1"), 3, now))
-            .unwrap();
-        let t2 = b
-            .stage_secret("b", &Secret::new_first(data("2"), 3, now))
-            .unwrap();
+        let (at_commit, committing) = mpsc::channel::<()>();
+        let (go, wait_go) = mpsc::channel::<()>();
+        let (at_commit, wait_go) = (
+            parking_lot::Mutex::new(at_commit),
+            parking_lot::Mutex::new(wait_go),
+        );
+        b.writer.set_fault(Some(Arc::new(move |point| {
+            if point == FaultPoint::BeforeCommit {
+                let _ = at_commit.lock().send(());
+                let _ = wait_go.lock().recv();
+            }
+            None
+        })));
+        let hold = b.writer.hold();
+        let t1 = submit(&b, "a", Secret::new_first(data("1"), 3, now));
+        let t2 = submit(&b, "b", Secret::new_first(data("2"), 3, now));
+        drop(hold);
+        // Both are staged in one transaction, which is about to commit.
+        committing.recv().unwrap();
         assert!(b.load_secret("a").unwrap().is_none());
         assert!(b.list_secret_paths().unwrap().is_empty());
         assert!(b.is_empty().unwrap());
-        assert!(b.load_secret_for_write("a").unwrap().is_some());
-        // One commit covers both staged writes.
-        b.wait_durable(t2).unwrap();
+        go.send(()).unwrap();
+        t2.wait().unwrap();
+        t1.wait().unwrap();
+        b.writer.set_fault(None);
         assert_eq!(b.list_secret_paths().unwrap(), ["a", "b"]);
-        b.wait_durable(t1).unwrap();
-        assert!(b.writer.conn.lock().is_autocommit());
-        let state = b.writer.state.lock();
-        assert_eq!((state.staged, state.resolved), (2, 2));
-        assert!(state.failures.is_empty());
+        assert!(b.writer.on_conn(Connection::is_autocommit));
+    }
+
+    #[test]
+    fn a_write_built_on_a_queued_one_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let b =
+            std::sync::Arc::new(SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap());
+        let store = crate::store::Store::new(b.clone(), 10).unwrap();
+        let hold = b.writer.hold();
+        let writes: Vec<_> = (0..5)
+            .map(|i| store.submit_put_secret("p", data(&i.to_string())))
+            .collect();
+        drop(hold);
+        for w in writes {
+            w.wait().unwrap();
+        }
+        let secret = store.secret_metadata("p", 0).unwrap();
+        assert_eq!(secret.versions.len(), 5);
+        assert_eq!(secret.versions[&5].data.get("k"), Some("4"));
     }
 
     #[test]
     fn failed_commit_fails_every_writer_of_the_batch() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use writer::FaultPoint;
+
         let dir = tempfile::tempdir().unwrap();
-        let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
+        let path = dir.path().join("t.db");
+        let b = SqliteBackend::open(&path, &key(1)).unwrap();
         let now = OffsetDateTime::UNIX_EPOCH;
-        // A deferred foreign-key violation makes COMMIT itself fail.
-        b.writer.conn
-            .lock()
-            .execute_batch(
-                "PRAGMA foreign_keys = ON;
-                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
-                 CREATE TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
-            )
-            .unwrap();
-        let t1 = b
-            .stage_secret("a", &Secret::new_first(data("1"), 3, now))
-            .unwrap();
-        let t2 = b
-            .stage_secret("b", &Secret::new_first(data("2"), 3, now))
-            .unwrap();
-        let (_, t3) = b
-            .writer
-            .stage(|conn| Ok(conn.execute("INSERT INTO child (p) VALUES (42)", [])?))
-            .unwrap();
-        assert!(matches!(b.wait_durable(t1), Err(StoreError::Database(_))));
-        assert!(matches!(b.wait_durable(t3), Err(StoreError::Database(_))));
-        assert!(matches!(b.wait_durable(t2), Err(StoreError::Database(_))));
-        assert!(b.writer.state.lock().failures.is_empty());
-        assert!(b.writer.conn.lock().is_autocommit());
-        assert!(b.load_secret_for_write("a").unwrap().is_none());
+        let commits = AtomicUsize::new(0);
+        b.writer.set_fault(Some(Arc::new(move |point| {
+            (point == FaultPoint::BeforeCommit && commits.fetch_add(1, Ordering::SeqCst) == 0)
+                .then(|| StoreError::Database("disk I/O error (injected)".into()))
+        })));
+        let hold = b.writer.hold();
+        let t1 = submit(&b, "a", Secret::new_first(data("1"), 3, now));
+        let t2 = submit(&b, "b", Secret::new_first(data("2"), 3, now));
+        drop(hold);
+        assert!(matches!(t1.wait(), Err(StoreError::Database(_))));
+        assert!(matches!(t2.wait(), Err(StoreError::Database(_))));
+        assert!(b.writer.on_conn(Connection::is_autocommit));
+        assert!(b.list_secret_paths().unwrap().is_empty());
         // The next write commits normally.
         b.store_secret("c", &Secret::new_first(data("3"), 3, now), &[])
             .unwrap();
         assert_eq!(b.list_secret_paths().unwrap(), ["c"]);
+        drop(b);
+        let reopened = SqliteBackend::open(&path, &key(1)).unwrap();
+        assert_eq!(reopened.list_secret_paths().unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn a_write_that_fails_alone_does_not_fail_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b =
+            std::sync::Arc::new(SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap());
+        let store = crate::store::Store::new(b.clone(), 10).unwrap();
+        let hold = b.writer.hold();
+        let first = store.submit_put_secret("a", data("1"));
+        // Deleting a secret that does not exist fails before it writes anything.
+        let missing = store.submit_delete_secret("nope", &[]);
+        let last = store.submit_put_secret("b", data("2"));
+        drop(hold);
+        first.wait().unwrap();
+        assert!(matches!(missing.wait(), Err(StoreError::NotFound)));
+        last.wait().unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["a", "b"]);
     }
 
     #[test]
@@ -462,20 +444,16 @@ mod tests {
         b.checkpoint().unwrap();
     }
 
-    /// Issue 12 L1: writer B loads the secret while writer A's version is
-    /// staged, A's commit fails (injected in place of COMMIT) before B
-    /// stages, B goes on. Neither A's version nor anything built on it may be
-    /// acknowledged or persist. Before the fix, B staged its row (holding
-    /// A's version) in a new transaction and committed it, and A's version
-    /// was in the database after reopening.
+    /// Issue 12 L1: writer B builds on writer A's staged version, and A's
+    /// commit fails. Neither A's version nor anything built on it may be
+    /// acknowledged or persist. With the writer thread, A and B are staged
+    /// in one batch, which fails as a whole.
     #[test]
     fn a_failed_write_never_persists_nor_is_built_upon() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::sync::mpsc;
-        use std::time::Duration;
 
-        use group_commit::FaultPoint;
+        use writer::FaultPoint;
 
         use crate::store::Store;
 
@@ -485,58 +463,26 @@ mod tests {
         let store = Store::new(b.clone(), 10).unwrap();
         store.put_secret("p", data("v1")).unwrap();
 
-        let (a_committing_tx, a_committing_rx) = mpsc::channel::<()>();
-        let (b_loaded_tx, b_loaded_rx) = mpsc::channel::<()>();
-        let (a_resolved_tx, a_resolved_rx) = mpsc::channel::<()>();
-        let (a_committing_tx, b_loaded_tx, a_resolved_tx) = (
-            parking_lot::Mutex::new(a_committing_tx),
-            parking_lot::Mutex::new(b_loaded_tx),
-            parking_lot::Mutex::new(a_resolved_tx),
-        );
-        let b_loaded_rx = parking_lot::Mutex::new(b_loaded_rx);
-        let a_resolved_rx = parking_lot::Mutex::new(a_resolved_rx);
-        let (loads, commits) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        b.writer.set_fault(Some(Arc::new(move |point| match point {
-            FaultPoint::Loaded => {
-                if loads.fetch_add(1, Ordering::SeqCst) == 1 {
-                    // Writer B has loaded (A's version is staged): give A's
-                    // commit every chance to run before B stages.
-                    let _ = b_loaded_tx.lock().send(());
-                    let _ = a_resolved_rx
-                        .lock()
-                        .recv_timeout(Duration::from_millis(300));
-                }
-                None
-            }
-            FaultPoint::BeforeCommit => {
-                if commits.fetch_add(1, Ordering::SeqCst) == 0 {
-                    let _ = a_committing_tx.lock().send(());
-                    let _ = b_loaded_rx.lock().recv_timeout(Duration::from_secs(5));
-                    Some(StoreError::Database("disk I/O error (injected)".into()))
-                } else {
-                    None
-                }
-            }
-            FaultPoint::AfterCommit => {
-                let _ = a_resolved_tx.lock().send(());
-                None
-            }
+        let commits = AtomicUsize::new(0);
+        b.writer.set_fault(Some(Arc::new(move |point| {
+            (point == FaultPoint::BeforeCommit && commits.fetch_add(1, Ordering::SeqCst) == 0)
+                .then(|| StoreError::Database("disk I/O error (injected)".into()))
         })));
-
-        let store_a = store.clone();
-        let writer_a = std::thread::spawn(move || store_a.put_secret("p", data("a")));
-        a_committing_rx
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap();
-        let store_b = store.clone();
-        let writer_b = std::thread::spawn(move || store_b.put_secret("p", data("b")));
-        let result_a = writer_a.join().unwrap();
-        let result_b = writer_b.join().unwrap();
+        let hold = b.writer.hold();
+        let write_a = store.submit_put_secret("p", data("a"));
+        let write_b = store.submit_put_secret("p", data("b"));
+        drop(hold);
+        let result_a = write_a.wait();
+        let result_b = write_b.wait();
         b.writer.set_fault(None);
 
         assert!(
             matches!(result_a, Err(StoreError::Database(_))),
             "{result_a:?}"
+        );
+        assert!(
+            matches!(result_b, Err(StoreError::Database(_))),
+            "{result_b:?}"
         );
         let values = |s: &Secret| -> Vec<String> {
             s.versions
@@ -545,27 +491,13 @@ mod tests {
                 .collect()
         };
         let now = store.secret_metadata("p", 0).unwrap();
-        assert!(
-            !values(&now).contains(&"a".to_owned()),
-            "{:?}",
-            values(&now)
-        );
-        if result_b.is_ok() {
-            assert_eq!(values(&now), ["v1", "b"]);
-        } else {
-            assert_eq!(values(&now), ["v1"]);
-        }
-        // The store goes on, and nothing of A is on disk.
+        assert_eq!(values(&now), ["v1"]);
+        // The store goes on, and nothing of A or B is on disk.
         store.put_secret("p", data("c")).unwrap();
         drop((store, b));
         let reopened = SqliteBackend::open(&path, &key(1)).unwrap();
         let on_disk = reopened.load_secret("p").unwrap().unwrap();
-        assert!(
-            !values(&on_disk).contains(&"a".to_owned()),
-            "{:?}",
-            values(&on_disk)
-        );
-        assert_eq!(values(&on_disk).last().map(String::as_str), Some("c"));
+        assert_eq!(values(&on_disk), ["v1", "c"]);
     }
 
     /// A transaction left open by a failed batch (its ROLLBACK failed too)
@@ -578,17 +510,14 @@ mod tests {
         let now = OffsetDateTime::UNIX_EPOCH;
         // A failed batch whose rollback did not happen: its write is still in
         // the open transaction, and no write is pending.
-        {
-            let conn = b.writer.conn.lock();
+        let records = Arc::clone(&b.records);
+        b.writer.on_conn(move |conn| {
             conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-            upsert_secret(
-                &b.records,
-                &conn,
-                "failed",
-                &Secret::new_first(data("x"), 3, now),
-            )
-            .unwrap();
-        }
+            let sealed = records
+                .seal_secret("failed", &Secret::new_first(data("x"), 3, now))
+                .unwrap();
+            upsert_sealed(conn, &sealed).unwrap();
+        });
         b.store_secret("next", &Secret::new_first(data("y"), 3, now), &[])
             .unwrap();
         assert_eq!(b.list_secret_paths().unwrap(), ["next"]);
@@ -606,12 +535,10 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut backend = SqliteBackend::open(&path, &key(1)).unwrap();
         // A small bound so that the test writes little; SQLite's automatic
         // checkpoint alone lets the WAL reach about 4 MiB.
         let limit: u64 = 512 * 1024;
-        backend.writer.wal_limit = limit;
-        let b = Arc::new(backend);
+        let b = Arc::new(SqliteBackend::open_bounded(&path, &key(1), limit).unwrap());
         let wal = dir.path().join("t.db-wal");
         let stop = Arc::new(AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
@@ -647,10 +574,10 @@ mod tests {
         // One commit past the bound at most (each commit writes a few pages).
         assert!(max_wal <= limit + 64 * 1024, "WAL reached {max_wal} bytes");
         assert!(max_wal > 0);
-        let conn = b.writer.conn.lock();
-        let limit_set: i64 = conn
-            .query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
-            .unwrap();
+        let limit_set: i64 = b.writer.on_conn(|conn| {
+            conn.query_row("PRAGMA journal_size_limit", [], |r| r.get(0))
+                .unwrap()
+        });
         assert_eq!(limit_set, 16 * 1024 * 1024);
     }
 
@@ -664,8 +591,7 @@ mod tests {
         b.store_secret("y", &Secret::new_first(data("y"), 3, now), &[])
             .unwrap();
         let (idx, idy) = (b.records.secret_id("x"), b.records.secret_id("y"));
-        {
-            let conn = b.writer.conn.lock();
+        b.writer.on_conn(move |conn| {
             let (n, c): (Vec<u8>, Vec<u8>) = conn
                 .query_row(
                     "SELECT nonce, ciphertext FROM secrets WHERE id = ?1",
@@ -678,7 +604,7 @@ mod tests {
                 params![n, c, idx],
             )
             .unwrap();
-        }
+        });
         assert!(matches!(b.load_secret("x"), Err(StoreError::Crypto)));
         assert_eq!(
             b.load_secret("y").unwrap().unwrap().versions[&1]
@@ -695,14 +621,13 @@ mod tests {
         let now = OffsetDateTime::UNIX_EPOCH;
         b.store_secret("x", &Secret::new_first(data("x"), 3, now), &[])
             .unwrap();
-        b.writer
-            .conn
-            .lock()
-            .execute(
+        b.writer.on_conn(|conn| {
+            conn.execute(
                 "UPDATE secrets SET ciphertext = zeroblob(length(ciphertext))",
                 [],
             )
-            .unwrap();
+            .unwrap()
+        });
         assert!(matches!(b.load_secret("x"), Err(StoreError::Crypto)));
         assert!(matches!(b.list_secret_paths(), Ok(p) if p == ["x"]));
     }
@@ -717,10 +642,7 @@ mod tests {
             b.store_secret("x", &Secret::new_first(data("x"), 3, now), &[])
                 .unwrap();
             b.writer
-                .conn
-                .lock()
-                .execute("DELETE FROM keycheck", [])
-                .unwrap();
+                .on_conn(|conn| conn.execute("DELETE FROM keycheck", []).unwrap());
         }
         assert!(matches!(
             SqliteBackend::open(&path, &key(2)),
@@ -746,16 +668,18 @@ mod tests {
     fn pragmas_are_set() {
         let dir = tempfile::tempdir().unwrap();
         let b = SqliteBackend::open(&dir.path().join("t.db"), &key(1)).unwrap();
-        let conn = b.writer.conn.lock();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        let sync: i64 = conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap();
-        let sd: i64 = conn
-            .query_row("PRAGMA secure_delete", [], |r| r.get(0))
-            .unwrap();
+        let (mode, sync, sd) = b.writer.on_conn(|conn| {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            let sync: i64 = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap();
+            let sd: i64 = conn
+                .query_row("PRAGMA secure_delete", [], |r| r.get(0))
+                .unwrap();
+            (mode, sync, sd)
+        });
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2);
         assert_eq!(sd, 1);
@@ -780,12 +704,10 @@ mod tests {
             assert_eq!(n, 20);
         }
         drop(guards);
-        let mode: String = b
-            .writer
-            .conn
-            .lock()
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
+        let mode: String = b.writer.on_conn(|conn| {
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap()
+        });
         assert_eq!(mode, "wal");
         assert!(dir.path().join("spike.db-wal").exists());
         assert!(!dir.path().join("spike.db-shm").exists());
@@ -822,37 +744,35 @@ mod tests {
             .unwrap();
         // Real SQLite answers SQLITE_FULL once the database would grow past
         // max_page_count, as it does for ENOSPC.
-        let pages: i64 = b
-            .writer
-            .conn
-            .lock()
-            .query_row("PRAGMA page_count", [], |r| r.get(0))
-            .unwrap();
-        b.writer
-            .conn
-            .lock()
-            .pragma_update(None, "max_page_count", pages)
-            .unwrap();
+        b.writer.on_conn(|conn| {
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            conn.pragma_update(None, "max_page_count", pages).unwrap();
+        });
         let big = || data(&"x".repeat(64 * 1024));
         let err = b
             .store_secret("big", &Secret::new_first(big(), 3, now), &[])
             .unwrap_err();
         assert!(matches!(&err, StoreError::StorageFull(_)), "{err:?}");
         assert_eq!(err.to_string(), "storage full: database or disk is full");
-        // Group commit: every writer staged in the failed transaction gets the same class.
-        assert!(b.writer.conn.lock().is_autocommit());
-        assert!(b.writer.state.lock().failures.is_empty());
+        // The failed batch was rolled back.
+        assert!(b.writer.on_conn(Connection::is_autocommit));
         // Reads keep working, on the readers and on the writer connection.
         assert!(b.load_secret("kept").unwrap().is_some());
-        assert!(b.load_secret_for_write("kept").unwrap().is_some());
+        let records = Arc::clone(&b.records);
+        assert!(
+            b.writer
+                .on_conn(move |conn| load_secret_with(&records, conn, "kept").unwrap())
+                .is_some()
+        );
         assert_eq!(b.list_secret_paths().unwrap(), ["kept"]);
         assert!(b.load_secret("big").unwrap().is_none());
         // Space comes back: the next write lands.
-        b.writer
-            .conn
-            .lock()
-            .pragma_update(None, "max_page_count", 1_000_000)
-            .unwrap();
+        b.writer.on_conn(|conn| {
+            conn.pragma_update(None, "max_page_count", 1_000_000)
+                .unwrap()
+        });
         b.store_secret("big", &Secret::new_first(big(), 3, now), &[])
             .unwrap();
         assert_eq!(b.list_secret_paths().unwrap(), ["big", "kept"]);
