@@ -3,8 +3,19 @@
 //!
 //! Fields: `request_id`, `peer_spiffe_id`, `action`, `path` (the resource path, never a
 //! value), `status` (HTTP), `result` (`allowed`, `denied` or `error`), `duration_ms`.
+//!
+//! Events are written off the request path: [`Audit::emit`] appends the event to a buffer,
+//! and the `spike-audit` thread writes what gathered there (to the journal or stderr, as the
+//! logging setup says) at most [`GATHER`] later. Nothing is dropped: when [`MAX_BUFFERED`]
+//! events wait already, or once the buffer is closed, the event is written on the spot, by
+//! the request. [`Audit::close`] (at shutdown, after the listeners have stopped, and when
+//! the last handle is dropped) writes every buffered event before it returns.
 
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use spike_daemon::logging::AUDIT_TARGET;
 
@@ -47,7 +58,7 @@ pub struct AuditEvent<'a> {
     /// The caller's SPIFFE ID (empty if none).
     pub peer_spiffe_id: &'a str,
     /// The action name (`secret_get`, ... or `fallback`, `not_ready`).
-    pub action: &'a str,
+    pub action: &'static str,
     /// The resource path (secret path, policy name, system path, or the URL path).
     pub path: &'a str,
     /// The HTTP status.
@@ -56,8 +67,160 @@ pub struct AuditEvent<'a> {
     pub duration: Duration,
 }
 
-/// Emits `event`.
-pub fn emit(event: &AuditEvent<'_>) {
+/// How long the audit thread lets events gather after the first one before it writes them.
+pub const GATHER: Duration = Duration::from_millis(2);
+
+/// The most events waiting in the buffer; past that, a request writes its own event.
+pub const MAX_BUFFERED: usize = 16_384;
+
+/// An owned [`AuditEvent`], as buffered.
+struct Record {
+    request_id: String,
+    peer_spiffe_id: String,
+    action: &'static str,
+    path: String,
+    status: u16,
+    duration: Duration,
+}
+
+impl Record {
+    fn write(&self) {
+        write(&AuditEvent {
+            request_id: &self.request_id,
+            peer_spiffe_id: &self.peer_spiffe_id,
+            action: self.action,
+            path: &self.path,
+            status: self.status,
+            duration: self.duration,
+        });
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    events: Vec<Record>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    buffer: Mutex<Buffer>,
+    /// Signalled when the first event lands in an empty buffer, and on close.
+    wake: Condvar,
+}
+
+/// The audit stream of one Nexus: a buffer and the thread that writes it.
+pub struct Audit {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit").finish_non_exhaustive()
+    }
+}
+
+impl Audit {
+    /// Starts the `spike-audit` writer thread. When the thread cannot be started, every
+    /// event is written by its request.
+    pub fn start() -> Audit {
+        let shared = Arc::new(Shared::default());
+        let thread = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("spike-audit".to_owned())
+                .spawn(move || run(&shared))
+        };
+        let thread = match thread {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the audit thread; requests write their own audit events");
+                shared.buffer.lock().closed = true;
+                None
+            }
+        };
+        Audit {
+            shared,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues `event` for the audit thread (or writes it now, see the module docs).
+    pub fn emit(&self, event: &AuditEvent<'_>) {
+        let mut buffer = self.shared.buffer.lock();
+        if buffer.closed || buffer.events.len() >= MAX_BUFFERED {
+            drop(buffer);
+            write(event);
+            return;
+        }
+        let first = buffer.events.is_empty();
+        buffer.events.push(Record {
+            request_id: event.request_id.to_owned(),
+            peer_spiffe_id: event.peer_spiffe_id.to_owned(),
+            action: event.action,
+            path: event.path.to_owned(),
+            status: event.status,
+            duration: event.duration,
+        });
+        drop(buffer);
+        if first {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Writes every buffered event and stops the thread; later events are written by their
+    /// requests. Returns once the buffer is empty.
+    pub fn close(&self) {
+        self.shared.buffer.lock().closed = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.lock().take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the audit thread panicked");
+        }
+        // Without a thread (it could not start, or it panicked), write what is left here.
+        let rest = std::mem::take(&mut self.shared.buffer.lock().events);
+        for record in &rest {
+            record.write();
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The audit thread: waits for a first event, lets more gather for [`GATHER`], writes them
+/// all; after close, writes what is left and returns.
+fn run(shared: &Shared) {
+    loop {
+        {
+            let mut buffer = shared.buffer.lock();
+            while buffer.events.is_empty() && !buffer.closed {
+                shared.wake.wait(&mut buffer);
+            }
+            if buffer.closed {
+                let rest = std::mem::take(&mut buffer.events);
+                drop(buffer);
+                for record in &rest {
+                    record.write();
+                }
+                return;
+            }
+        }
+        std::thread::sleep(GATHER);
+        let batch = std::mem::take(&mut shared.buffer.lock().events);
+        for record in &batch {
+            record.write();
+        }
+    }
+}
+
+/// Writes `event` now, on the calling thread.
+fn write(event: &AuditEvent<'_>) {
     let result = AuditResult::from_status(event.status);
     let duration_ms = u64::try_from(event.duration.as_millis()).unwrap_or(u64::MAX);
     tracing::info!(
@@ -95,5 +258,48 @@ mod tests {
         let a = request_id();
         assert_eq!(a.len(), 16);
         assert_ne!(a, request_id());
+    }
+
+    /// Counts the audit events the global dispatcher sees, from any thread.
+    #[test]
+    fn buffered_events_are_all_written_by_close_and_none_after_is_lost() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        struct Count;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                if event.metadata().target() == AUDIT_TARGET {
+                    SEEN.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        // The audit thread logs through the global dispatcher.
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Count))
+            .unwrap();
+        let audit = Audit::start();
+        let event = AuditEvent {
+            request_id: "0123456789abcdef",
+            peer_spiffe_id: "spiffe://spike.ist/spike/pilot/role/superuser",
+            action: "secret_get",
+            path: "a/b",
+            status: 200,
+            duration: Duration::from_micros(40),
+        };
+        for _ in 0..1000 {
+            audit.emit(&event);
+        }
+        audit.close();
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1000);
+        // After close, a request writes its own event.
+        audit.emit(&event);
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1001);
+        drop(audit);
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1001);
     }
 }

@@ -116,6 +116,7 @@ impl Running {
             grace,
             notifier,
             token,
+            state,
             ..
         } = self;
         let stopping = {
@@ -132,7 +133,9 @@ impl Running {
             .join(grace + Duration::from_secs(1))
             .await
             .map_err(|e| NexusError::Task(e.to_string()));
-        // Every task has stopped; make sure `STOPPING=1` went out before returning.
+        // Every task has stopped: write the buffered audit events, and make sure
+        // `STOPPING=1` went out before returning.
+        state.audit().close();
         token.cancel();
         let _ = stopping.await;
         result

@@ -37,6 +37,7 @@ use spike_crypto::{Cipher, RootKey, Shard};
 use spike_daemon::notify::Notifier;
 use tokio::sync::{Notify, watch};
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{
@@ -213,6 +214,7 @@ struct Inner {
     keepers: Vec<KeeperHealth>,
     notifier: Notifier,
     metrics: Metrics,
+    audit: Audit,
     unsealed_tx: watch::Sender<bool>,
     push_now: Notify,
     store_failure: Mutex<Option<StoreFailure>>,
@@ -264,6 +266,7 @@ impl NexusState {
                 keepers,
                 notifier,
                 metrics,
+                audit: Audit::start(),
                 unsealed_tx,
                 push_now: Notify::new(),
                 store_failure: Mutex::new(None),
@@ -301,6 +304,11 @@ impl NexusState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The audit stream.
+    pub fn audit(&self) -> &Audit {
+        &self.inner.audit
     }
 
     /// Whether the backend is `memory`.

@@ -316,7 +316,7 @@ pub async fn dispatch(State(state): State<NexusState>, req: Request) -> Response
         let elapsed = start.elapsed();
         let status = resp.status().as_u16();
         state.metrics().record(action, status, elapsed);
-        audit::emit(&AuditEvent {
+        state.audit().emit(&AuditEvent {
             request_id: &request_id,
             peer_spiffe_id: &peer,
             action,
