@@ -683,6 +683,18 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(sync, 2);
         assert_eq!(sd, 1);
+        let cache: i64 = b.writer.on_conn(|conn| {
+            conn.query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap()
+        });
+        assert_eq!(cache, -schema::WRITER_CACHE_KIB);
+        for reader in &b.readers.conns {
+            let cache: i64 = reader
+                .lock()
+                .query_row("PRAGMA cache_size", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(cache, -schema::READER_CACHE_KIB);
+        }
     }
 
     #[test]

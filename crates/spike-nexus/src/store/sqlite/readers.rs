@@ -10,7 +10,9 @@ use super::schema::open_reader;
 use crate::store::StoreError;
 
 /// Bounds on the number of read-only connections (one per CPU within these).
-const MIN_READERS: usize = 4;
+/// Gets run on the async workers (one per CPU), so one connection per CPU
+/// is what they can use at once; each holds its own page cache.
+const MIN_READERS: usize = 2;
 const MAX_READERS: usize = 16;
 
 /// A row as stored: `(id, nonce, ciphertext)`.
