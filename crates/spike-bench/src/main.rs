@@ -129,6 +129,12 @@ enum Command {
     /// health-socket flood, 4 MiB bodies) while a superuser `get` must keep working.
     /// Exits 1 when a scenario fails (unless --report-only).
     Abuse(AbuseArgs),
+    /// Where the resident memory of a running process goes (from /proc/PID/smaps), in KiB.
+    Rss {
+        /// The process (e.g. `$(pidof spike-nexus)`).
+        #[arg(long)]
+        pid: u32,
+    },
     /// Time a Nexus restart to unsealed with real keepers (sqlite).
     RestartTime {
         /// Keepers.
@@ -431,6 +437,12 @@ async fn run(cli: Cli) -> Result<()> {
             })
         }
         Some(Command::Abuse(args)) => abuse_command(args).await,
+        Some(Command::Rss { pid }) => {
+            let breakdown = spike_bench::rss::breakdown(pid)
+                .with_context(|| format!("cannot read /proc/{pid}/status and smaps"))?;
+            println!("{}", serde_json::to_string_pretty(&breakdown)?);
+            Ok(())
+        }
         Some(Command::RestartTime {
             keepers,
             threshold,
