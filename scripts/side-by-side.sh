@@ -67,7 +67,7 @@ while [ $# -gt 0 ]; do
     --scale-runs) scale_runs=$2; shift ;;
     --populate-cap) populate_cap=$2; shift ;;
     --count-syncs) count_syncs=1 ;;
-    -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 64 ;;
   esac
   shift
@@ -524,15 +524,15 @@ if [ "$with_100k" = 1 ]; then
     for impl in $(rotated "$r"); do
       out="$OUT/scale/$impl.$r.json"
       t0=$(now_ms)
-      # populate = the client's write phase, then a 1 s get; timed as a whole (capped)
+      # the client writes the secrets, then runs a 1 s get (not counted); capped as a whole
       if DRIVE_TIMEOUT=$populate_cap drive "${CLIENTS[0]}" "$impl" get 1 "$scale_secrets" 1 1 "$out.populate"; then
-        took=$(( $(now_ms) - t0 ))
+        took=$(jq --argjson ms $(( $(now_ms) - t0 )) '$ms - .elapsed_secs * 1000 | floor' "$out.populate")
         drive "${CLIENTS[0]}" "$impl" get 1 "$scale_secrets" "$duration" 0 "$out"
         jq --argjson ms "$took" --argjson r "$r" '. + {populate_ms: $ms, complete: true, round: $r}' "$out" > "$T/s.json"
       else
         jq -n --argjson rss "$(rss_json "${NEXUS_PID[$impl]}")" --arg s "$(label "$impl")" \
-          --argjson ms $(( $(now_ms) - t0 )) --argjson r "$r" \
-          '{server: $s, populate_ms: $ms, complete: false, round: $r} + $rss' > "$T/s.json"
+          --argjson ms $(( $(now_ms) - t0 )) --argjson r "$r" --argjson n "$scale_secrets" \
+          '{server: $s, secrets: $n, populate_ms: $ms, complete: false, round: $r} + $rss' > "$T/s.json"
       fi
       mv "$T/s.json" "$out"
       echo "$(label "$impl") round $r: $(jq -c '{populate_ms, complete, server_rss_kib, rss_anon_kib, rss_file_kib}' "$out")"
@@ -569,7 +569,7 @@ jq -n --argjson order "$order_json" --slurpfile loads <(jsons "$OUT/runs" '*.jso
       req_per_s: stat(.throughput_rps), p50_us: stat(.latency.p50_us), p99_us: stat(.latency.p99_us),
       p999_us: stat(.latency.p999_us), server_cpu_us_per_request: stat(.server_cpu_us_per_request),
       vmrss_kib: stat(.server_rss_kib), rss_anon_kib: stat(.rss_anon_kib), rss_file_kib: stat(.rss_file_kib)
-    }] | sort_by((.scenario as $s | $order | index($s)), .client, .server),
+    }] | sort_by((.scenario as $s | $order | index($s)), .client != "rust", .server),
     idle_rss: [$idle | group_by(.server)[] | {server: .[0].server, fresh_starts: length,
       vmrss_kib: stat(.server_rss_kib), rss_anon_kib: stat(.rss_anon_kib), rss_file_kib: stat(.rss_file_kib)}],
     restart_ms: [$restarts | group_by(.server)[] | {server: .[0].server, restarts: length,
@@ -588,6 +588,7 @@ jq -r '
   def spread(f; n): if . == null then "–" else "\(.median | f | r(n)) (\(.min | f | r(n))–\(.max | f | r(n)))" end;
   def id: .;
   def ratio(a; b): if a == null or b == null or b == 0 then "–" else "\(a / b | r(2))×" end;
+  (if (.loads | length) > 0 then
   "## Loads (median (min–max) of each run)\n",
   "| Scenario | client | server | req/s | p50 ms | p99 ms | p99.9 ms | Nexus CPU µs/req | RssAnon MiB | RssFile MiB | errors |",
   "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -596,11 +597,12 @@ jq -r '
   "## Ratios, ours / SPIKE (medians; req/s > 1 and p99, CPU < 1 favour ours)\n",
   "| Scenario | client | vs | req/s | p99 | Nexus CPU/req |",
   "|---|---|---|---|---|---|",
-  (.loads | group_by(.scenario, .client) | sort_by(.[0].scenario as $s | $order | index($s)) | .[]
+  (.loads | group_by(.scenario, .client) | sort_by((.[0].scenario as $s | $order | index($s)), .[0].client != "rust") | .[]
     | (map(select(.server == "ours")) | first) as $o
     | .[] | select(.server != "ours" and $o != null)
     | "| \(.scenario) | \(.client) | \(.server) | \(ratio($o.req_per_s.median; .req_per_s.median)) | \(ratio($o.p99_us.median; .p99_us.median)) | \(ratio($o.server_cpu_us_per_request.median; .server_cpu_us_per_request.median)) |"),
-  "",
+  ""
+  else empty end),
   "## Idle RSS right after bootstrap (median (min–max) over fresh starts)\n",
   "| server | fresh starts | VmRSS MiB | RssAnon MiB | RssFile MiB |",
   "|---|---|---|---|---|",
