@@ -27,6 +27,9 @@ pub enum Workload {
     Get,
     /// `secret put` (a new version) of a random pre-populated secret.
     Put,
+    /// `secret put` to a path never written before (unique to the run).
+    #[serde(rename = "put-fresh")]
+    PutFresh,
     /// 90 % get, 10 % put.
     Mix,
     /// `cipher encrypt` (JSON mode) of a `value_size`-byte payload.
@@ -39,6 +42,7 @@ impl Workload {
         match self {
             Workload::Get => "get",
             Workload::Put => "put",
+            Workload::PutFresh => "put-fresh",
             Workload::Mix => "mix",
             Workload::Encrypt => "encrypt",
         }
@@ -244,6 +248,10 @@ pub async fn run(target: &Target, options: &LoadOptions) -> Result<LoadReport, C
     let start = Instant::now();
     let deadline = start + options.duration;
     let payload = Arc::new(value_of_size(options.value_size, 7).into_bytes());
+    // put-fresh paths are unique to this run: never written before.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let mut set = tokio::task::JoinSet::new();
     for w in 0..options.connections.max(1) {
         let client = target.client(options.keepalive)?;
@@ -255,16 +263,22 @@ pub async fn run(target: &Target, options: &LoadOptions) -> Result<LoadReport, C
         set.spawn(async move {
             let mut rng = XorShift::new(w as u64 + 1);
             let mut samples: Vec<u64> = Vec::with_capacity(4096);
+            let mut fresh = 0u64;
             while Instant::now() < deadline {
                 let i = rng.below(secrets);
                 let put = match workload {
-                    Workload::Put => true,
+                    Workload::Put | Workload::PutFresh => true,
                     Workload::Mix => rng.below(10) == 0,
                     Workload::Get | Workload::Encrypt => false,
                 };
                 let t0 = Instant::now();
                 let result = match workload {
                     Workload::Encrypt => client.encrypt(&payload).await.map(drop),
+                    Workload::PutFresh => {
+                        fresh += 1;
+                        let path = format!("bench/fresh-{nonce:x}-{w}-{fresh}");
+                        client.put_secret(&path, secret_values(value_size, i)).await
+                    }
                     _ if put => {
                         client
                             .put_secret(&secret_path(i), secret_values(value_size, i))

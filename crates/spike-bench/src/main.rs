@@ -322,7 +322,7 @@ async fn external(args: ExternalArgs) -> Result<()> {
         roots,
     };
     let options = args.load.options();
-    if options.workload != Workload::Encrypt && !args.no_populate {
+    if !matches!(options.workload, Workload::Encrypt | Workload::PutFresh) && !args.no_populate {
         eprintln!("writing {} secrets", options.secrets);
         load::populate(
             &target,
