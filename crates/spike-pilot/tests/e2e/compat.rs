@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::cli::{Cli, CliKind, script};
-use crate::world::{Cluster, RECOVER, RESTORE, SUPERUSER, World, shard_texts};
+use crate::world::{Cluster, RECOVER, RESTORE, SUPERUSER, TRUST_DOMAIN, World, shard_texts};
 
 fn flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
@@ -163,4 +163,112 @@ async fn go_cli_script_against_our_nexus() {
     let (cluster, key) = Cluster::bootstrapped(&w, "go-cli").await;
     let cli = Cli::new(CliKind::Go(program), &w);
     script(&cli, &w, cluster, &key).await.stop().await;
+}
+
+/// tools/go-bench, the neutral Go load generator of the side-by-side (docs/benchmarks.md),
+/// built by its build.sh and cached outside the repository; `None` to skip (as for the SDK
+/// program, `SPIKE_REQUIRE_GO_COMPAT=1` makes a missing Go or a failed build a failure).
+fn go_bench() -> Option<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let required = flag("SPIKE_REQUIRE_GO_COMPAT");
+    let built = BUILT.get_or_init(|| {
+        let go = Command::new("go").arg("version").output();
+        if !go.is_ok_and(|o| o.status.success()) {
+            return Err("`go` is not on PATH".to_owned());
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/go-bench/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tools/go-bench/build.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match built {
+        Ok(path) if path.is_file() => Some(path.clone()),
+        Ok(path) => unavailable(required, &format!("no go-bench at {}", path.display())),
+        Err(why) => unavailable(required, why),
+    }
+}
+
+/// go-bench drives our Nexus without an error: fresh puts, then gets and new versions of the
+/// secrets it wrote, each for a second, as the Pilot superuser; its report counts requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_bench_against_our_nexus() {
+    let Some(program) = go_bench() else { return };
+    let w = World::new();
+    let (cluster, _key) = Cluster::bootstrapped(&w, "gobench").await;
+    let cli = Cli::new(CliKind::Go(program), &w);
+    let url = cluster.nexus.url();
+    let server_id = format!("spiffe://{TRUST_DOMAIN}/spike/nexus");
+    for args in [
+        &["--workload", "put-fresh"][..],
+        &["--workload", "get", "--secrets", "20"],
+        &[
+            "--workload",
+            "put-versions",
+            "--secrets",
+            "20",
+            "--no-populate",
+        ],
+        &[
+            "--workload",
+            "get",
+            "--secrets",
+            "20",
+            "--no-populate",
+            "--no-keepalive",
+        ],
+    ] {
+        let mut full = vec![
+            "--url",
+            &url,
+            "--server-id",
+            &server_id,
+            "--connections",
+            "2",
+            "--duration",
+            "1s",
+            "--json",
+        ];
+        full.extend_from_slice(args);
+        let run = cli.run(SUPERUSER, &cluster.nexus, &full, b"").await;
+        assert_eq!(run.code, 0, "go-bench {args:?}: {}", run.stderr);
+        let report: serde_json::Value = serde_json::from_str(&run.stdout_text())
+            .unwrap_or_else(|e| panic!("go-bench {args:?} printed no JSON report: {e}"));
+        println!("go-bench {args:?}: {report}");
+        assert_eq!(report["errors"], 0, "go-bench {args:?}: {report}");
+        assert!(
+            report["requests"].as_u64().is_some_and(|n| n > 10),
+            "go-bench {args:?}: {report}"
+        );
+    }
+    // A server that presents another SPIFFE ID is refused: the Go client authorizes it.
+    let run = cli
+        .run(
+            SUPERUSER,
+            &cluster.nexus,
+            &[
+                "--url",
+                &url,
+                "--server-id",
+                &format!("spiffe://{TRUST_DOMAIN}/not/nexus"),
+                "--duration",
+                "1s",
+                "--json",
+            ],
+            b"",
+        )
+        .await;
+    assert_ne!(
+        run.code,
+        0,
+        "go-bench accepted a Nexus with the wrong SPIFFE ID: {}",
+        run.stdout_text()
+    );
 }
