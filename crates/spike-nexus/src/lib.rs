@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`model`]: the pure secret and policy model (versions, soft delete, policy matching).
-//! - [`store`]: persistence backends (memory, lite, encrypted SQLite) and the [`store::Store`] handle.
+//! - [`store`]: persistence backends (memory, lite, encrypted SQLite with its writer thread)
+//!   and the [`store::Store`] handle.
 //! - [`config`]: TOML + `SPIKE_*` environment configuration, validated into [`config::Config`].
 //! - [`state`]: the seal state and the single unseal path ([`state::NexusState`]).
 //! - [`authz`]: the per-route authorization guard (docs/protocol.md#identities-and-authorization).
@@ -18,7 +19,8 @@
 //! - [`keys`]: whether shards agree on one root key, and lite mode's key-check file.
 //! - [`recovery`]: keeper recovery, periodic shard push and keeper probing.
 //! - [`metrics`]: Prometheus text exposition.
-//! - [`audit`]: the per-request audit event.
+//! - [`audit`]: the per-request audit event and the thread that writes the stream off the
+//!   request path.
 //! - [`probe`]: local health-socket probes (`spike-nexus health`, `wait-unsealed`) and the
 //!   readiness units (`watch-ready`, `trigger-ready`).
 
