@@ -400,6 +400,23 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_panics_fails_its_batch_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let b = SqliteBackend::open(&path, &key(1)).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let hold = b.writer.hold();
+        let first = submit(&b, "a", Secret::new_first(data("1"), 3, now));
+        let panics = b.update_secret("b", Box::new(|_| panic!("a bug in an update step")));
+        drop(hold);
+        assert!(matches!(first.wait(), Err(StoreError::Database(_))));
+        assert!(matches!(panics.wait(), Err(StoreError::Database(_))));
+        b.store_secret("c", &Secret::new_first(data("3"), 3, now), &[])
+            .unwrap();
+        assert_eq!(b.list_secret_paths().unwrap(), ["c"]);
+    }
+
+    #[test]
     fn a_write_that_fails_alone_does_not_fail_its_batch() {
         let dir = tempfile::tempdir().unwrap();
         let b =

@@ -269,7 +269,18 @@ impl Thread {
             waiter.fail(e);
             return;
         }
-        match self.apply(write) {
+        // A panic in a write's step (a bug) must not stop the thread that every later
+        // write needs: it fails the batch like a database error.
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(write)))
+            .unwrap_or_else(|_| {
+                tracing::error!(
+                    "a write panicked in the database writer; its batch is rolled back"
+                );
+                Err(StoreError::Database(
+                    "internal error while writing; nothing of this batch was written".into(),
+                ))
+            });
+        match applied {
             Ok(affected) => batch.push((waiter, affected)),
             Err(e @ (StoreError::Database(_) | StoreError::StorageFull(_))) => {
                 // The transaction may be rolled back already, or unusable.
