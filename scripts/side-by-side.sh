@@ -535,6 +535,8 @@ if [ "$with_100k" = 1 ]; then
           '{server: $s, secrets: $n, populate_ms: $ms, complete: false, round: $r} + $rss' > "$T/s.json"
       fi
       mv "$T/s.json" "$out"
+      # where the memory goes (ours: spike-bench rss; /proc/PID/smaps by mapping)
+      [ "$impl" != rs ] || "$BENCH" rss --pid "${NEXUS_PID[$impl]}" > "$OUT/scale/rs.$r.smaps" 2>/dev/null || true
       echo "$(label "$impl") round $r: $(jq -c '{populate_ms, complete, server_rss_kib, rss_anon_kib, rss_file_kib}' "$out")"
     done
   done

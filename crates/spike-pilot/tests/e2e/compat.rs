@@ -26,29 +26,32 @@ fn unavailable(required: bool, why: &str) -> Option<PathBuf> {
     None
 }
 
+/// Runs a Go build script of this repository (`go` on PATH) and returns its stdout, trimmed:
+/// the path it built.
+fn go_build(script: &str) -> Result<PathBuf, String> {
+    let go = Command::new("go").arg("version").output();
+    if !go.is_ok_and(|o| o.status.success()) {
+        return Err("`go` is not on PATH".to_owned());
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(script);
+    let out = Command::new("bash")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{script} failed: {stderr}"));
+    }
+    eprint!("{stderr}");
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// The compat bin directory (built on first use), or `None` to skip.
 fn build() -> Result<PathBuf, String> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let go = Command::new("go").arg("version").output();
-            if !go.is_ok_and(|o| o.status.success()) {
-                return Err("`go` is not on PATH".to_owned());
-            }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/build.sh");
-            let out = Command::new("bash")
-                .arg(&script)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() {
-                return Err(format!("compat/build.sh failed: {stderr}"));
-            }
-            eprint!("{stderr}");
-            let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            Ok(PathBuf::from(dir))
-        })
-        .clone()
+    BUILT.get_or_init(|| go_build("compat/build.sh")).clone()
 }
 
 /// The Go SDK program, or `None` to skip.
@@ -171,24 +174,7 @@ async fn go_cli_script_against_our_nexus() {
 fn go_bench() -> Option<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let required = flag("SPIKE_REQUIRE_GO_COMPAT");
-    let built = BUILT.get_or_init(|| {
-        let go = Command::new("go").arg("version").output();
-        if !go.is_ok_and(|o| o.status.success()) {
-            return Err("`go` is not on PATH".to_owned());
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/go-bench/build.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "tools/go-bench/build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    });
+    let built = BUILT.get_or_init(|| go_build("tools/go-bench/build.sh"));
     match built {
         Ok(path) if path.is_file() => Some(path.clone()),
         Ok(path) => unavailable(required, &format!("no go-bench at {}", path.display())),
