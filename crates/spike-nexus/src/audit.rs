@@ -6,10 +6,14 @@
 //!
 //! Events are written off the request path: [`Audit::emit`] appends the event to a buffer,
 //! and the `spike-audit` thread writes what gathered there (to the journal or stderr, as the
-//! logging setup says) at most [`GATHER`] later. Nothing is dropped: when [`MAX_BUFFERED`]
-//! events wait already, or once the buffer is closed, the event is written on the spot, by
-//! the request. [`Audit::close`] (at shutdown, after the listeners have stopped, and when
-//! the last handle is dropped) writes every buffered event before it returns.
+//! logging setup says), [`GATHER`] after the first event it finds waiting. Nothing is
+//! dropped: when [`MAX_BUFFERED`] events or [`MAX_BUFFERED_BYTES`] of their text wait
+//! already (a journal that does not keep up), or once the buffer is closed, the event is
+//! written on the spot, by the request. [`Audit::close`] (at shutdown, after the listeners
+//! have stopped, and when the last handle is dropped) writes every buffered event before it
+//! returns. The journal's timestamp of an event is when it was written, normally a few
+//! milliseconds after the request ended; events written by their requests under overload may
+//! precede older buffered ones.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -73,6 +77,10 @@ pub const GATHER: Duration = Duration::from_millis(2);
 /// The most events waiting in the buffer; past that, a request writes its own event.
 pub const MAX_BUFFERED: usize = 16_384;
 
+/// The most bytes of event text (request id, peer ID, path) waiting in the buffer; past that,
+/// a request writes its own event. An event's path can be a long URL path.
+pub const MAX_BUFFERED_BYTES: usize = 4 * 1024 * 1024;
+
 /// An owned [`AuditEvent`], as buffered.
 struct Record {
     request_id: String,
@@ -99,7 +107,17 @@ impl Record {
 #[derive(Default)]
 struct Buffer {
     events: Vec<Record>,
+    /// Bytes of text held by `events`.
+    bytes: usize,
     closed: bool,
+}
+
+impl Buffer {
+    /// Takes every buffered event.
+    fn take(&mut self) -> Vec<Record> {
+        self.bytes = 0;
+        std::mem::take(&mut self.events)
+    }
 }
 
 #[derive(Default)]
@@ -148,13 +166,18 @@ impl Audit {
 
     /// Queues `event` for the audit thread (or writes it now, see the module docs).
     pub fn emit(&self, event: &AuditEvent<'_>) {
+        let size = event.request_id.len() + event.peer_spiffe_id.len() + event.path.len();
         let mut buffer = self.shared.buffer.lock();
-        if buffer.closed || buffer.events.len() >= MAX_BUFFERED {
+        if buffer.closed
+            || buffer.events.len() >= MAX_BUFFERED
+            || buffer.bytes + size > MAX_BUFFERED_BYTES
+        {
             drop(buffer);
             write(event);
             return;
         }
         let first = buffer.events.is_empty();
+        buffer.bytes += size;
         buffer.events.push(Record {
             request_id: event.request_id.to_owned(),
             peer_spiffe_id: event.peer_spiffe_id.to_owned(),
@@ -180,7 +203,7 @@ impl Audit {
             tracing::error!("the audit thread panicked");
         }
         // Without a thread (it could not start, or it panicked), write what is left here.
-        let rest = std::mem::take(&mut self.shared.buffer.lock().events);
+        let rest = self.shared.buffer.lock().take();
         for record in &rest {
             record.write();
         }
@@ -203,7 +226,7 @@ fn run(shared: &Shared) {
                 shared.wake.wait(&mut buffer);
             }
             if buffer.closed {
-                let rest = std::mem::take(&mut buffer.events);
+                let rest = buffer.take();
                 drop(buffer);
                 for record in &rest {
                     record.write();
@@ -212,7 +235,7 @@ fn run(shared: &Shared) {
             }
         }
         std::thread::sleep(GATHER);
-        let batch = std::mem::take(&mut shared.buffer.lock().events);
+        let batch = shared.buffer.lock().take();
         for record in &batch {
             record.write();
         }
@@ -294,12 +317,21 @@ mod tests {
         for _ in 0..1000 {
             audit.emit(&event);
         }
+        // Long paths pass the byte bound: those requests write their own events.
+        let long = "p".repeat(1024 * 1024);
+        for _ in 0..8 {
+            audit.emit(&AuditEvent {
+                path: &long,
+                ..event.clone()
+            });
+        }
+        assert!(audit.shared.buffer.lock().bytes <= MAX_BUFFERED_BYTES);
         audit.close();
-        assert_eq!(SEEN.load(Ordering::SeqCst), 1000);
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1008);
         // After close, a request writes its own event.
         audit.emit(&event);
-        assert_eq!(SEEN.load(Ordering::SeqCst), 1001);
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1009);
         drop(audit);
-        assert_eq!(SEEN.load(Ordering::SeqCst), 1001);
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1009);
     }
 }

@@ -123,20 +123,42 @@ where
     .map_err(|_| ApiError::internal("blocking task failed"))?
 }
 
-/// Submits a store write and awaits its commit, counted against [`MAX_STORE_WORK`] like
-/// blocking store work (a permit is held until the write resolved). No thread waits: the
-/// backend's writer answers the awaiting task.
+/// Submits a store write and awaits its outcome, counted against [`MAX_STORE_WORK`] like
+/// blocking store work. With a backend that queues writes to its writer thread (SQLite), the
+/// submission is a channel send and nothing waits in a thread; the permit goes to a task that
+/// holds it until the write resolved, so a write whose client went away still counts until
+/// the writer answered it. With a backend that writes at once (memory, lite), the whole write
+/// runs on the blocking pool, as [`blocking`] does.
 ///
 /// # Errors
-/// The write's error.
-pub async fn write<T: Unpin>(
-    submit: impl FnOnce() -> crate::store::PendingWrite<T>,
-) -> Result<T, ApiError> {
-    let _permit = STORE_WORK
+/// The write's error, or [`ApiError::Internal`] if the task panicked.
+pub async fn write<T, F>(store: &crate::store::Store, submit: F) -> Result<T, ApiError>
+where
+    T: Unpin + Send + 'static,
+    F: FnOnce(&crate::store::Store) -> crate::store::PendingWrite<T> + Send + 'static,
+{
+    let permit = STORE_WORK
         .acquire()
         .await
         .map_err(|_| ApiError::internal("store work semaphore closed"))?;
-    Ok(submit().await?)
+    let outcome = if store.queues_writes() {
+        let pending = submit(store);
+        tokio::spawn(async move {
+            let outcome = pending.await;
+            drop(permit);
+            outcome
+        })
+        .await
+    } else {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = submit(&store).wait();
+            drop(permit);
+            outcome
+        })
+        .await
+    };
+    Ok(outcome.map_err(|_| ApiError::internal("store write task failed"))??)
 }
 
 /// A 200 JSON response with SPIKE's headers.

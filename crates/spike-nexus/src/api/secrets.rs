@@ -43,7 +43,7 @@ pub async fn put(cx: &mut Cx) -> Result<Response, ApiError> {
     let store = cx.unsealed()?.store.clone();
     let SecretPutRequest { path, values } = req;
     let data = SecretData::from_map(values);
-    write(|| store.submit_put_secret(&path, data)).await?;
+    write(&store, move |store| store.submit_put_secret(&path, data)).await?;
     Ok(ok_json(&SecretPutResponse::default()))
 }
 
@@ -95,7 +95,7 @@ pub async fn delete(cx: &mut Cx) -> Result<Response, ApiError> {
     let vs = versions(req.versions)?;
     let store = cx.unsealed()?.store.clone();
     let path = req.path;
-    write(|| store.submit_delete_secret(&path, &vs)).await?;
+    write(&store, move |store| store.submit_delete_secret(&path, &vs)).await?;
     Ok(ok_json(&SecretDeleteResponse::default()))
 }
 
@@ -113,7 +113,10 @@ pub async fn undelete(cx: &mut Cx) -> Result<Response, ApiError> {
     let vs = versions(req.versions)?;
     let store = cx.unsealed()?.store.clone();
     let path = req.path;
-    write(|| store.submit_undelete_secret(&path, &vs)).await?;
+    write(&store, move |store| {
+        store.submit_undelete_secret(&path, &vs)
+    })
+    .await?;
     Ok(ok_json(&SecretUndeleteResponse::default()))
 }
 

@@ -248,11 +248,17 @@ pub trait Backend: Send + Sync + 'static {
     /// and stores at once; callers serialize these steps
     /// ([`Store`] holds a lock around each).
     fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
+        // Blocks: callers on an async runtime use `spawn_blocking` unless `queues_writes`.
         let outcome = self.load_secret(path).and_then(|current| {
             let (secret, pruned) = update(current)?;
             self.store_secret(path, &secret, &pruned)
         });
         PendingWrite::ready(outcome)
+    }
+    /// True when [`Backend::update_secret`] only queues the write to a writer thread and
+    /// returns at once (SQLite); false when it writes before it returns (the default).
+    fn queues_writes(&self) -> bool {
+        false
     }
     /// Every secret path, sorted ascending (including fully deleted secrets).
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError>;
@@ -319,6 +325,12 @@ impl Store {
     /// The backend kind.
     pub fn backend_kind(&self) -> BackendKind {
         self.inner.backend.kind()
+    }
+
+    /// Whether secret writes are queued to a writer thread ([`Backend::queues_writes`]):
+    /// then submitting one never blocks.
+    pub fn queues_writes(&self) -> bool {
+        self.inner.backend.queues_writes()
     }
 
     /// The store-wide maximum number of versions per secret.

@@ -237,6 +237,10 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn queues_writes(&self) -> bool {
+        true
+    }
+
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
         let rows = self
             .readers
@@ -544,7 +548,7 @@ mod tests {
     }
 
     /// The WAL stays bounded under sustained writes while readers keep
-    /// reading (checkpoint policy: `GroupCommit::bound_wal`).
+    /// reading (checkpoint policy: `writer::Bound`).
     #[test]
     fn wal_stays_bounded_under_sustained_writes_with_concurrent_readers() {
         use std::sync::Arc;

@@ -10,9 +10,11 @@ use super::schema::open_reader;
 use crate::store::StoreError;
 
 /// Bounds on the number of read-only connections (one per CPU within these).
-/// Gets run on the async workers (one per CPU), so one connection per CPU
-/// is what they can use at once; each holds its own page cache.
-const MIN_READERS: usize = 2;
+/// Gets run on the async workers (one per CPU) and take the first free
+/// connection, so those beyond one per worker are used (and fill their page
+/// caches) only while secret listings, which scan on the blocking pool, hold
+/// others: two listings at once still leave gets two connections.
+const MIN_READERS: usize = 4;
 const MAX_READERS: usize = 16;
 
 /// A row as stored: `(id, nonce, ciphertext)`.
