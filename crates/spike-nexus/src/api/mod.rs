@@ -449,8 +449,104 @@ mod store_work_tests {
 
     use super::*;
 
+    /// The tests of the process-wide store-work bound run one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    /// A backend that queues writes and answers them when the test says so.
+    #[derive(Default)]
+    struct HeldWrites {
+        replies: parking_lot::Mutex<
+            Vec<futures::channel::oneshot::Sender<Result<(), crate::store::StoreError>>>,
+        >,
+    }
+
+    impl crate::store::Backend for HeldWrites {
+        fn kind(&self) -> crate::store::BackendKind {
+            crate::store::BackendKind::Sqlite
+        }
+        fn load_secret(
+            &self,
+            _: &str,
+        ) -> Result<Option<crate::model::Secret>, crate::store::StoreError> {
+            Ok(None)
+        }
+        fn store_secret(
+            &self,
+            _: &str,
+            _: &crate::model::Secret,
+            _: &[crate::model::Version],
+        ) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        fn update_secret(
+            &self,
+            _: &str,
+            _: crate::store::SecretUpdate<'static>,
+        ) -> crate::store::PendingWrite {
+            let (reply, outcome) = futures::channel::oneshot::channel();
+            self.replies.lock().push(reply);
+            crate::store::PendingWrite::queued(outcome)
+        }
+        fn queues_writes(&self) -> bool {
+            true
+        }
+        fn list_secret_paths(&self) -> Result<Vec<String>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+        fn load_policies(&self) -> Result<Vec<crate::model::Policy>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+        fn store_policy(&self, _: &crate::model::Policy) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        fn delete_policy(&self, _: &str) -> Result<bool, crate::store::StoreError> {
+            Ok(false)
+        }
+        fn is_empty(&self) -> Result<bool, crate::store::StoreError> {
+            Ok(true)
+        }
+    }
+
+    /// A queued write whose request went away (its future dropped, as when a client closes
+    /// the connection) keeps its store-work permit until the writer answered it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_queued_write_holds_its_permit_after_its_request_went_away() {
+        let _serial = SERIAL.lock().await;
+        let backend = Arc::new(HeldWrites::default());
+        let store = crate::store::Store::new(backend.clone(), 10).unwrap();
+        for i in 0..5 {
+            let store = store.clone();
+            let request = tokio::spawn(async move {
+                write(&store, move |s| {
+                    s.submit_put_secret(&format!("p{i}"), crate::model::SecretData::new())
+                })
+                .await
+            });
+            while backend.replies.lock().len() < i + 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            request.abort();
+            assert!(request.await.is_err_and(|e| e.is_cancelled()));
+        }
+        assert_eq!(STORE_WORK.available_permits(), MAX_STORE_WORK - 5);
+        for reply in backend.replies.lock().drain(..) {
+            reply.send(Ok(())).unwrap();
+        }
+        for _ in 0..500 {
+            if STORE_WORK.available_permits() == MAX_STORE_WORK {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "permits not released after the writes resolved: {} of {MAX_STORE_WORK}",
+            STORE_WORK.available_permits()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn store_work_is_bounded_however_many_requests_queue_it() {
+        let _serial = SERIAL.lock().await;
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let mut calls = tokio::task::JoinSet::new();
