@@ -63,17 +63,7 @@ let
     "LoadCredentialEncrypted"
   ]) conf.systemd.services."spike-keeper@${toString i}".serviceConfig;
 
-  warned = extra: (eval (lib.recursiveUpdate {
-    services.spike = {
-      trustDomain = "example.org";
-      spire.enable = true;
-      keepers = {
-        enable = true;
-        instances = lib.range 1 5;
-      };
-      nexus.enable = true;
-    };
-  } extra)).warnings;
+  warned = extra: (eval (lib.recursiveUpdate (quickStart { }) extra)).warnings;
 
   keeperHost = eval {
     services.spike = {
@@ -172,17 +162,7 @@ let
   scriptsOf =
     configuration:
     (evalWith {
-      configuration = lib.recursiveUpdate {
-        services.spike = {
-          trustDomain = "example.org";
-          spire.enable = true;
-          keepers = {
-            enable = true;
-            instances = lib.range 1 3;
-          };
-          nexus.enable = true;
-        };
-      } configuration;
+      configuration = lib.recursiveUpdate (quickStart { keepers = 3; }) configuration;
       pkgsOverrides.writeShellScript = _name: text: "/" + text;
     }).config;
   scripts = scriptsOf { };

@@ -204,9 +204,7 @@ impl Audit {
         }
         // Without a thread (it could not start, or it panicked), write what is left here.
         let rest = self.shared.buffer.lock().take();
-        for record in &rest {
-            record.write();
-        }
+        write_all(&rest);
     }
 }
 
@@ -220,25 +218,28 @@ impl Drop for Audit {
 /// all; after close, writes what is left and returns.
 fn run(shared: &Shared) {
     loop {
-        {
+        let closed = {
             let mut buffer = shared.buffer.lock();
             while buffer.events.is_empty() && !buffer.closed {
                 shared.wake.wait(&mut buffer);
             }
-            if buffer.closed {
-                let rest = buffer.take();
-                drop(buffer);
-                for record in &rest {
-                    record.write();
-                }
-                return;
-            }
+            buffer.closed
+        };
+        if !closed {
+            std::thread::sleep(GATHER);
         }
-        std::thread::sleep(GATHER);
         let batch = shared.buffer.lock().take();
-        for record in &batch {
-            record.write();
+        write_all(&batch);
+        if closed {
+            return;
         }
+    }
+}
+
+/// Writes buffered events in order, on the calling thread.
+fn write_all(records: &[Record]) {
+    for record in records {
+        record.write();
     }
 }
 

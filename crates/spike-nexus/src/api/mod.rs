@@ -137,28 +137,23 @@ where
     T: Unpin + Send + 'static,
     F: FnOnce(&crate::store::Store) -> crate::store::PendingWrite<T> + Send + 'static,
 {
+    if !store.queues_writes() {
+        let store = store.clone();
+        return blocking(move || Ok(submit(&store).wait()?)).await;
+    }
     let permit = STORE_WORK
         .acquire()
         .await
         .map_err(|_| ApiError::internal("store work semaphore closed"))?;
-    let outcome = if store.queues_writes() {
-        let pending = submit(store);
-        tokio::spawn(async move {
-            let outcome = pending.await;
-            drop(permit);
-            outcome
-        })
-        .await
-    } else {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let outcome = submit(&store).wait();
-            drop(permit);
-            outcome
-        })
-        .await
-    };
-    Ok(outcome.map_err(|_| ApiError::internal("store write task failed"))??)
+    let pending = submit(store);
+    let outcome = tokio::spawn(async move {
+        let outcome = pending.await;
+        drop(permit);
+        outcome
+    })
+    .await
+    .map_err(|_| ApiError::internal("store write task failed"))?;
+    Ok(outcome?)
 }
 
 /// A 200 JSON response with SPIKE's headers.

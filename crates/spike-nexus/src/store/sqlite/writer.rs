@@ -302,10 +302,17 @@ impl Thread {
     /// `BEGIN IMMEDIATE`, after rolling back a transaction left open by a
     /// failed batch (it may hold that batch's writes).
     fn begin(&self) -> Result<(), StoreError> {
+        self.discard_leftover()?;
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Rolls back a transaction left open by a failed `ROLLBACK`; its error when that
+    /// fails too.
+    fn discard_leftover(&self) -> Result<(), StoreError> {
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
         Ok(())
     }
 
@@ -390,9 +397,7 @@ impl Thread {
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("ROLLBACK")?;
-        }
+        self.discard_leftover()?;
         let busy: i64 = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
