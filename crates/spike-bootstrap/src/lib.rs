@@ -221,6 +221,31 @@ async fn nexus_health(
     let mut attempt = 1;
     loop {
         match nexus.health().await {
+            // A Nexus on PostgreSQL that cannot reach its database cannot tell whether the
+            // cluster was bootstrapped: wait for it, never re-key blindly.
+            Ok(health)
+                if health.is_supported()
+                    && health.flag("backend_reachable") == Some(false)
+                    && attempt < retry.max_attempts =>
+            {
+                tracing::warn!(
+                    nexus = %url,
+                    attempt,
+                    "Nexus cannot reach its database yet; waiting to learn whether the cluster \
+                     is initialized"
+                );
+            }
+            Ok(health)
+                if health.is_supported() && health.flag("backend_reachable") == Some(false) =>
+            {
+                return Err(BootstrapError::Nexus {
+                    url: url.clone(),
+                    detail: "cannot reach its database (backend_reachable: false), so it cannot \
+                             tell whether the cluster is already initialized; refusing to re-key \
+                             blindly: fix PostgreSQL (docs/ha.md) and run bootstrap again"
+                        .to_owned(),
+                });
+            }
             Ok(health) if health.is_supported() => return Ok(Some(health)),
             Ok(health) => {
                 tracing::warn!(

@@ -96,8 +96,10 @@ pub type PeerList = KeeperPeersFile;
 pub struct ConfigFile {
     /// mTLS API listen address (`:8553`, `IP:PORT`).
     pub listen: String,
-    /// `sqlite`, `lite` or `memory` (case-insensitive).
+    /// `sqlite`, `postgres`, `lite` or `memory` (case-insensitive).
     pub backend_store: String,
+    /// The `postgres` backend's settings (`[postgres]`; docs/ha.md).
+    pub postgres: PostgresFile,
     /// Keeper base URLs, optionally pinned to SPIFFE IDs; the shard id of a keeper is its
     /// 1-based position.
     pub keeper_peers: Option<PeerList>,
@@ -183,6 +185,7 @@ impl Default for ConfigFile {
         Self {
             listen: ":8553".to_owned(),
             backend_store: "sqlite".to_owned(),
+            postgres: PostgresFile::default(),
             keeper_peers: None,
             keeper_identity: "position".to_owned(),
             shamir_shares: 3,
@@ -225,6 +228,137 @@ impl Default for ConfigFile {
     }
 }
 
+/// The `[postgres]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresFile {
+    /// The systemd credential holding the connection string.
+    pub credential: String,
+    /// The CA bundle that verifies the server (TCP hosts).
+    pub ca_file: Option<PathBuf>,
+    /// Pooled connections per instance.
+    pub pool_size: usize,
+    /// The bound of every database operation.
+    pub timeout: GoDuration,
+}
+
+impl Default for PostgresFile {
+    fn default() -> Self {
+        Self {
+            credential: DEFAULT_DB_CREDENTIAL.to_owned(),
+            ca_file: None,
+            pool_size: 16,
+            timeout: GoDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The default name of the credential holding the PostgreSQL connection string.
+pub const DEFAULT_DB_CREDENTIAL: &str = "nexus-db";
+/// The largest connection string read from the credential.
+pub const MAX_CONNINFO_BYTES: u64 = 16 * 1024;
+/// The largest `postgres.pool_size`.
+pub const MAX_POOL_SIZE: usize = 256;
+
+/// The `postgres` backend's checked settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// The systemd credential (a file name in `$CREDENTIALS_DIRECTORY`) holding the
+    /// connection string.
+    pub credential: String,
+    /// `$CREDENTIALS_DIRECTORY`, when set.
+    pub credentials_directory: Option<PathBuf>,
+    /// The CA bundle that verifies the server (TCP hosts).
+    pub ca_file: Option<PathBuf>,
+    /// Pooled connections per instance.
+    pub pool_size: usize,
+    /// The bound of every database operation.
+    pub timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// Reads the connection string from the credential. It is never taken from argv or the
+    /// environment: it may hold a password.
+    ///
+    /// # Errors
+    /// [`NexusConfigError::Value`] naming the credential and the way to provide it.
+    pub fn read_conninfo(&self) -> Result<zeroize::Zeroizing<String>, NexusConfigError> {
+        use std::io::Read;
+        let bad = |message: String| NexusConfigError::Value {
+            key: "postgres.credential",
+            message,
+        };
+        let Some(dir) = &self.credentials_directory else {
+            return Err(bad(format!(
+                "CREDENTIALS_DIRECTORY is not set, so the connection string cannot be read:                  start Nexus from its unit with LoadCredential={}:FILE (docs/ha.md)",
+                self.credential
+            )));
+        };
+        let path = dir.join(&self.credential);
+        let file = std::fs::File::open(&path).map_err(|e| {
+            bad(format!(
+                "cannot read credential {:?} ({}): {e}; add LoadCredential={}:FILE to the unit                  (docs/ha.md)",
+                self.credential,
+                path.display(),
+                self.credential
+            ))
+        })?;
+        let mut text = zeroize::Zeroizing::new(String::new());
+        file.take(MAX_CONNINFO_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| bad(format!("credential {:?}: {e}", self.credential)))?;
+        if text.len() as u64 > MAX_CONNINFO_BYTES {
+            return Err(bad(format!(
+                "credential {:?} is larger than {MAX_CONNINFO_BYTES} bytes",
+                self.credential
+            )));
+        }
+        if text.trim().is_empty() {
+            return Err(bad(format!("credential {:?} is empty", self.credential)));
+        }
+        Ok(text)
+    }
+}
+
+fn parse_postgres(
+    raw: PostgresFile,
+    credentials_directory: Option<PathBuf>,
+) -> Result<PostgresConfig, NexusConfigError> {
+    let value = |key: &'static str, message: &str| NexusConfigError::Value {
+        key,
+        message: message.to_owned(),
+    };
+    let credential = raw.credential.trim().to_owned();
+    if credential.is_empty()
+        || credential == "."
+        || credential == ".."
+        || credential.contains('/')
+        || credential.contains('\0')
+    {
+        return Err(value(
+            "postgres.credential",
+            "must be a credential name (a file name, no '/')",
+        ));
+    }
+    if raw.pool_size == 0 || raw.pool_size > MAX_POOL_SIZE {
+        return Err(value(
+            "postgres.pool_size",
+            &format!("must be between 1 and {MAX_POOL_SIZE}"),
+        ));
+    }
+    let timeout = positive("postgres.timeout", raw.timeout.0)?;
+    if timeout > Duration::from_secs(300) {
+        return Err(value("postgres.timeout", "must be at most 5m"));
+    }
+    Ok(PostgresConfig {
+        credential,
+        credentials_directory,
+        ca_file: raw.ca_file.filter(|p| !p.as_os_str().is_empty()),
+        pool_size: raw.pool_size,
+        timeout,
+    })
+}
+
 impl ConfigFile {
     /// The API listener's limit keys.
     #[must_use]
@@ -252,6 +386,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Backend mode.
     pub backend: BackendKind,
+    /// The `postgres` backend's settings (used with `backend_store = "postgres"` only).
+    pub postgres: PostgresConfig,
     /// Keepers in shard-id order (empty in memory mode).
     pub keepers: Vec<KeeperPeer>,
     /// Total shards.
@@ -343,6 +479,7 @@ pub fn backend_name(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Memory => "memory",
         BackendKind::Lite => "lite",
+        BackendKind::Postgres => "postgres",
         _ => "sqlite",
     }
 }
@@ -355,7 +492,9 @@ pub enum NexusConfigError {
     #[error(transparent)]
     Load(#[from] ConfigError),
     /// `backend_store` holds an unknown value.
-    #[error("backend_store (SPIKE_NEXUS_BACKEND_STORE) = {0:?} is not one of sqlite, lite, memory")]
+    #[error(
+        "backend_store (SPIKE_NEXUS_BACKEND_STORE) = {0:?} is not one of sqlite, postgres, lite, memory"
+    )]
     UnknownBackend(String),
     /// A listen address is malformed.
     #[error("{key}: {message}")]
@@ -391,6 +530,7 @@ fn parse_backend(s: &str) -> Result<BackendKind, NexusConfigError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "sqlite" => Ok(BackendKind::Sqlite),
         "lite" => Ok(BackendKind::Lite),
+        "postgres" => Ok(BackendKind::Postgres),
         "memory" => Ok(BackendKind::Memory),
         _ => Err(NexusConfigError::UnknownBackend(s.to_owned())),
     }
@@ -450,6 +590,7 @@ impl TryFrom<ConfigFile> for Config {
             message: e.to_string(),
         })?;
         let backend = parse_backend(&raw.backend_store)?;
+        let postgres = parse_postgres(raw.postgres.clone(), None)?;
         let trust_roots = raw.trust_roots.resolve(&Role::ALL)?;
         let keepers = parse_keepers(
             raw.keeper_peers.as_ref(),
@@ -536,6 +677,7 @@ impl TryFrom<ConfigFile> for Config {
         Ok(Config {
             listen,
             backend,
+            postgres,
             keepers,
             shares,
             threshold,
@@ -604,6 +746,10 @@ pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Config, NexusCon
         raw.health_socket = Some(PathBuf::from(dir).join("health.sock"));
     }
     let mut config = Config::try_from(raw)?;
+    config.postgres.credentials_directory = env
+        .var("CREDENTIALS_DIRECTORY")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
     config.deprecations = loaded.deprecations;
     Ok(config)
 }

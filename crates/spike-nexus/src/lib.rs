@@ -296,6 +296,20 @@ pub async fn start(
                 .map_err(NexusError::Keepers)
         });
     }
+    if state.database().is_some() {
+        // The STATUS= line follows PostgreSQL's reachability, sealed or not.
+        let state = state.clone();
+        tasks.spawn("backend", move |t| async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = t.cancelled() => return Ok(()),
+                    _ = ticker.tick() => state.refresh_status(),
+                }
+            }
+        });
+    }
     {
         let notifier = notifier.clone();
         tasks.spawn("watchdog", move |t| async move {

@@ -5,6 +5,8 @@
 //! - `spike_nexus_request_duration_seconds{route}` (histogram),
 //! - `spike_nexus_sealed` (gauge, 1 while sealed), `spike_nexus_initialized` (gauge),
 //! - `spike_nexus_shards_collected` (gauge),
+//! - `spike_nexus_backend_reachable` (gauge, 1 while the store's database answers; always 1
+//!   but for PostgreSQL),
 //! - `spike_nexus_keeper_reachable{keeper}` and `spike_nexus_keeper_has_shard{keeper}` (gauges),
 //! - `spike_nexus_tls_handshake_failures_total` (counter): failed TLS handshakes on the mTLS
 //!   API listener (bad or missing client certificate, rejected SPIFFE ID, timeout, protocol
@@ -45,6 +47,8 @@ pub struct Gauges {
     pub initialized: bool,
     /// Shards collected towards unsealing.
     pub shards_collected: usize,
+    /// The store's database answers.
+    pub backend_reachable: bool,
     /// Per keeper (shard id): reachable, holds a shard.
     pub keepers: Vec<(u16, bool, bool)>,
 }
@@ -162,6 +166,12 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "spike_nexus_backend_reachable",
+            "1 while the store's database answers (PostgreSQL; always 1 otherwise).",
+            u64::from(gauges.backend_reachable),
+        );
+        gauge(
+            &mut out,
             "spike_nexus_shards_collected",
             "Shards collected towards unsealing.",
             gauges.shards_collected as u64,
@@ -213,8 +223,10 @@ mod tests {
             sealed: false,
             initialized: true,
             shards_collected: 0,
+            backend_reachable: false,
             keepers: vec![(1, true, true), (2, false, false)],
         });
+        assert!(text.contains("spike_nexus_backend_reachable 0\n"), "{text}");
         assert!(text.contains("spike_nexus_requests_total{route=\"secret_get\",status=\"200\"} 2"));
         assert!(text.contains("spike_nexus_requests_total{route=\"secret_get\",status=\"404\"} 1"));
         assert!(text.contains(

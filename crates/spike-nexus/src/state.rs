@@ -41,7 +41,8 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{
-    Backend, BackendKind, LiteBackend, MemoryBackend, SqliteBackend, Store, StoreError,
+    Backend, BackendKind, Database, LiteBackend, MemoryBackend, PostgresBackend, SqliteBackend,
+    Store, StoreError,
 };
 
 /// What an unsealed Nexus holds.
@@ -107,7 +108,13 @@ pub enum UnsealError {
     /// Lite mode's key-check file could not be read or written.
     #[error("lite key check: {0}")]
     KeyCheckFile(#[from] crate::keys::KeyCheckFileError),
+    /// The PostgreSQL backend cannot start (its settings or credential are unusable).
+    #[error("cannot start the PostgreSQL backend: {0}")]
+    Database(#[source] StoreError),
 }
+
+/// The `path` of [`UnsealError::Store`] for the PostgreSQL backend (it has no file).
+pub const POSTGRES_STORE: &str = "PostgreSQL";
 
 /// Keepers hold shards that do not all fit one root key. While this is recorded no shard is
 /// pushed to any keeper, until the shards agree again (the wrong keeper was cleared) or an
@@ -188,8 +195,13 @@ pub struct HealthReport {
     pub threshold: u16,
     /// Keepers that answered the last probe.
     pub keepers_reachable: usize,
-    /// The database file exists and is not empty.
+    /// The database file exists and is not empty (PostgreSQL: the shared store's key-check
+    /// row exists).
     pub has_data: bool,
+    /// The backend answers (always true but for PostgreSQL).
+    pub backend_reachable: bool,
+    /// Why the backend does not answer (PostgreSQL), when it does not.
+    pub backend_error: Option<String>,
     /// Why the last unseal attempt failed, when it failed for a reason other than a wrong
     /// key (cleared by a successful unseal). No secret values.
     pub store_error: Option<String>,
@@ -224,6 +236,8 @@ struct Inner {
     disagreement: Mutex<Option<Disagreement>>,
     /// An operator restore confirmed the key: the next push goes out despite a disagreement.
     operator_push: AtomicBool,
+    /// The PostgreSQL pool and health monitor (`postgres` backend only), up while sealed.
+    database: Option<Arc<Database>>,
 }
 
 /// The shared Nexus state; cheap to clone.
@@ -257,6 +271,11 @@ impl NexusState {
             .map(|_| KeeperHealth::default())
             .collect();
         let (unsealed_tx, _) = watch::channel(false);
+        let database = if config.backend == BackendKind::Postgres {
+            Some(Arc::new(start_database(&config)?))
+        } else {
+            None
+        };
         let state = NexusState {
             inner: Arc::new(Inner {
                 config,
@@ -273,6 +292,7 @@ impl NexusState {
                 status: Mutex::new(String::new()),
                 disagreement: Mutex::new(None),
                 operator_push: AtomicBool::new(false),
+                database,
             }),
         };
         if state.is_memory() {
@@ -451,6 +471,12 @@ impl NexusState {
         if let Some(d) = &*self.inner.disagreement.lock() {
             return format!("sealed: {}", d.describe(false));
         }
+        if let (false, error) = self.backend_health() {
+            return format!(
+                "sealed: PostgreSQL unreachable: {} (Nexus retries by itself; docs/ha.md)",
+                error.unwrap_or_default()
+            );
+        }
         let threshold = self.inner.config.threshold;
         if collected == 0 && self.has_data() && self.no_keeper_can_unseal() {
             return format!(
@@ -503,6 +529,14 @@ impl NexusState {
             Some(d) => format!("unsealed; shard pushes held: {}", d.describe(true)),
             None => "unsealed".to_owned(),
         };
+        let text = match self.backend_health() {
+            (false, error) => format!(
+                "{text}; PostgreSQL unreachable: {} (requests answer 503; Nexus reconnects by \
+                 itself; docs/ha.md)",
+                error.unwrap_or_default()
+            ),
+            (true, _) => text,
+        };
         self.set_status(&text, || {
             tracing::info!(seal_state = %text, "Nexus is {text}");
         });
@@ -519,10 +553,12 @@ impl NexusState {
                 ("cannot create the data directory", source.to_string())
             }
             UnsealError::KeyCheckFile(e) => ("cannot use the lite key check", e.to_string()),
+            UnsealError::Database(e) => ("cannot start the PostgreSQL backend", e.to_string()),
             UnsealError::Join | UnsealError::WrongKey | UnsealError::NoKeyCheck => {
                 ("cannot open the store", message.clone())
             }
         };
+        let postgres = self.inner.config.backend == BackendKind::Postgres;
         let full = matches!(
             error,
             UnsealError::Store {
@@ -530,7 +566,9 @@ impl NexusState {
                 ..
             }
         );
-        let action = if full {
+        let action = if postgres {
+            "check PostgreSQL, docs/ha.md; data dir"
+        } else if full {
             "free space under"
         } else {
             // A full disk can also surface as "disk I/O error".
@@ -638,6 +676,22 @@ impl NexusState {
                 Arc::new(LiteBackend::new())
             }
             BackendKind::Memory => return Ok(()),
+            BackendKind::Postgres => {
+                let db = self.database().ok_or(UnsealError::Join)?;
+                let key2 = key.duplicate_secret();
+                let opened = tokio::task::spawn_blocking(move || {
+                    PostgresBackend::open(&db, &key2).map_err(|e| match e {
+                        StoreError::WrongRootKey => UnsealError::WrongKey,
+                        source => UnsealError::Store {
+                            path: PathBuf::from(POSTGRES_STORE),
+                            source,
+                        },
+                    })
+                })
+                .await
+                .map_err(|_| UnsealError::Join)??;
+                Arc::new(opened)
+            }
             _ => {
                 let dir = config.data_dir.clone();
                 let path = config.db_path();
@@ -657,12 +711,16 @@ impl NexusState {
                 Arc::new(opened)
             }
         };
-        let store = Store::new(backend, config.max_secret_versions).map_err(|source| {
-            UnsealError::Store {
-                path: config.db_path(),
+        let store_path = self.store_path();
+        let max_versions = config.max_secret_versions;
+        // Loading the policies may wait on the network (PostgreSQL).
+        let store = tokio::task::spawn_blocking(move || Store::new(backend, max_versions))
+            .await
+            .map_err(|_| UnsealError::Join)?
+            .map_err(|source| UnsealError::Store {
+                path: store_path,
                 source,
-            }
-        })?;
+            })?;
         let cipher = Cipher::new(&key);
         // Cleared before the switch, so nobody sees unsealed with a stale store error.
         if self.inner.store_failure.lock().take().is_some() {
@@ -681,18 +739,70 @@ impl NexusState {
         Ok(())
     }
 
-    /// Whether the database file exists and is not empty.
+    /// Whether the database file exists and is not empty; with PostgreSQL, whether the shared
+    /// store's key-check row exists (as last seen: the monitor checks every
+    /// [`crate::store::postgres::MONITOR_INTERVAL`]).
     pub fn has_data(&self) -> bool {
-        if self.inner.config.backend != BackendKind::Sqlite {
-            return false;
+        match self.inner.config.backend {
+            BackendKind::Sqlite => {
+                std::fs::metadata(self.inner.config.db_path()).is_ok_and(|m| m.len() > 0)
+            }
+            BackendKind::Postgres => self
+                .inner
+                .database
+                .as_ref()
+                .is_some_and(|db| db.health().initialized),
+            _ => false,
         }
-        std::fs::metadata(self.inner.config.db_path()).is_ok_and(|m| m.len() > 0)
+    }
+
+    /// The PostgreSQL database (`postgres` backend only).
+    pub fn database(&self) -> Option<Arc<Database>> {
+        self.inner.database.clone()
+    }
+
+    /// Whether the backend answers, and why not (PostgreSQL; other backends always answer).
+    pub fn backend_health(&self) -> (bool, Option<String>) {
+        match &self.inner.database {
+            Some(db) => {
+                let h = db.health();
+                (h.reachable, h.error)
+            }
+            None => (true, None),
+        }
+    }
+
+    /// What [`UnsealError::Store`] names as the store.
+    fn store_path(&self) -> PathBuf {
+        match self.inner.config.backend {
+            BackendKind::Postgres => PathBuf::from(POSTGRES_STORE),
+            _ => self.inner.config.db_path(),
+        }
+    }
+
+    /// Re-evaluates the `STATUS=` line after the backend's reachability changed (sealed or
+    /// unsealed).
+    pub fn refresh_status(&self) {
+        if self.is_unsealed() {
+            self.report_unsealed();
+        } else {
+            self.refresh_sealed_status();
+        }
     }
 
     /// Whether Nexus was ever bootstrapped: unsealed, or the database (lite: the key-check
-    /// file) exists, or a keeper holds a shard, or a root key was reconstructed but the store failed to open.
+    /// file; PostgreSQL: the shared key-check row) exists, or a keeper holds a shard, or a
+    /// root key was reconstructed but the store failed to open. With PostgreSQL unreachable
+    /// (or not checked yet) the answer is unknown, and reported as initialized: a bootstrap
+    /// must never re-key a cluster it cannot see (it waits on `backend_reachable`).
     pub fn initialized(&self) -> bool {
-        self.is_memory()
+        let postgres_unknown = self
+            .inner
+            .database
+            .as_ref()
+            .is_some_and(|db| !db.health().reachable);
+        postgres_unknown
+            || self.is_memory()
             || self.is_unsealed()
             || self.has_data()
             || (self.is_lite() && self.has_key_check())
@@ -706,6 +816,7 @@ impl NexusState {
 
     /// The health snapshot.
     pub fn health(&self) -> HealthReport {
+        let (backend_reachable, backend_error) = self.backend_health();
         let (sealed, collected) = match &*self.inner.seal.read() {
             Seal::Sealed { collected } => (true, *collected),
             Seal::Unsealed(_) => (false, 0),
@@ -722,6 +833,8 @@ impl NexusState {
                 .filter(|k| k.reachable.load(Ordering::Relaxed))
                 .count(),
             has_data: self.has_data(),
+            backend_reachable,
+            backend_error,
             store_error: self
                 .inner
                 .store_failure
@@ -744,6 +857,7 @@ impl NexusState {
             sealed: h.sealed,
             initialized: h.initialized,
             shards_collected: h.shards_collected,
+            backend_reachable: h.backend_reachable,
             keepers: self
                 .inner
                 .config
@@ -772,6 +886,25 @@ fn store_cause(e: &StoreError) -> String {
         StoreError::Database(m) | StoreError::StorageFull(m) => m.clone(),
         other => other.to_string(),
     }
+}
+
+/// Starts the PostgreSQL pool and health monitor from the configuration and the connection
+/// string credential.
+fn start_database(config: &Config) -> Result<Database, UnsealError> {
+    let pg = &config.postgres;
+    let conninfo = pg
+        .read_conninfo()
+        .map_err(|e| UnsealError::Database(StoreError::Config(e.to_string())))?;
+    let db = Database::start(&crate::store::postgres::Settings {
+        credential: &pg.credential,
+        conninfo: &conninfo,
+        ca_file: pg.ca_file.as_deref(),
+        pool_size: pg.pool_size,
+        timeout: pg.timeout,
+    })
+    .map_err(UnsealError::Database)?;
+    drop(conninfo);
+    Ok(db)
 }
 
 /// Lite mode's key check: the key must open the key-check file; with no file yet, the key

@@ -28,7 +28,15 @@ pub enum ApiError {
     /// SPIKE answers 500; Go clients treat every non-200 they do not know as a failure.
     #[error("storage full: {0}")]
     StorageFull(String),
+    /// The store's database (PostgreSQL) cannot be reached or did not answer in time (503
+    /// `state_not_ready`, plus the non-SPIKE body field `"detail": "backend_unavailable"`).
+    /// Nothing was acknowledged; a write's outcome may be unknown (the log says).
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(String),
 }
+
+/// The value of the `detail` body field of an [`ApiError::BackendUnavailable`] answer.
+pub const DETAIL_BACKEND_UNAVAILABLE: &str = "backend_unavailable";
 
 /// The value of the `detail` body field of a [`ApiError::StorageFull`] answer.
 pub const DETAIL_STORAGE_FULL: &str = "storage_full";
@@ -50,7 +58,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady | ApiError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
@@ -62,7 +70,7 @@ impl ApiError {
             ApiError::BadRequest(_) => ErrorCode::ApiBadRequest,
             ApiError::Unauthorized => ErrorCode::AccessUnauthorized,
             ApiError::NotFound => ErrorCode::ApiNotFound,
-            ApiError::NotReady => ErrorCode::StateNotReady,
+            ApiError::NotReady | ApiError::BackendUnavailable(_) => ErrorCode::StateNotReady,
             ApiError::Internal(_) | ApiError::StorageFull(_) => ErrorCode::ApiInternal,
         }
     }
@@ -73,6 +81,7 @@ impl ApiError {
     pub fn detail(&self) -> Option<&'static str> {
         match self {
             ApiError::StorageFull(_) => Some(DETAIL_STORAGE_FULL),
+            ApiError::BackendUnavailable(_) => Some(DETAIL_BACKEND_UNAVAILABLE),
             _ => None,
         }
     }
@@ -119,6 +128,7 @@ impl From<crate::store::StoreError> for ApiError {
             }
             StoreError::Invalid(m) => ApiError::BadRequest(m.to_string()),
             StoreError::StorageFull(m) => ApiError::StorageFull(m),
+            StoreError::Unavailable(m) => ApiError::BackendUnavailable(m),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -158,6 +168,16 @@ mod tests {
         let e = ApiError::from(StoreError::Database("disk I/O error".into()));
         assert_eq!(e.status().as_u16(), 500);
         assert_eq!(e.detail(), None);
+    }
+
+    #[test]
+    fn an_unreachable_database_is_503_backend_unavailable() {
+        use crate::store::StoreError;
+        let e = ApiError::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(e.status().as_u16(), 503);
+        assert_eq!(e.code(), ErrorCode::StateNotReady);
+        assert_eq!(e.code().http_status(), Some(503));
+        assert_eq!(e.detail(), Some("backend_unavailable"));
     }
 
     #[test]

@@ -61,13 +61,33 @@ pub async fn get(cx: &mut Cx) -> Result<Response, ApiError> {
     let v = version(req.version)?;
     let store = &cx.unsealed()?.store;
     // Inline, without a hop to the blocking pool: one primary-key lookup
-    // (memory, or SQLite's page cache) costs less than the thread hand-off.
-    let data = store.get_secret(&req.path, v)?;
+    // (memory, or SQLite's page cache) costs less than the thread hand-off. A read that
+    // waits on the network (PostgreSQL) goes to the blocking pool.
+    let data = read(store, &req.path, move |store, path| {
+        store.get_secret(path, v)
+    })
+    .await?;
     let body = SecretGetResponse::ok(data.expose().clone());
     drop(data);
     let resp = ok_json(&body);
     drop(zeroize_response(body));
     Ok(resp)
+}
+
+/// Runs a single-secret read inline, or on the blocking pool when the backend's reads wait on
+/// the network ([`Store::reads_block`](crate::store::Store::reads_block)).
+async fn read<T, F>(store: &crate::store::Store, path: &str, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&crate::store::Store, &str) -> Result<T, crate::store::StoreError> + Send + 'static,
+{
+    if store.reads_block() {
+        let store = store.clone();
+        let path = path.to_owned();
+        blocking(move || Ok(f(&store, &path)?)).await
+    } else {
+        Ok(f(store, path)?)
+    }
 }
 
 /// Wipes the values of a response copy after it was serialized.
@@ -155,7 +175,10 @@ pub async fn metadata(cx: &mut Cx) -> Result<Response, ApiError> {
     let v = version(req.version)?;
     let store = &cx.unsealed()?.store;
     // Inline, as in `get`.
-    let secret = store.secret_metadata(&req.path, v)?;
+    let secret = read(store, &req.path, move |store, path| {
+        store.secret_metadata(path, v)
+    })
+    .await?;
     let to_i64 = |v: Version| i64::try_from(v).unwrap_or(i64::MAX);
     let versions: BTreeMap<i64, SecretVersionInfo> = secret
         .versions

@@ -40,8 +40,14 @@ pub struct HealthBody {
     pub threshold: u16,
     /// Keepers that answered the last probe.
     pub keepers_reachable: usize,
-    /// The database exists and is not empty.
+    /// The database exists and is not empty (PostgreSQL: the shared store was bootstrapped).
     pub has_data: bool,
+    /// The store's database answers (false only for PostgreSQL when it does not; then
+    /// `/v1/sys/health` answers 503 even while unsealed).
+    pub backend_reachable: bool,
+    /// Why the database does not answer; omitted when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_error: Option<String>,
     /// Why the last unseal failed, when not for a wrong key (e.g. `cannot open the store
     /// /var/lib/spike-nexus/spike.db: storage full: database or disk is full`); omitted when
     /// there is none. Nexus retries by itself.
@@ -82,6 +88,8 @@ fn body_of(state: &NexusState) -> HealthBody {
         threshold: h.threshold,
         keepers_reachable: h.keepers_reachable,
         has_data: h.has_data,
+        backend_reachable: h.backend_reachable,
+        backend_error: h.backend_error,
         store_error: h.store_error,
         keepers_disagree: h.keepers_disagree,
     }
@@ -91,7 +99,7 @@ fn body_of(state: &NexusState) -> HealthBody {
 pub fn health_status(body: &HealthBody, query: Option<&str>) -> StatusCode {
     if !body.initialized {
         query_code(query, "uninitcode").unwrap_or(StatusCode::NOT_IMPLEMENTED)
-    } else if body.sealed {
+    } else if body.sealed || !body.backend_reachable {
         query_code(query, "sealedcode").unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
     } else {
         query_code(query, "activecode").unwrap_or(StatusCode::OK)
@@ -138,6 +146,8 @@ mod tests {
             threshold: 2,
             keepers_reachable: 0,
             has_data: false,
+            backend_reachable: true,
+            backend_error: None,
             store_error: None,
             keepers_disagree: None,
         }

@@ -3,6 +3,8 @@
 //! - [`memory`]: process-memory backend (`memory` mode, lost on restart).
 //! - [`lite`]: the no-op backend of `lite` mode (loads nothing, stores succeed).
 //! - [`sqlite`]: the encrypted SQLite backend (`sqlite` mode, durable).
+//! - [`postgres`]: the PostgreSQL backend (`postgres` mode: several Nexus instances share
+//!   one store).
 //! - [`records`]: the at-rest record layer every persistent backend shares
 //!   (model types to sealed rows and back, on [`spike_crypto::RecordCipher`]).
 //!
@@ -19,6 +21,7 @@
 
 pub mod lite;
 pub mod memory;
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
@@ -31,6 +34,7 @@ use time::OffsetDateTime;
 
 pub use lite::LiteBackend;
 pub use memory::MemoryBackend;
+pub use postgres::{Database, PostgresBackend};
 pub use sqlite::SqliteBackend;
 
 use crate::model::{ModelError, Permission, Policy, Secret, SecretData, Version};
@@ -45,6 +49,8 @@ pub enum BackendKind {
     Sqlite,
     /// No-op store.
     Lite,
+    /// Encrypted rows in PostgreSQL, shared by several instances.
+    Postgres,
 }
 
 /// Errors of the store and its backends. They never contain secret values.
@@ -82,6 +88,15 @@ pub enum StoreError {
     /// The database file was not created by this program or by a supported version of it.
     #[error("unsupported database: {0}")]
     UnsupportedSchema(String),
+    /// The database cannot be reached or did not answer in time (PostgreSQL: connection
+    /// lost, timeout, failover in progress). Nothing was acknowledged; Nexus reconnects by
+    /// itself. The message says when a write's outcome is unknown.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The backend's configuration is unusable (a connection string or CA file that breaks
+    /// the rules); the message never holds the connection string.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -103,6 +118,10 @@ impl From<rusqlite::Error> for StoreError {
 /// prunes.
 pub type SecretUpdate<'a> =
     Box<dyn FnOnce(Option<Secret>) -> Result<(Secret, Vec<Version>), StoreError> + Send + 'a>;
+
+/// Where a backend that watches shared storage hands every policy when they changed
+/// elsewhere ([`Backend::watch_policies`]).
+pub type PolicySink = Box<dyn Fn(Vec<Policy>) + Send + Sync>;
 
 /// A write handed to a backend: it resolves once the write is durable, or
 /// with the error that stopped it (nothing of it persists then). Await it
@@ -260,6 +279,16 @@ pub trait Backend: Send + Sync + 'static {
     fn queues_writes(&self) -> bool {
         false
     }
+    /// True when reads wait on the network (PostgreSQL): then the API layer runs them on
+    /// the blocking pool instead of inline.
+    fn reads_block(&self) -> bool {
+        false
+    }
+    /// Registers where policies go when another writer of a shared store changed them.
+    /// Backends that no other process writes (the default) never call it.
+    fn watch_policies(&self, sink: PolicySink) {
+        drop(sink);
+    }
     /// Every secret path, sorted ascending (including fully deleted secrets).
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError>;
     /// Every policy.
@@ -311,15 +340,29 @@ impl Store {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
-        Ok(Store {
-            inner: Arc::new(Inner {
-                backend,
-                max_versions,
-                secret_writer: Mutex::new(()),
-                policy_writer: Mutex::new(()),
-                policies: RwLock::new(policies),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            backend,
+            max_versions,
+            secret_writer: Mutex::new(()),
+            policy_writer: Mutex::new(()),
+            policies: RwLock::new(policies),
+        });
+        let cache = Arc::downgrade(&inner);
+        inner
+            .backend
+            .watch_policies(Box::new(move |policies: Vec<Policy>| {
+                if let Some(inner) = cache.upgrade() {
+                    *inner.policies.write() =
+                        policies.into_iter().map(|p| (p.name.clone(), p)).collect();
+                }
+            }));
+        Ok(Store { inner })
+    }
+
+    /// Whether reads wait on the network ([`Backend::reads_block`]): then async callers run
+    /// them on the blocking pool.
+    pub fn reads_block(&self) -> bool {
+        self.inner.backend.reads_block()
     }
 
     /// The backend kind.
