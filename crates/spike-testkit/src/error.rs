@@ -1,6 +1,6 @@
 //! The testkit's error type.
 
-/// Errors from the test CA and the Workload API server.
+/// Errors from the test CA, the Workload API server and the PostgreSQL harness.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestkitError {
@@ -19,4 +19,12 @@ pub enum TestkitError {
     /// A stream ended before its first message.
     #[error("stream ended without a message")]
     EmptyStream,
+    /// No PostgreSQL server binaries were found for the PostgreSQL harness.
+    #[error(
+        "PostgreSQL server binaries not found ({0}); run scripts/install-deps.sh or set SPIKE_PG_BINDIR"
+    )]
+    PostgresNotInstalled(String),
+    /// A step of the PostgreSQL harness failed (the message carries stderr or the server log).
+    #[error("postgres harness: {0}")]
+    Postgres(String),
 }

@@ -15,6 +15,9 @@
 //! - `cluster` (feature `cluster`): the in-process SPIKE cluster — a `World` with every role
 //!   identity, keepers, Nexus, typed clients and `eventually`.
 //! - [`config_examples`][]: helpers of the daemons' config-example drift tests.
+//! - [`postgres`][]: [`PgCluster`], throwaway PostgreSQL clusters (`initdb` + `postgres` in a
+//!   temporary directory; optional TLS and a synchronous standby) for tests that need a real
+//!   server.
 //! - [`error`][]: [`TestkitError`].
 
 pub mod ca;
@@ -22,6 +25,7 @@ pub mod ca;
 pub mod cluster;
 pub mod config_examples;
 pub mod error;
+pub mod postgres;
 pub mod proto;
 pub mod workload_api;
 
@@ -29,4 +33,5 @@ pub use ca::{
     DEFAULT_TRUST_DOMAIN, FOREIGN_TRUST_DOMAIN, Svid, SvidKind, TestCa, TestPki, foreign_id,
 };
 pub use error::TestkitError;
+pub use postgres::{PgCluster, PgOptions};
 pub use workload_api::{ServeMode, WorkloadApiServer, fetch_x509_svid_raw};
