@@ -22,6 +22,9 @@
 //! sends `SIGQUIT` (immediate shutdown) to the server and removes the temporary directory, so no
 //! server outlives its test process.
 //!
+//! The servers run with `fsync = off` (fast; [`PgCluster::stop_immediate`] is a process
+//! crash, so the page cache survives it) and `shared_buffers = 16MB`.
+//!
 //! # Authentication
 //!
 //! Clients connect as the role `spike` (`LOGIN CREATEDB`, owner of every database
@@ -33,6 +36,27 @@
 //!   generated password ([`PgCluster::tls_conninfo`]); the server certificate is issued by a
 //!   fresh CA ([`PgCluster::ca_pem`]) for `IP:127.0.0.1` and `DNS:localhost`. Every other
 //!   TCP connection is rejected.
+//!
+//! # Use from another crate's tests
+//!
+//! ```no_run
+//! use spike_testkit::{PgCluster, PgOptions};
+//!
+//! // Most tests: the binary's shared cluster and a database of their own.
+//! let pg = PgCluster::shared()?;
+//! let db = pg.create_database()?;
+//! let conninfo = pg.conninfo(&db); // e.g. tokio_postgres::connect(&conninfo, NoTls)
+//! assert_eq!(pg.psql(&db, "select 1")?, "1");
+//!
+//! // Failover tests: a cluster of their own with a synchronous standby.
+//! let ha = PgCluster::start_with(PgOptions::new().standby(true))?;
+//! let db = ha.create_database()?;
+//! let multi = ha.multi_host_conninfo(&db); // Some("host=…,… port=…,… … target_session_attrs=read-write")
+//! ha.stop_immediate()?;
+//! ha.promote_standby()?;
+//! # let _ = (conninfo, multi);
+//! # Ok::<(), spike_testkit::TestkitError>(())
+//! ```
 //!
 //! # Blocking
 //!
@@ -407,7 +431,8 @@ impl PgCluster {
     /// lines, columns are separated by `|`.
     ///
     /// One `-c` runs as one implicit transaction, so statements that refuse a transaction
-    /// block (`ALTER SYSTEM`, `CREATE DATABASE`) must be sent alone.
+    /// block (`ALTER SYSTEM`, `CREATE DATABASE`) must be sent alone; with several statements
+    /// psql prints every statement's result (command tags included).
     ///
     /// # Errors
     /// [`TestkitError::Postgres`] with psql's stderr if it fails or times out.

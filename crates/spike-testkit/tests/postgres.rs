@@ -40,6 +40,14 @@ mod harness {
         String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
     }
 
+    /// Whether `pid` runs (not a zombie).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+    }
+
     /// Polls `f` every 100 ms for up to 30 s until it returns `want`.
     fn wait_for(what: &str, want: &str, mut f: impl FnMut() -> String) {
         let mut last = String::new();
@@ -96,6 +104,14 @@ mod harness {
         // Unix socket only: no TLS connection string.
         assert!(cluster.tls_conninfo(&a).is_none());
         assert!(cluster.multi_host_conninfo(&a).is_none());
+
+        // Dropping stops the server and removes the directory before it returns.
+        let dir = cluster.socket_dir().to_owned();
+        let pid = cluster.primary_pid().unwrap();
+        assert!(dir.is_dir() && alive(pid));
+        drop(cluster);
+        assert!(!dir.exists());
+        assert!(!alive(pid));
     }
 
     #[test]
@@ -146,13 +162,39 @@ mod harness {
         assert!(String::from_utf8_lossy(&out.stderr).contains("pg_hba.conf"));
         let password = cluster.password().unwrap();
         let wrong = tls.replace(password, "wrong");
-        assert!(!client_psql(&cluster, &wrong, "select 1").status.success());
-        // verify-full rejects a server whose CA we do not trust (the system store lacks it).
-        let untrusted = tls.replace("sslmode=require", "sslmode=verify-full sslrootcert=system");
+        assert_ne!(wrong, tls);
+        let out = client_psql(&cluster, &wrong, "select 1");
+        assert!(!out.status.success());
         assert!(
-            !client_psql(&cluster, &untrusted, "select 1")
-                .status
-                .success()
+            String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // verify-full rejects a server certificate from a CA we do not trust ...
+        let other_ca = cluster.socket_dir().join("other-ca.crt");
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&other_ca, other.cert.pem()).unwrap();
+        let untrusted = verify_full.replace(
+            &format!("sslrootcert={}", ca_file.display()),
+            &format!("sslrootcert={}", other_ca.display()),
+        );
+        assert_ne!(untrusted, verify_full);
+        let out = client_psql(&cluster, &untrusted, "select 1");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("certificate verify failed"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // ... and one for another name.
+        let wrong_name =
+            verify_full.replace("host=127.0.0.1", "host=db.invalid hostaddr=127.0.0.1");
+        let out = client_psql(&cluster, &wrong_name, "select 1");
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("does not match host name"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
         // The unix socket still works in TLS mode.
         assert_eq!(client_ok(&cluster, &cluster.conninfo(&db), "select 1"), "1");
@@ -318,12 +360,6 @@ mod harness {
         let dir = std::path::PathBuf::from(parts.next().unwrap());
         let primary_pid: u32 = parts.next().unwrap().parse().unwrap();
         let standby_pid: u32 = parts.next().unwrap().parse().unwrap();
-        let alive = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            })
-        };
         assert!(dir.is_dir());
         assert!(alive(primary_pid));
         assert!(alive(standby_pid));
