@@ -27,6 +27,8 @@ mod modes;
 #[cfg(test)]
 mod no_panic;
 #[cfg(test)]
+mod postgres;
+#[cfg(test)]
 mod seal;
 #[cfg(test)]
 mod store;
