@@ -620,3 +620,179 @@ async fn request_body_fragments_reach_neither_logs_nor_answers() {
         }
     }
 }
+
+/// A `postgres` Nexus configuration on `keepers`, reading the connection string `conninfo`
+/// from a credential directory of its own, as systemd's `LoadCredential=` provides it.
+fn postgres_config(w: &World, keepers: &[KeeperHandle], name: &str, conninfo: &str) -> spike_nexus::config::Config {
+    let mut config = w.config("postgres", &urls(keepers), &w.path(name)).unwrap();
+    let creds = w.path(&format!("{name}-credentials"));
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("nexus-db"), conninfo).unwrap();
+    config.postgres.credentials_directory = Some(creds);
+    config.postgres.timeout = Duration::from_secs(3);
+    config
+}
+
+/// Several Nexus instances on one PostgreSQL store and the same keepers: one bootstrap for
+/// the cluster, the other instance unseals from the keepers it seeded, a second bootstrap
+/// through either instance never re-keys, and writes through both instances are one store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
+    let (conninfo, _cluster) = tokio::task::spawn_blocking(|| {
+        let cluster = spike_testkit::PgCluster::shared().unwrap();
+        let db = cluster.create_database().unwrap();
+        (cluster.conninfo(&db), cluster)
+    })
+    .await
+    .unwrap();
+    let w = World::new().unwrap();
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
+    let a = w
+        .start_nexus(postgres_config(&w, &keepers, "a", &conninfo))
+        .await
+        .unwrap();
+    let b = w
+        .start_nexus(postgres_config(&w, &keepers, "b", &conninfo))
+        .await
+        .unwrap();
+    // Both see an empty store: not bootstrapped (once the first check ran).
+    for n in [&a, &b] {
+        let socket = n.health_socket.as_ref().unwrap();
+        let mut health = unix_get(socket, "/v1/sys/health").await;
+        for _ in 0..100 {
+            if health.0 == 501 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            health = unix_get(socket, "/v1/sys/health").await;
+        }
+        assert_eq!(health.0, 501, "{}", health.1);
+        assert_eq!(health.1["backend_reachable"], true);
+    }
+    let state_a = w.path("a-bootstrap-state");
+    let outcome = spike_bootstrap::run(
+        &bootstrap_config(&w, &urls(&keepers), a.addr.port(), &state_a, 3, false).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(outcome, Outcome::Bootstrapped { .. }), "{outcome:?}");
+    let shards = keeper_shards(&keepers);
+    // The other instance unseals from the keepers bootstrap seeded through the first.
+    b.wait_unsealed(Duration::from_secs(20)).await.unwrap();
+    // A second bootstrap, through the other instance, finds the cluster initialized.
+    let state_b = w.path("b-bootstrap-state");
+    let again = spike_bootstrap::run(
+        &bootstrap_config(&w, &urls(&keepers), b.addr.port(), &state_b, 3, false).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(again, Outcome::NexusAlreadyInitialized { .. }),
+        "{again:?}"
+    );
+    assert_eq!(keeper_shards(&keepers), shards, "nothing re-keyed");
+    // Writes through both instances are one store; versions never collide.
+    let su_a = w.client(SUPERUSER, &a).await.unwrap();
+    let su_b = w.client(SUPERUSER, &b).await.unwrap();
+    su_a.put_secret("ha/x", values(&[("v", "from-a")])).await.unwrap();
+    su_b.put_secret("ha/x", values(&[("v", "from-b")])).await.unwrap();
+    assert_eq!(su_a.get_secret("ha/x", 0).await.unwrap()["v"], "from-b");
+    assert_eq!(su_b.get_secret("ha/x", 1).await.unwrap()["v"], "from-a");
+    // Both instances hold the same recovery shards (deterministic split): re-seeding from
+    // either is idempotent.
+    assert_eq!(recover_shards(&w, &a).await, recover_shards(&w, &b).await);
+    // A restarted instance unseals from the keepers again.
+    b.stop().await.unwrap();
+    let b = w
+        .start_nexus(postgres_config(&w, &keepers, "b", &conninfo))
+        .await
+        .unwrap();
+    b.wait_unsealed(Duration::from_secs(20)).await.unwrap();
+    let su_b = w.client(SUPERUSER, &b).await.unwrap();
+    assert_eq!(su_b.get_secret("ha/x", 0).await.unwrap()["v"], "from-b");
+    assert_eq!(keeper_shards(&keepers), shards, "re-seeding changed no shard");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    for k in keepers {
+        k.stop().await.unwrap();
+    }
+}
+
+/// PostgreSQL down: requests answer 503 (`backend_unavailable`), health says
+/// `backend_reachable: false` and 503, nothing is acknowledged; back up, the instance
+/// recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
+    let (conninfo, pg) = tokio::task::spawn_blocking(|| {
+        let cluster = spike_testkit::PgCluster::start().unwrap();
+        let db = cluster.create_database().unwrap();
+        (cluster.conninfo(&db), Arc::new(cluster))
+    })
+    .await
+    .unwrap();
+    let w = World::new().unwrap();
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
+    let n = w
+        .start_nexus(postgres_config(&w, &keepers, "n", &conninfo))
+        .await
+        .unwrap();
+    let state = w.path("n-bootstrap-state");
+    spike_bootstrap::run(
+        &bootstrap_config(&w, &urls(&keepers), n.addr.port(), &state, 3, false).unwrap(),
+    )
+    .await
+    .unwrap();
+    let su = w.client(SUPERUSER, &n).await.unwrap();
+    su.put_secret("down/x", values(&[("v", "1")])).await.unwrap();
+    let socket = n.health_socket.clone().unwrap();
+
+    let stopper = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || stopper.stop_immediate().unwrap())
+        .await
+        .unwrap();
+    let put = su.put_secret("down/x", values(&[("v", "2")])).await;
+    let err = put.expect_err("a write with PostgreSQL down must not be acknowledged");
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(su.get_secret("down/x", 0).await.is_err());
+    let mut health = unix_get(&socket, "/v1/sys/health").await;
+    for _ in 0..100 {
+        if health.1["backend_reachable"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = unix_get(&socket, "/v1/sys/health").await;
+    }
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert_eq!(health.1["backend_reachable"], false, "{}", health.1);
+    assert!(health.1["backend_error"].is_string(), "{}", health.1);
+    assert_eq!(health.1["sealed"], false, "the root key stays in memory");
+
+    let starter = Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || starter.start_again().unwrap())
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..200 {
+        if su.put_secret("down/x", values(&[("v", "3")])).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "never recovered after PostgreSQL came back");
+    let meta = su.get_secret("down/x", 0).await.unwrap();
+    assert_eq!(meta["v"], "3");
+    let mut health = unix_get(&socket, "/v1/sys/health").await;
+    for _ in 0..100 {
+        if health.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = unix_get(&socket, "/v1/sys/health").await;
+    }
+    assert_eq!(health.0, 200, "{}", health.1);
+    n.stop().await.unwrap();
+    for k in keepers {
+        k.stop().await.unwrap();
+    }
+}
