@@ -66,6 +66,24 @@ pub enum PilotError {
         /// The client error (boxed: it is large).
         source: Box<ClientError>,
     },
+    /// Several Nexus URLs are configured and none served the request: each failed before
+    /// the request reached it, or answered 503 ([`crate::failover`]).
+    #[error("{}", no_instance_message(failures))]
+    NoInstance {
+        /// Each URL with its failure, in the order tried.
+        failures: Vec<UrlFailure>,
+    },
+    /// Several Nexus URLs are configured and a write may have reached the instance at
+    /// `nexus_url` before its connection failed; it was not repeated at another instance.
+    #[error("{}", outcome_unknown_message(nexus_url, source, earlier))]
+    OutcomeUnknown {
+        /// The URL the write may have reached.
+        nexus_url: String,
+        /// The failure (boxed: it is large).
+        source: Box<ClientError>,
+        /// The URLs tried before it, each with its failure.
+        earlier: Vec<UrlFailure>,
+    },
     /// Nexus answered that it is sealed (`state_not_ready`) and its health said why.
     #[error("{NOT_READY_MESSAGE}\nSPIKE Nexus at {nexus_url} is {state}")]
     Sealed {
@@ -120,12 +138,87 @@ impl PilotError {
             Self::Usage(_) | Self::Config(_) => EXIT_USAGE,
             Self::Identity { .. } => EXIT_CONNECTION,
             Self::Api { source, .. } if is_connection_failure(source) => EXIT_CONNECTION,
+            Self::NoInstance { failures } if failures.iter().any(|f| is_sealed(&f.error)) => {
+                EXIT_SEALED
+            }
+            Self::NoInstance { .. } | Self::OutcomeUnknown { .. } => EXIT_CONNECTION,
             Self::Api { source, .. } if is_sealed(source) => EXIT_SEALED,
             Self::Sealed { .. } => EXIT_SEALED,
             Self::Reported { code } => *code,
             Self::Api { .. } | Self::Failed(_) | Self::Io { .. } => EXIT_FAILURE,
         }
     }
+}
+
+/// One Nexus URL that did not serve a request, and why.
+#[derive(Debug)]
+pub struct UrlFailure {
+    /// The Nexus base URL.
+    pub url: String,
+    /// The failure (boxed: it is large).
+    pub error: Box<ClientError>,
+    /// For a 503 answer, the state its health reported (e.g. `sealed: waiting for bootstrap
+    /// (0/2 shards)`), when it could be read ([`crate::session::Session::explain`]).
+    pub state: Option<String>,
+}
+
+impl UrlFailure {
+    /// The cause on one line.
+    fn cause(&self) -> String {
+        match &self.state {
+            Some(state) => state.clone(),
+            None if is_sealed(&self.error) || self.error.status() == Some(503) => {
+                "answered HTTP 503: sealed or not ready".to_owned()
+            }
+            None => self.error.to_string(),
+        }
+    }
+}
+
+/// One `  <url>: <cause>` line per failure.
+fn failure_lines(failures: &[UrlFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("\n  {}: {}", f.url, f.cause()))
+        .collect()
+}
+
+/// The message when no configured Nexus URL served the request.
+pub fn no_instance_message(failures: &[UrlFailure]) -> String {
+    let count = failures.len();
+    let lines = failure_lines(failures);
+    let all_sealed = failures.iter().all(|f| is_sealed(&f.error));
+    if all_sealed {
+        let unexplained = failures.iter().any(|f| f.state.is_none());
+        let hint = if unexplained {
+            format!("\n{SEALED_FALLBACK_MESSAGE}")
+        } else {
+            String::new()
+        };
+        format!(
+            "{NOT_READY_MESSAGE}\nSPIKE Nexus is sealed at each of its {count} URLs:{lines}{hint}"
+        )
+    } else {
+        format!("Error: {CONNECT_FAILED} at any of its {count} URLs:{lines}")
+    }
+}
+
+/// The message when a write may have reached an instance whose connection then failed.
+pub fn outcome_unknown_message(
+    nexus_url: &str,
+    err: &ClientError,
+    earlier: &[UrlFailure],
+) -> String {
+    let tried = if earlier.is_empty() {
+        String::new()
+    } else {
+        format!("\nTried before it:{}", failure_lines(earlier))
+    };
+    format!(
+        "Error: {CONNECT_FAILED} at {nexus_url}: {err}\nThe request may have reached SPIKE Nexus \
+         at {nexus_url}, so its outcome is unknown. A write is not repeated at another instance \
+         (it could take effect twice); check the current state before running it again.{tried}"
+    )
 }
 
 /// Whether the client error means Nexus could not be reached or identities did not match.
