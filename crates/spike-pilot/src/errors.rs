@@ -437,6 +437,144 @@ mod tests {
         assert!(quiet.message().is_empty());
     }
 
+    fn failure(url: &str, error: ClientError, state: Option<&str>) -> UrlFailure {
+        UrlFailure {
+            url: url.into(),
+            error: Box::new(error),
+            state: state.map(str::to_owned),
+        }
+    }
+
+    fn refused(url: &str) -> ClientError {
+        ClientError::Connect {
+            url: url.into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        }
+    }
+
+    #[test]
+    fn no_instance_names_every_url_with_its_cause() {
+        let e = PilotError::NoInstance {
+            failures: vec![
+                failure("https://a:1", refused("https://a:1"), None),
+                failure(
+                    "https://b:2",
+                    ClientError::NotReady {
+                        url: "https://b:2/v1/store/secrets".into(),
+                    },
+                    Some("sealed: waiting for bootstrap (0/2 shards)"),
+                ),
+                failure(
+                    "https://c:3",
+                    ClientError::NotReady {
+                        url: "https://c:3/v1/store/secrets".into(),
+                    },
+                    None,
+                ),
+            ],
+        };
+        let text = e.message();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("Error: {CONNECT_FAILED} at any of its 3 URLs:"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("  https://a:1: cannot connect"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            "  https://b:2: sealed: waiting for bootstrap (0/2 shards)"
+        );
+        assert_eq!(
+            lines[3],
+            "  https://c:3: answered HTTP 503: sealed or not ready"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        // An instance answered sealed: the sealed exit status.
+        assert_eq!(e.exit_code(), EXIT_SEALED);
+
+        let e = PilotError::NoInstance {
+            failures: vec![
+                failure("https://a:1", refused("https://a:1"), None),
+                failure("https://b:2", refused("https://b:2"), None),
+            ],
+        };
+        assert_eq!(e.exit_code(), EXIT_CONNECTION);
+        assert_eq!(e.message().lines().count(), 3);
+    }
+
+    #[test]
+    fn no_instance_all_sealed_keeps_the_not_ready_style() {
+        let sealed = |url: &str, state| {
+            failure(
+                url,
+                ClientError::NotReady {
+                    url: format!("{url}/v1/store/secrets"),
+                },
+                state,
+            )
+        };
+        let e = PilotError::NoInstance {
+            failures: vec![
+                sealed(
+                    "https://a:1",
+                    Some("sealed: waiting for its keepers (1/2 shards)"),
+                ),
+                sealed(
+                    "https://b:2",
+                    Some("sealed: waiting for its keepers (0/2 shards)"),
+                ),
+            ],
+        };
+        assert_eq!(e.exit_code(), EXIT_SEALED);
+        assert_eq!(
+            e.message(),
+            format!(
+                "{NOT_READY_MESSAGE}\nSPIKE Nexus is sealed at each of its 2 URLs:\n  \
+                 https://a:1: sealed: waiting for its keepers (1/2 shards)\n  https://b:2: \
+                 sealed: waiting for its keepers (0/2 shards)"
+            )
+        );
+        let e = PilotError::NoInstance {
+            failures: vec![sealed("https://a:1", None), sealed("https://b:2", None)],
+        };
+        assert!(
+            e.message().ends_with(SEALED_FALLBACK_MESSAGE),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn outcome_unknown_names_the_url() {
+        let e = PilotError::OutcomeUnknown {
+            nexus_url: "https://b:2".into(),
+            source: Box::new(ClientError::Timeout {
+                url: "https://b:2/v1/store/secrets".into(),
+                phase: "response headers",
+                after: std::time::Duration::from_secs(30),
+            }),
+            earlier: vec![failure("https://a:1", refused("https://a:1"), None)],
+        };
+        let text = e.message();
+        assert!(
+            text.starts_with(&format!("Error: {CONNECT_FAILED} at https://b:2: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains("may have reached SPIKE Nexus at https://b:2, so its outcome is unknown"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nTried before it:\n  https://a:1: cannot connect"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), EXIT_CONNECTION);
+    }
+
     #[test]
     fn usage_and_identity_codes() {
         assert_eq!(PilotError::Usage("x".into()).exit_code(), EXIT_USAGE);
