@@ -19,7 +19,9 @@
 //!    nothing. Every other answer (200, 400, 401, 404, 500, 507, ...) is final.
 //! 5. When no URL served the request, the error names each URL with its own cause.
 //!
-//! With a single URL nothing changes: the one error is reported as before.
+//! With a single URL nothing changes: the one error is reported as before. Each attempt has
+//! the full per-request bounds of [`crate::session::Session`]; nothing is retried at the same
+//! URL beyond what the client already does for a pooled connection that was found closed.
 
 use std::future::Future;
 
