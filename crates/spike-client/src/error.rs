@@ -4,6 +4,16 @@ use std::time::Duration;
 
 use spike_proto::ErrorCode;
 
+/// [`ClientError::Timeout`] phase: opening the TCP connection.
+pub const PHASE_CONNECT: &str = "connect";
+/// [`ClientError::Timeout`] phase: the TLS handshake.
+pub const PHASE_HANDSHAKE: &str = "TLS handshake";
+/// [`ClientError::Timeout`] phase: waiting for the response head after sending.
+pub const PHASE_RESPONSE_HEADERS: &str = "response headers";
+/// [`ClientError::Timeout`] phase: the whole request after it was handed to the connection
+/// (the request timeout expired while sending it or reading the answer).
+pub const PHASE_REQUEST: &str = "request";
+
 /// Why a request to a SPIKE server failed.
 ///
 /// Every variant names the URL it concerns. Non-200 statuses are mapped from the status code
@@ -83,7 +93,9 @@ pub enum ClientError {
     Timeout {
         /// The server URL.
         url: String,
-        /// Which phase: `"connect"`, `"TLS handshake"`, `"response headers"` or `"request"`.
+        /// Which phase: [`PHASE_CONNECT`], [`PHASE_HANDSHAKE`], [`PHASE_RESPONSE_HEADERS`] or
+        /// [`PHASE_REQUEST`]. When the request timeout expires before the request was handed
+        /// to a connection, the phase is the one that was under way (connect or handshake).
         phase: &'static str,
         /// The bound that expired.
         after: Duration,
@@ -220,6 +232,42 @@ impl ClientError {
             self,
             ClientError::ServerRejected { .. } | ClientError::RejectedByServer { .. }
         )
+    }
+
+    /// Whether the request certainly never reached the server's HTTP layer, so sending it
+    /// to another server cannot repeat it: the TCP connection was not opened (refused,
+    /// unreachable, name resolution), the TLS handshake failed or either side rejected the
+    /// other's identity, a timeout expired while connecting or in the handshake, or a new
+    /// connection closed before the request was written. Also true for errors raised before
+    /// anything was sent (URL, encoding, TLS configuration).
+    ///
+    /// False when the request was (or may have been) written: a broken connection or a
+    /// timeout while waiting for the answer ([`ClientError::Transport`], a `Timeout` in the
+    /// `"response headers"` or `"request"` phase), and for every answer from the server.
+    pub fn is_unsent(&self) -> bool {
+        match self {
+            ClientError::Timeout { phase, .. } => {
+                matches!(*phase, PHASE_CONNECT | PHASE_HANDSHAKE)
+            }
+            ClientError::InvalidUrl { .. }
+            | ClientError::Identity(_)
+            | ClientError::Encode { .. }
+            | ClientError::Connect { .. }
+            | ClientError::ServerRejected { .. }
+            | ClientError::RejectedByServer { .. }
+            | ClientError::Handshake { .. }
+            | ClientError::ConnectionClosed { .. } => true,
+            ClientError::Transport { .. }
+            | ClientError::ResponseTooLarge { .. }
+            | ClientError::NotFound { .. }
+            | ClientError::Unauthorized { .. }
+            | ClientError::BadRequest { .. }
+            | ClientError::NotReady { .. }
+            | ClientError::Peer { .. }
+            | ClientError::Api { .. }
+            | ClientError::Decode { .. }
+            | ClientError::MissingField { .. } => false,
+        }
     }
 
     /// Whether the server could not be reached or did not answer in time (connect,

@@ -41,7 +41,9 @@ mod nexus;
 mod transport;
 mod url;
 
-pub use error::ClientError;
+pub use error::{
+    ClientError, PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_REQUEST, PHASE_RESPONSE_HEADERS,
+};
 pub use keeper::KeeperClient;
 pub use nexus::{HEALTH_PATH, HealthResponse, NexusClient};
 pub use transport::{ClientOptions, HttpsClient, RawResponse, check_status, decode_json};

@@ -9,6 +9,7 @@
 
 use std::error::Error as StdError;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,9 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::error::ClientError;
+use crate::error::{
+    ClientError, PHASE_CONNECT, PHASE_HANDSHAKE, PHASE_REQUEST, PHASE_RESPONSE_HEADERS,
+};
 use crate::url::BaseUrl;
 
 /// Timeouts and limits of a client. Defaults follow SPIKE's Go clients (docs/protocol.md#limits).
@@ -90,6 +93,34 @@ pub struct RawResponse {
 
 /// How long to wait for a connection to become reusable after a response.
 const REUSE_WAIT: Duration = Duration::from_millis(250);
+
+/// How far one request got, so that an expired request timeout names the phase it stopped
+/// in: a request that never reached a connection was certainly not sent
+/// ([`ClientError::is_unsent`]).
+struct Progress(AtomicU8);
+
+impl Progress {
+    const CONNECTING: u8 = 0;
+    const HANDSHAKING: u8 = 1;
+    const SENDING: u8 = 2;
+
+    fn new() -> Self {
+        Self(AtomicU8::new(Self::CONNECTING))
+    }
+
+    fn set(&self, stage: u8) {
+        self.0.store(stage, Ordering::Relaxed);
+    }
+
+    /// The [`ClientError::Timeout`] phase for a request timeout that expired now.
+    fn timeout_phase(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            Self::CONNECTING => PHASE_CONNECT,
+            Self::HANDSHAKING => PHASE_HANDSHAKE,
+            _ => PHASE_REQUEST,
+        }
+    }
+}
 
 struct Idle {
     sender: SendRequest<Full<Bytes>>,
@@ -216,11 +247,12 @@ impl HttpsClient {
                 reason: "cannot form a request target",
             })?;
         let timeout = self.inner.options.request_timeout;
-        match tokio::time::timeout(timeout, self.exchange(&url, request)).await {
+        let progress = Progress::new();
+        match tokio::time::timeout(timeout, self.exchange(&url, request, &progress)).await {
             Ok(result) => result,
             Err(_) => Err(ClientError::Timeout {
                 url,
-                phase: "request",
+                phase: progress.timeout_phase(),
                 after: timeout,
             }),
         }
@@ -262,16 +294,20 @@ impl HttpsClient {
         &self,
         url: &str,
         mut request: Request<Full<Bytes>>,
+        progress: &Progress,
     ) -> Result<RawResponse, ClientError> {
         // Pooled connections first; a dead one hands the request back unsent.
         while let Some(sender) = self.take_idle() {
+            progress.set(Progress::SENDING);
             match self.send(url, sender, request).await {
                 Ok(resp) => return Ok(resp),
                 Err(SendError::NotSent(req)) => request = req,
                 Err(SendError::Failed(err)) => return Err(err),
             }
         }
-        let (sender, conn_end) = self.connect(url).await?;
+        progress.set(Progress::CONNECTING);
+        let (sender, conn_end) = self.connect(url, progress).await?;
+        progress.set(Progress::SENDING);
         let err = match self.send(url, sender, request).await {
             Ok(resp) => return Ok(resp),
             Err(SendError::Failed(err @ ClientError::Timeout { .. })) => return Err(err),
@@ -321,6 +357,7 @@ impl HttpsClient {
     async fn connect(
         &self,
         url: &str,
+        progress: &Progress,
     ) -> Result<(SendRequest<Full<Bytes>>, oneshot::Receiver<Option<String>>), ClientError> {
         let opts = &self.inner.options;
         let base = &self.inner.base;
@@ -333,7 +370,7 @@ impl HttpsClient {
             Err(_) => {
                 return Err(ClientError::Timeout {
                     url: url.to_owned(),
-                    phase: "connect",
+                    phase: PHASE_CONNECT,
                     after: opts.connect_timeout,
                 });
             }
@@ -348,6 +385,7 @@ impl HttpsClient {
         // Small request/response exchanges: do not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         *self.inner.rejected.lock() = None;
+        progress.set(Progress::HANDSHAKING);
         let (tls, peer) = self
             .inner
             .connector
@@ -392,7 +430,7 @@ impl HttpsClient {
             Err(_) => {
                 return Err(SendError::Failed(ClientError::Timeout {
                     url: url.to_owned(),
-                    phase: "response headers",
+                    phase: PHASE_RESPONSE_HEADERS,
                     after: opts.response_header_timeout,
                 }));
             }
@@ -448,7 +486,7 @@ impl HttpsClient {
         match err {
             HandshakeError::Timeout(after) => ClientError::Timeout {
                 url,
-                phase: "TLS handshake",
+                phase: PHASE_HANDSHAKE,
                 after,
             },
             HandshakeError::Tls(io) => {

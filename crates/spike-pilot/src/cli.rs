@@ -27,7 +27,16 @@ configuration file (--config FILE, else $XDG_CONFIG_HOME/spike/config.toml, else
   SPIKE_HTTP_CLIENT_TIMEOUT    timeout                 30s (per request)
   SPIKE_SPIFFE_SOURCE_TIMEOUT  spiffe_timeout          10s (waiting for the SVID)
   SPIKE_PILOT_SPIFFE_ID        spiffe_id               (the agent's first SVID)
-  SPIKE_PILOT_RECOVERY_DIR     recovery files go to <dir>/recover (default ~/.spike/recover)";
+  SPIKE_PILOT_RECOVERY_DIR     recovery files go to <dir>/recover (default ~/.spike/recover)
+
+Several SPIKE Nexus instances sharing one store: give a comma-separated list of https URLs
+(at most 16), e.g. SPIKE_NEXUS_API_URL=https://nexus-a:8553,https://nexus-b:8553. They are
+tried in order. A URL that cannot be reached (refused, unreachable, TLS handshake or SPIFFE
+ID failure) or answers 503 (sealed, not ready) moves on to the next, for every command. A
+request that may have arrived before the connection failed is repeated at the next URL only
+for reads (get, list, metadata, policy get/list, status, cipher); a write (put, delete,
+undelete, policy create/apply/delete) then fails saying its outcome is unknown. Other answers
+are final. operator restore takes a single URL.";
 
 /// `spike`: the SPIKE Pilot command-line interface.
 #[derive(Debug, Parser)]
@@ -46,8 +55,9 @@ pub struct Cli {
     /// timeout).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// SPIKE Nexus URL (overrides SPIKE_NEXUS_API_URL and the configuration file).
-    #[arg(long, global = true, value_name = "URL")]
+    /// SPIKE Nexus URL, or a comma-separated list of instances tried in order (overrides
+    /// SPIKE_NEXUS_API_URL and the configuration file).
+    #[arg(long, global = true, value_name = "URL[,URL...]")]
     pub nexus_url: Option<String>,
     /// The command.
     #[command(subcommand)]

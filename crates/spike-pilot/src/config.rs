@@ -15,6 +15,12 @@
 //! | `spiffe_id` | `SPIKE_PILOT_SPIFFE_ID` | first SVID |
 //!
 //! Durations are Go duration strings (`300ms`, `1m30s`) or integer seconds.
+//!
+//! The Nexus URL may be a comma-separated list of instances sharing one store
+//! (`https://nexus-a:8553, https://nexus-b:8553`): blanks around entries are ignored, each
+//! entry must be an https URL, and empty entries, duplicates and more than
+//! [`MAX_NEXUS_URLS`] entries are refused ([`parse_nexus_urls`]). How Pilot moves between
+//! them is [`crate::failover`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,6 +29,8 @@ use serde::Deserialize;
 use spike_client::BaseUrl;
 use spike_proto::TrustRoots;
 use spike_proto::spiffe_id::ENV_TRUST_ROOT_NEXUS;
+
+pub use crate::failover::MAX_NEXUS_URLS;
 
 /// Default Nexus URL (docs/config.md).
 pub const DEFAULT_NEXUS_URL: &str = "https://localhost:8553";
@@ -112,8 +120,8 @@ impl DurationValue {
 /// The parsed configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Nexus base URL.
-    pub nexus_url: BaseUrl,
+    /// Nexus base URLs, in the order to try them ([`crate::failover`]); never empty.
+    pub nexus_urls: Vec<BaseUrl>,
     /// Workload API endpoint (`unix:...` or `tcp:...`).
     pub endpoint: String,
     /// Trust roots; only the Nexus entry matters to Pilot (server authorization).
@@ -155,11 +163,11 @@ impl Config {
         } else {
             (DEFAULT_NEXUS_URL.to_owned(), "default".to_owned())
         };
-        let nexus_url = BaseUrl::parse(&url_text).map_err(|e| ConfigError::Invalid {
+        let nexus_urls = parse_nexus_urls(&url_text).map_err(|reason| ConfigError::Invalid {
             key: "nexus_url",
             value: url_text.clone(),
             origin: url_origin,
-            reason: e.to_string(),
+            reason,
         })?;
 
         // endpoint
@@ -226,7 +234,7 @@ impl Config {
             });
         }
         Ok(Self {
-            nexus_url,
+            nexus_urls,
             endpoint,
             trust_roots,
             timeout,
@@ -235,6 +243,53 @@ impl Config {
             file: path,
         })
     }
+}
+
+/// Parses the Nexus URL setting: one https URL, or a comma-separated list of them (blanks
+/// around entries ignored). A single URL is parsed exactly as before.
+///
+/// # Errors
+/// Why the value is refused, naming the entry at fault: an invalid URL, an empty entry, a
+/// URL listed twice (same host, port and path), or more than [`MAX_NEXUS_URLS`] entries.
+pub fn parse_nexus_urls(text: &str) -> Result<Vec<BaseUrl>, String> {
+    if !text.contains(',') {
+        return BaseUrl::parse(text)
+            .map(|url| vec![url])
+            .map_err(|e| e.to_string());
+    }
+    let entries: Vec<&str> = text.split(',').map(str::trim).collect();
+    if entries.len() > MAX_NEXUS_URLS {
+        return Err(format!(
+            "{} URLs listed; at most {MAX_NEXUS_URLS} are accepted",
+            entries.len()
+        ));
+    }
+    let mut urls: Vec<BaseUrl> = Vec::with_capacity(entries.len());
+    for (n, entry) in entries.iter().enumerate() {
+        let position = n + 1;
+        if entry.is_empty() {
+            return Err(format!(
+                "entry {position} of the comma-separated list is empty"
+            ));
+        }
+        let url = BaseUrl::parse(entry).map_err(|e| format!("entry {position}: {e}"))?;
+        if let Some(first) = urls.iter().position(|u| same_instance(u, &url)) {
+            return Err(format!(
+                "entry {position} ({entry:?}) repeats entry {} ({:?})",
+                first + 1,
+                urls[first].as_str()
+            ));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// Whether two URLs name the same server: host (case-insensitive), port and path prefix.
+fn same_instance(a: &BaseUrl, b: &BaseUrl) -> bool {
+    a.host().eq_ignore_ascii_case(b.host())
+        && a.port() == b.port()
+        && a.request_target("/", None) == b.request_target("/", None)
 }
 
 fn duration_setting(
@@ -354,7 +409,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let xdg = dir.path().to_str().unwrap();
         let c = Config::load(None, None, &env(&[("XDG_CONFIG_HOME", xdg)])).unwrap();
-        assert_eq!(c.nexus_url.as_str(), DEFAULT_NEXUS_URL);
+        assert_eq!(c.nexus_urls[0].as_str(), DEFAULT_NEXUS_URL);
         assert_eq!(c.endpoint, spike_identity::DEFAULT_ENDPOINT);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.spiffe_timeout, DEFAULT_SPIFFE_TIMEOUT);
@@ -372,7 +427,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(Some(&path), None, &env(&[])).unwrap();
-        assert_eq!(c.nexus_url.as_str(), "https://file:1");
+        assert_eq!(c.nexus_urls[0].as_str(), "https://file:1");
         assert_eq!(c.endpoint, "unix:/f.sock");
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.spiffe_timeout, Duration::from_secs(3));
@@ -386,14 +441,91 @@ mod tests {
             (ENV_TIMEOUT, "1m"),
         ]);
         let c = Config::load(Some(&path), None, &e).unwrap();
-        assert_eq!(c.nexus_url.as_str(), "https://env:2");
+        assert_eq!(c.nexus_urls[0].as_str(), "https://env:2");
         assert_eq!(c.endpoint, "unix:/e.sock");
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert!(c.trust_roots.is_nexus("spiffe://env.test/spike/nexus"));
         assert!(!c.trust_roots.is_nexus("spiffe://file.test/spike/nexus"));
 
         let c = Config::load(Some(&path), Some("https://flag:3"), &e).unwrap();
-        assert_eq!(c.nexus_url.as_str(), "https://flag:3");
+        assert_eq!(c.nexus_urls[0].as_str(), "https://flag:3");
+    }
+
+    #[test]
+    fn url_lists() {
+        let urls = |text: &str| {
+            parse_nexus_urls(text).map(|v| v.iter().map(|u| u.as_str().to_owned()).collect())
+        };
+        assert_eq!(
+            urls(" https://a:1 , https://b:2,https://c "),
+            Ok(vec![
+                "https://a:1".to_owned(),
+                "https://b:2".to_owned(),
+                "https://c".to_owned()
+            ])
+        );
+        assert_eq!(urls(" https://a:1 "), Ok(vec!["https://a:1".to_owned()]));
+        // One URL: the message is the URL parser's, as before.
+        assert_eq!(
+            urls("http://a:1"),
+            Err(BaseUrl::parse("http://a:1").unwrap_err().to_string())
+        );
+
+        let err = urls("https://a:1,,https://b:2").unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("empty"), "{err}");
+        let err = urls("https://a:1,").unwrap_err();
+        assert!(err.contains("entry 2") && err.contains("empty"), "{err}");
+        let err = urls("https://a:1, http://b:2").unwrap_err();
+        assert!(
+            err.contains("entry 2") && err.contains("http://b:2") && err.contains("https"),
+            "{err}"
+        );
+        let err = urls("https://a:1,https://B:2, https://A:1/").unwrap_err();
+        assert!(
+            err.contains("entry 3") && err.contains("repeats entry 1"),
+            "{err}"
+        );
+        let err = urls("https://a,https://a:443").unwrap_err();
+        assert!(err.contains("repeats entry 1"), "{err}");
+        // Same host and port, different path prefix (behind a proxy): two instances.
+        assert!(urls("https://p:1/a,https://p:1/b").is_ok());
+
+        let many: Vec<String> = (1..=MAX_NEXUS_URLS + 1)
+            .map(|i| format!("https://n{i}:8553"))
+            .collect();
+        let err = urls(&many.join(",")).unwrap_err();
+        assert!(err.contains(&format!("at most {MAX_NEXUS_URLS}")), "{err}");
+        assert!(urls(&many[..MAX_NEXUS_URLS].join(",")).is_ok());
+    }
+
+    #[test]
+    fn url_list_from_every_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pilot.toml");
+        std::fs::write(&path, "nexus_url = \"https://f1:1, https://f2:2\"\n").unwrap();
+        let c = Config::load(Some(&path), None, &env(&[])).unwrap();
+        assert_eq!(c.nexus_urls.len(), 2);
+        let e = env(&[(ENV_NEXUS_URL, "https://e1:1,https://e2:2,https://e3:3")]);
+        let c = Config::load(Some(&path), None, &e).unwrap();
+        assert_eq!(c.nexus_urls.len(), 3);
+        assert_eq!(c.nexus_urls[2].as_str(), "https://e3:3");
+        let c = Config::load(Some(&path), Some("https://x:1,https://y:1"), &e).unwrap();
+        assert_eq!(c.nexus_urls[1].as_str(), "https://y:1");
+
+        let e = env(&[(ENV_NEXUS_URL, "https://e1:1,https://e1:1")]);
+        let err = Config::load(Some(&path), None, &e).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(ENV_NEXUS_URL)
+                && text.contains("\"https://e1:1,https://e1:1\"")
+                && text.contains("repeats entry 1"),
+            "{text}"
+        );
+        let err = Config::load(Some(&path), Some("https://x:1, "), &env(&[])).unwrap_err();
+        assert!(
+            err.to_string().contains("--nexus-url") && err.to_string().contains("empty"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -411,7 +543,7 @@ mod tests {
             &env(&[("XDG_CONFIG_HOME", dir.path().to_str().unwrap())]),
         )
         .unwrap();
-        assert_eq!(c.nexus_url.as_str(), "https://xdg:9");
+        assert_eq!(c.nexus_urls[0].as_str(), "https://xdg:9");
     }
 
     #[test]

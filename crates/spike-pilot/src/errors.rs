@@ -66,6 +66,24 @@ pub enum PilotError {
         /// The client error (boxed: it is large).
         source: Box<ClientError>,
     },
+    /// Several Nexus URLs are configured and none served the request: each failed before
+    /// the request reached it, or answered 503 ([`crate::failover`]).
+    #[error("{}", no_instance_message(failures))]
+    NoInstance {
+        /// Each URL with its failure, in the order tried.
+        failures: Vec<UrlFailure>,
+    },
+    /// Several Nexus URLs are configured and a write may have reached the instance at
+    /// `nexus_url` before its connection failed; it was not repeated at another instance.
+    #[error("{}", outcome_unknown_message(nexus_url, source, earlier))]
+    OutcomeUnknown {
+        /// The URL the write may have reached.
+        nexus_url: String,
+        /// The failure (boxed: it is large).
+        source: Box<ClientError>,
+        /// The URLs tried before it, each with its failure.
+        earlier: Vec<UrlFailure>,
+    },
     /// Nexus answered that it is sealed (`state_not_ready`) and its health said why.
     #[error("{NOT_READY_MESSAGE}\nSPIKE Nexus at {nexus_url} is {state}")]
     Sealed {
@@ -120,12 +138,87 @@ impl PilotError {
             Self::Usage(_) | Self::Config(_) => EXIT_USAGE,
             Self::Identity { .. } => EXIT_CONNECTION,
             Self::Api { source, .. } if is_connection_failure(source) => EXIT_CONNECTION,
+            Self::NoInstance { failures } if failures.iter().any(|f| is_sealed(&f.error)) => {
+                EXIT_SEALED
+            }
+            Self::NoInstance { .. } | Self::OutcomeUnknown { .. } => EXIT_CONNECTION,
             Self::Api { source, .. } if is_sealed(source) => EXIT_SEALED,
             Self::Sealed { .. } => EXIT_SEALED,
             Self::Reported { code } => *code,
             Self::Api { .. } | Self::Failed(_) | Self::Io { .. } => EXIT_FAILURE,
         }
     }
+}
+
+/// One Nexus URL that did not serve a request, and why.
+#[derive(Debug)]
+pub struct UrlFailure {
+    /// The Nexus base URL.
+    pub url: String,
+    /// The failure (boxed: it is large).
+    pub error: Box<ClientError>,
+    /// For a 503 answer, the state its health reported (e.g. `sealed: waiting for bootstrap
+    /// (0/2 shards)`), when it could be read ([`crate::session::Session::explain`]).
+    pub state: Option<String>,
+}
+
+impl UrlFailure {
+    /// The cause on one line.
+    fn cause(&self) -> String {
+        match &self.state {
+            Some(state) => state.clone(),
+            None if is_sealed(&self.error) || self.error.status() == Some(503) => {
+                "answered HTTP 503: sealed or not ready".to_owned()
+            }
+            None => self.error.to_string(),
+        }
+    }
+}
+
+/// One `  <url>: <cause>` line per failure.
+fn failure_lines(failures: &[UrlFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("\n  {}: {}", f.url, f.cause()))
+        .collect()
+}
+
+/// The message when no configured Nexus URL served the request.
+pub fn no_instance_message(failures: &[UrlFailure]) -> String {
+    let count = failures.len();
+    let lines = failure_lines(failures);
+    let all_sealed = failures.iter().all(|f| is_sealed(&f.error));
+    if all_sealed {
+        let unexplained = failures.iter().any(|f| f.state.is_none());
+        let hint = if unexplained {
+            format!("\n{SEALED_FALLBACK_MESSAGE}")
+        } else {
+            String::new()
+        };
+        format!(
+            "{NOT_READY_MESSAGE}\nSPIKE Nexus is sealed at each of its {count} URLs:{lines}{hint}"
+        )
+    } else {
+        format!("Error: {CONNECT_FAILED} at any of its {count} URLs:{lines}")
+    }
+}
+
+/// The message when a write may have reached an instance whose connection then failed.
+pub fn outcome_unknown_message(
+    nexus_url: &str,
+    err: &ClientError,
+    earlier: &[UrlFailure],
+) -> String {
+    let tried = if earlier.is_empty() {
+        String::new()
+    } else {
+        format!("\nTried before it:{}", failure_lines(earlier))
+    };
+    format!(
+        "Error: {CONNECT_FAILED} at {nexus_url}: {err}\nThe request may have reached SPIKE Nexus \
+         at {nexus_url}, so its outcome is unknown. A write is not repeated at another instance \
+         (it could take effect twice); check the current state before running it again.{tried}"
+    )
 }
 
 /// Whether the client error means Nexus could not be reached or identities did not match.
@@ -342,6 +435,144 @@ mod tests {
         let quiet = PilotError::Reported { code: EXIT_SEALED };
         assert_eq!(quiet.exit_code(), EXIT_SEALED);
         assert!(quiet.message().is_empty());
+    }
+
+    fn failure(url: &str, error: ClientError, state: Option<&str>) -> UrlFailure {
+        UrlFailure {
+            url: url.into(),
+            error: Box::new(error),
+            state: state.map(str::to_owned),
+        }
+    }
+
+    fn refused(url: &str) -> ClientError {
+        ClientError::Connect {
+            url: url.into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        }
+    }
+
+    #[test]
+    fn no_instance_names_every_url_with_its_cause() {
+        let e = PilotError::NoInstance {
+            failures: vec![
+                failure("https://a:1", refused("https://a:1"), None),
+                failure(
+                    "https://b:2",
+                    ClientError::NotReady {
+                        url: "https://b:2/v1/store/secrets".into(),
+                    },
+                    Some("sealed: waiting for bootstrap (0/2 shards)"),
+                ),
+                failure(
+                    "https://c:3",
+                    ClientError::NotReady {
+                        url: "https://c:3/v1/store/secrets".into(),
+                    },
+                    None,
+                ),
+            ],
+        };
+        let text = e.message();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!("Error: {CONNECT_FAILED} at any of its 3 URLs:"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("  https://a:1: cannot connect"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            "  https://b:2: sealed: waiting for bootstrap (0/2 shards)"
+        );
+        assert_eq!(
+            lines[3],
+            "  https://c:3: answered HTTP 503: sealed or not ready"
+        );
+        assert_eq!(lines.len(), 4, "{text}");
+        // An instance answered sealed: the sealed exit status.
+        assert_eq!(e.exit_code(), EXIT_SEALED);
+
+        let e = PilotError::NoInstance {
+            failures: vec![
+                failure("https://a:1", refused("https://a:1"), None),
+                failure("https://b:2", refused("https://b:2"), None),
+            ],
+        };
+        assert_eq!(e.exit_code(), EXIT_CONNECTION);
+        assert_eq!(e.message().lines().count(), 3);
+    }
+
+    #[test]
+    fn no_instance_all_sealed_keeps_the_not_ready_style() {
+        let sealed = |url: &str, state| {
+            failure(
+                url,
+                ClientError::NotReady {
+                    url: format!("{url}/v1/store/secrets"),
+                },
+                state,
+            )
+        };
+        let e = PilotError::NoInstance {
+            failures: vec![
+                sealed(
+                    "https://a:1",
+                    Some("sealed: waiting for its keepers (1/2 shards)"),
+                ),
+                sealed(
+                    "https://b:2",
+                    Some("sealed: waiting for its keepers (0/2 shards)"),
+                ),
+            ],
+        };
+        assert_eq!(e.exit_code(), EXIT_SEALED);
+        assert_eq!(
+            e.message(),
+            format!(
+                "{NOT_READY_MESSAGE}\nSPIKE Nexus is sealed at each of its 2 URLs:\n  \
+                 https://a:1: sealed: waiting for its keepers (1/2 shards)\n  https://b:2: \
+                 sealed: waiting for its keepers (0/2 shards)"
+            )
+        );
+        let e = PilotError::NoInstance {
+            failures: vec![sealed("https://a:1", None), sealed("https://b:2", None)],
+        };
+        assert!(
+            e.message().ends_with(SEALED_FALLBACK_MESSAGE),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn outcome_unknown_names_the_url() {
+        let e = PilotError::OutcomeUnknown {
+            nexus_url: "https://b:2".into(),
+            source: Box::new(ClientError::Timeout {
+                url: "https://b:2/v1/store/secrets".into(),
+                phase: "response headers",
+                after: std::time::Duration::from_secs(30),
+            }),
+            earlier: vec![failure("https://a:1", refused("https://a:1"), None)],
+        };
+        let text = e.message();
+        assert!(
+            text.starts_with(&format!("Error: {CONNECT_FAILED} at https://b:2: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains("may have reached SPIKE Nexus at https://b:2, so its outcome is unknown"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nTried before it:\n  https://a:1: cannot connect"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), EXIT_CONNECTION);
     }
 
     #[test]

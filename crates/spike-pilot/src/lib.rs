@@ -24,10 +24,13 @@
 //! - `config`: [`Config`] from `--config`/`$XDG_CONFIG_HOME/spike/config.toml`/
 //!   `/etc/spike/pilot.toml` and the environment ([`EnvSource`]).
 //! - `errors`: [`PilotError`], exit codes and SPIKE's error-message mapping (docs/compatibility.md#pilot-spike).
+//! - `failover`: several Nexus URLs: which failures move on to the next URL
+//!   ([`failover::classify`]) and the loop every request goes through ([`failover::run`]).
 //! - `harden`: best-effort process hardening used by the binary.
 //! - `output`: human/JSON/YAML formatting of every read command ([`output::Format`]).
 //! - `policy_yaml`: the policy file parser ([`policy_yaml::parse_policy_yaml`]).
-//! - `session`: lazily established identity + Nexus client.
+//! - `session`: lazily established identity + one Nexus client per configured URL; every
+//!   request goes through [`session::Session::read`] or [`session::Session::write`].
 //! - `commands`: one module per command group (`secret`, `policy`, `cipher`, `operator`,
 //!   `status`).
 
@@ -35,6 +38,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod errors;
+pub mod failover;
 pub mod harden;
 pub mod output;
 pub mod policy_yaml;

@@ -1,11 +1,14 @@
 //! [`Session`]: the configuration plus a lazily obtained SPIFFE identity and Nexus client.
 //!
-//! Commands validate their input first and only then ask for [`Session::nexus`], so argument
+//! Commands validate their input first and only then send a request, so argument
 //! and input errors never need the Workload API. Both connection steps are bounded: the
-//! SVID by `spiffe_timeout`, each request by `timeout`. The SVID is fetched with one
+//! SVID by `spiffe_timeout`, each request by `timeout`. Every request goes through
+//! [`Session::read`] or [`Session::write`] (or [`Session::read_unless`]), which try the
+//! configured Nexus URLs under the rule of [`crate::failover`]. The SVID is fetched with one
 //! Workload API call that is closed after its answer, so the SPIRE agent sees a clean end
 //! of the stream rather than a cancelled one.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +17,8 @@ use spike_identity::{Identity, IdentityError, IdentityOptions, SpiffeId};
 use spike_proto::Role;
 
 use crate::config::Config;
-use crate::errors::{PilotError, is_sealed};
+use crate::errors::{PilotError, UrlFailure, is_sealed};
+use crate::failover::{self, Call, Outcome};
 use crate::output::StatusReport;
 
 /// Upper bound on the connect and TLS handshake phases.
@@ -27,16 +31,21 @@ const MAX_HEALTH_PROBE: Duration = Duration::from_secs(3);
 pub struct Session {
     config: Config,
     identity: Option<Identity>,
-    nexus: Option<NexusClient>,
+    /// One client per configured URL, built on first use.
+    clients: Vec<Option<NexusClient>>,
+    /// The URL that answered last in this invocation: later requests start there.
+    answered: Option<usize>,
 }
 
 impl Session {
     /// A session that has not connected yet.
     pub fn new(config: Config) -> Self {
+        let clients = vec![None; config.nexus_urls.len()];
         Self {
             config,
             identity: None,
-            nexus: None,
+            clients,
+            answered: None,
         }
     }
 
@@ -50,52 +59,222 @@ impl Session {
         self.identity.as_ref().map(|i| i.own_id().to_string())
     }
 
-    /// Wraps a client error with the context needed for its message.
-    pub fn api_error(&self, source: ClientError) -> PilotError {
+    /// The URL at `index` of the configured list, as given.
+    fn url(&self, index: usize) -> String {
+        self.config
+            .nexus_urls
+            .get(index)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    /// Wraps a client error from the Nexus at `nexus_url` with the context for its message.
+    pub fn api_error(&self, nexus_url: &str, source: ClientError) -> PilotError {
         PilotError::Api {
-            nexus_url: self.config.nexus_url.to_string(),
+            nexus_url: nexus_url.to_owned(),
             own_id: self.own_id(),
             source: Box::new(source),
         }
+    }
+
+    /// Refuses a command that must reach one particular instance when several URLs are
+    /// configured (`operator restore`: the shards collect in that instance's memory).
+    ///
+    /// # Errors
+    /// [`PilotError::Usage`] naming the URLs and the way out (`--nexus-url`).
+    pub fn require_single_url(&self, command: &str) -> Result<(), PilotError> {
+        let urls = &self.config.nexus_urls;
+        if urls.len() <= 1 {
+            return Ok(());
+        }
+        let list: Vec<&str> = urls.iter().map(spike_client::BaseUrl::as_str).collect();
+        Err(PilotError::Usage(format!(
+            "Error: {command} talks to one SPIKE Nexus instance, but {} URLs are configured \
+             ({}); choose the instance with --nexus-url URL.",
+            urls.len(),
+            list.join(", ")
+        )))
+    }
+
+    /// Sends a request that changes nothing stored ([`Call::Read`]) under the failover rule
+    /// ([`crate::failover`]); `attempt` gets the client of each URL tried.
+    ///
+    /// # Errors
+    /// [`PilotError::Identity`] without an SVID; [`PilotError::Api`] for the answer (or the
+    /// only URL's failure); [`PilotError::NoInstance`] when no URL served it.
+    pub async fn read<T, F, Fut>(&mut self, attempt: F) -> Result<T, PilotError>
+    where
+        F: FnMut(NexusClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        self.call(Call::Read, attempt, |_| false)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// Sends a request that changes stored state ([`Call::Write`]): it goes to another URL
+    /// only when it certainly did not reach the previous one ([`crate::failover`]).
+    ///
+    /// # Errors
+    /// As [`Session::read`], plus [`PilotError::OutcomeUnknown`] when the write may have
+    /// reached an instance (several URLs configured).
+    pub async fn write<T, F, Fut>(&mut self, attempt: F) -> Result<T, PilotError>
+    where
+        F: FnMut(NexusClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        self.call(Call::Write, attempt, |_| false)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// Like [`Session::read`]; an answer for which `unavailable` is true moves on like a
+    /// 503 and stands only if no other URL answers better. Returns the URL that answered.
+    ///
+    /// # Errors
+    /// As [`Session::read`].
+    pub async fn read_unless<T, F, Fut, U>(
+        &mut self,
+        attempt: F,
+        unavailable: U,
+    ) -> Result<(String, T), PilotError>
+    where
+        F: FnMut(NexusClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+        U: Fn(&T) -> bool,
+    {
+        self.call(Call::Read, attempt, unavailable).await
+    }
+
+    /// The one place requests go through: builds the clients, runs [`failover::run`] and
+    /// turns its outcome into the URL that answered and the value, or the error.
+    async fn call<T, F, Fut, U>(
+        &mut self,
+        call: Call,
+        mut attempt: F,
+        unavailable: U,
+    ) -> Result<(String, T), PilotError>
+    where
+        F: FnMut(NexusClient) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+        U: Fn(&T) -> bool,
+    {
+        let order = failover::order(self.clients.len(), self.answered);
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for index in 0..self.clients.len() {
+            clients.push(self.client(index).await?);
+        }
+        let outcome = failover::run(
+            &order,
+            call,
+            // `order` holds only indices below the number of URLs, one client each.
+            |index| attempt(clients[index].clone()),
+            unavailable,
+        )
+        .await;
+        let several = self.clients.len() > 1;
+        match outcome {
+            Outcome::Answered { index, result } => {
+                self.answered = Some(index);
+                let url = self.url(index);
+                match result {
+                    Ok(value) => Ok((url, value)),
+                    Err(err) => Err(self.api_error(&url, err)),
+                }
+            }
+            Outcome::Unknown { index, error, .. } if !several => {
+                Err(self.api_error(&self.url(index), error))
+            }
+            Outcome::Unknown {
+                index,
+                error,
+                earlier,
+            } => Err(PilotError::OutcomeUnknown {
+                nexus_url: self.url(index),
+                source: Box::new(error),
+                earlier: self.failures(earlier),
+            }),
+            Outcome::Exhausted(mut skipped) if !several && skipped.len() == 1 => {
+                let last = skipped.remove(0);
+                Err(self.api_error(&self.url(last.index), last.error))
+            }
+            Outcome::Exhausted(skipped) => Err(PilotError::NoInstance {
+                failures: self.failures(skipped),
+            }),
+        }
+    }
+
+    fn failures(&self, skipped: Vec<failover::Skipped>) -> Vec<UrlFailure> {
+        skipped
+            .into_iter()
+            .map(|s| UrlFailure {
+                url: self.url(s.index),
+                error: Box::new(s.error),
+                state: None,
+            })
+            .collect()
     }
 
     /// Makes a `state_not_ready` (HTTP 503) answer precise: asks Nexus's health once (best
     /// effort, bounded) and returns [`PilotError::Sealed`] naming the state and the way out
     /// (bootstrap, keepers, `spike-operator restore` after a power cut, store error). Any
     /// other error, or a health look-up that fails, is returned unchanged (its message then
-    /// is the generic sealed text). Called once for every command, at the edge.
+    /// is the generic sealed text). With several URLs, each 503 line of
+    /// [`PilotError::NoInstance`] gets its instance's state the same way. Called once for
+    /// every command, at the edge.
     pub async fn explain(&self, err: PilotError) -> PilotError {
-        let PilotError::Api { source, .. } = &err else {
-            return err;
-        };
-        if !is_sealed(source) {
-            return err;
+        match err {
+            PilotError::Api {
+                ref source,
+                ref nexus_url,
+                ..
+            } if is_sealed(source) => match self.sealed_state(nexus_url).await {
+                Some(state) => PilotError::Sealed {
+                    nexus_url: nexus_url.clone(),
+                    state,
+                },
+                None => err,
+            },
+            PilotError::NoInstance { mut failures } => {
+                for failure in &mut failures {
+                    if is_sealed(&failure.error) {
+                        failure.state = self.sealed_state(&failure.url).await;
+                    }
+                }
+                PilotError::NoInstance { failures }
+            }
+            other => other,
         }
-        let Some(nexus) = &self.nexus else {
-            return err;
-        };
+    }
+
+    /// The sealed state the health of the instance at `nexus_url` reports, if it can be read
+    /// in time; a health that says serving reads as the race it is.
+    async fn sealed_state(&self, nexus_url: &str) -> Option<String> {
+        let nexus = self
+            .clients
+            .iter()
+            .flatten()
+            .find(|c| c.base_url().as_str() == nexus_url)?;
         let bound = self.config.timeout.min(MAX_HEALTH_PROBE);
         let health = match tokio::time::timeout(bound, nexus.health()).await {
             Ok(Ok(health)) if health.is_supported() => health,
             // No health route (a Go Nexus), a failed or a slow look-up: the generic text.
-            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return err,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return None,
         };
-        let nexus_url = self.config.nexus_url.to_string();
-        let report = StatusReport::from_health(&nexus_url, health.status, &health.body);
-        let state = report.sealed_state().unwrap_or_else(|| {
+        let report = StatusReport::from_health(nexus_url, health.status, &health.body);
+        Some(report.sealed_state().unwrap_or_else(|| {
             // It unsealed between the request and the health look-up.
             "unsealed now, but was sealed when the request arrived; try again".to_owned()
-        });
-        PilotError::Sealed { nexus_url, state }
+        }))
     }
 
-    /// The Nexus client, obtaining the SVID first if needed.
+    /// The client of the URL at `index`, obtaining the SVID first if needed.
     ///
     /// # Errors
     /// [`PilotError::Identity`] when the Workload API gives no SVID in time,
     /// [`PilotError::Api`] when the TLS configuration cannot be built.
-    pub async fn nexus(&mut self) -> Result<NexusClient, PilotError> {
-        if let Some(client) = &self.nexus {
+    async fn client(&mut self, index: usize) -> Result<NexusClient, PilotError> {
+        if let Some(Some(client)) = self.clients.get(index) {
             return Ok(client.clone());
         }
         let identity = match &self.identity {
@@ -114,14 +293,14 @@ impl Session {
             request_timeout: timeout,
             ..ClientOptions::default()
         };
-        let client = NexusClient::new(
-            &identity,
-            self.config.nexus_url.clone(),
-            &self.config.trust_roots,
-            options,
-        )
-        .map_err(|e| self.api_error(e))?;
-        self.nexus = Some(client.clone());
+        let url = self.config.nexus_urls.get(index).cloned().ok_or_else(|| {
+            PilotError::failed(format!("Error: no Nexus URL number {}", index + 1))
+        })?;
+        let client = NexusClient::new(&identity, url.clone(), &self.config.trust_roots, options)
+            .map_err(|e| self.api_error(url.as_str(), e))?;
+        if let Some(slot) = self.clients.get_mut(index) {
+            *slot = Some(client.clone());
+        }
         Ok(client)
     }
 

@@ -99,8 +99,10 @@ async fn silent_servers_time_out() {
     );
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(err.is_unreachable());
+    assert!(err.is_unsent(), "nothing was sent: {err:?}");
 
-    // The whole-request bound also applies.
+    // The whole-request bound also applies; it names the phase it stopped in (the
+    // handshake), so the caller knows the request was never sent.
     let mut opts = ClientOptions::with_timeout(Duration::from_secs(5));
     opts.request_timeout = Duration::from_millis(300);
     let nexus = NexusClient::new(&ids.pilot, url, &roots(), opts).unwrap();
@@ -109,13 +111,14 @@ async fn silent_servers_time_out() {
         matches!(
             err,
             ClientError::Timeout {
-                phase: "request",
+                phase: "TLS handshake",
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(err.to_string().contains("timed out after 300ms"), "{err}");
+    assert!(err.is_unsent(), "nothing was sent: {err:?}");
     hold.abort();
 }
 
@@ -141,7 +144,7 @@ async fn server_that_never_answers_times_out() {
     let url = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
     let mut opts = ClientOptions::with_timeout(Duration::from_secs(5));
     opts.response_header_timeout = Duration::from_millis(300);
-    let nexus = NexusClient::new(&ids.pilot, url, &roots(), opts).unwrap();
+    let nexus = NexusClient::new(&ids.pilot, url.clone(), &roots(), opts).unwrap();
     let err = nexus.get_secret("a", 0).await.unwrap_err();
     assert!(
         matches!(
@@ -153,6 +156,24 @@ async fn server_that_never_answers_times_out() {
         ),
         "{err:?}"
     );
+    assert!(!err.is_unsent(), "the request was sent: {err:?}");
+
+    // The whole-request bound expiring after the request was sent is the request phase.
+    let mut opts = ClientOptions::with_timeout(Duration::from_secs(5));
+    opts.request_timeout = Duration::from_millis(300);
+    let nexus = NexusClient::new(&ids.pilot, url, &roots(), opts).unwrap();
+    let err = nexus.get_secret("a", 0).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Timeout {
+                phase: "request",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_unsent(), "the request was sent: {err:?}");
     hold.abort();
 }
 
@@ -170,4 +191,33 @@ async fn refused_connection_names_the_url() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+    assert!(err.is_unsent(), "{err:?}");
+}
+
+#[tokio::test]
+async fn connection_cut_after_the_request_may_have_been_sent() {
+    let ids = ids().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = spike_identity::MtlsAcceptor::new(
+        ids.nexus.server_config(|_: &SpiffeId| true).unwrap(),
+        Duration::from_secs(5),
+    );
+    // Completes the TLS handshake, reads the request, then closes without an answer.
+    let hold = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            if let Ok((mut tls, _)) = acceptor.accept(tcp).await {
+                let mut buf = [0_u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                drop(tls);
+            }
+        }
+    });
+    let url = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+    let nexus = NexusClient::new(&ids.pilot, url, &roots(), options()).unwrap();
+    let err = nexus.get_secret("a", 0).await.unwrap_err();
+    assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
+    assert!(!err.is_unsent(), "the request was sent: {err:?}");
+    hold.abort();
 }

@@ -39,11 +39,11 @@ pub async fn run(cmd: CipherCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
         } => {
             let _ = file;
             let plaintext = json_plaintext(io, &b64)?;
-            let nexus = session.nexus().await?;
-            let resp = nexus
-                .encrypt(&plaintext)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            // Encrypting stores nothing: a read under the failover rule.
+            let plaintext = &plaintext;
+            let resp = session
+                .read(|nexus| async move { nexus.encrypt(plaintext).await })
+                .await?;
             let doc = JsonCiphertext {
                 version: resp.version,
                 nonce: encode_base64(resp.nonce.as_deref().unwrap_or_default()),
@@ -62,11 +62,14 @@ pub async fn run(cmd: CipherCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
             algorithm: _,
         } => {
             let input = read_input(io, file.as_deref())?;
-            let nexus = session.nexus().await?;
-            let sealed = nexus
-                .encrypt_stream(Bytes::copy_from_slice(&input))
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let data = Bytes::copy_from_slice(&input);
+            let sealed = session
+                .read(|nexus| {
+                    let data = data.clone();
+                    async move { nexus.encrypt_stream(data).await }
+                })
+                .await?;
+            drop(data);
             drop(input);
             write_output(io, out.as_deref(), &sealed)
         }
@@ -94,23 +97,28 @@ pub async fn run(cmd: CipherCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
                 }
                 let nonce = decode_b64("--nonce", &nonce)?;
                 let ciphertext = decode_b64("--ciphertext", &ciphertext)?;
-                let nexus = session.nexus().await?;
+                let version = version.unwrap_or(CIPHER_VERSION);
+                let (nonce, ciphertext) = (&nonce, &ciphertext);
                 let plaintext = Zeroizing::new(
-                    nexus
-                        .decrypt(version.unwrap_or(CIPHER_VERSION), &nonce, &ciphertext)
-                        .await
-                        .map_err(|e| session.api_error(e))?,
+                    session
+                        .read(
+                            |nexus| async move { nexus.decrypt(version, nonce, ciphertext).await },
+                        )
+                        .await?,
                 );
                 write_output(io, out.as_deref(), &plaintext)
             } else {
                 let input = read_input(io, file.as_deref())?;
-                let nexus = session.nexus().await?;
+                let data = Bytes::copy_from_slice(&input);
                 let plaintext = Zeroizing::new(
-                    nexus
-                        .decrypt_stream(Bytes::copy_from_slice(&input))
-                        .await
-                        .map_err(|e| session.api_error(e))?,
+                    session
+                        .read(|nexus| {
+                            let data = data.clone();
+                            async move { nexus.decrypt_stream(data).await }
+                        })
+                        .await?,
                 );
+                drop(data);
                 write_output(io, out.as_deref(), &plaintext)
             }
         }

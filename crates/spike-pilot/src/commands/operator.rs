@@ -38,34 +38,49 @@ pub async fn run(
         OperatorCmd::Recover => {
             let dir = recovery_dir(env)?;
             prepare_dir(&dir, env.non_empty(ENV_RECOVERY_DIR).is_some())?;
-            let nexus = session.nexus().await?;
-            let shards = nexus.recover().await.map_err(|e| match e {
-                e if is_connection_failure(&e) || is_sealed(&e) => session.api_error(e),
-                e => PilotError::failed(format!(
-                    "Error: Failed to retrieve recovery shards.\n{}",
-                    session.api_error(e).message()
-                )),
-            })?;
+            // Recovering stores nothing: any unsealed instance gives the same shards.
+            let shards = session
+                .read(|nexus| async move { nexus.recover().await })
+                .await
+                .map_err(|e| match e {
+                    PilotError::Api { ref source, .. }
+                        if !(is_connection_failure(source) || is_sealed(source)) =>
+                    {
+                        PilotError::failed(format!(
+                            "Error: Failed to retrieve recovery shards.\n{}",
+                            e.message()
+                        ))
+                    }
+                    e => e,
+                })?;
             let written = write_recovery_files(&dir, &shards)?;
             say(io, &recover_guidance(&dir, written.len()))
         }
         OperatorCmd::Restore => {
+            // The shards collect in one instance's memory: never spread them over several.
+            session.require_single_url("spike operator restore")?;
             let input = read_shard_input(io)?;
             let shard = parse_restore_input(&input)?;
             drop(input);
-            let nexus = session.nexus().await?;
-            let status = nexus
-                .restore(
-                    i64::from(shard.id()),
-                    ShardBytes::new(*shard.expose_secret()),
-                )
+            let shard = &shard;
+            let status = session
+                .write(|nexus| async move {
+                    nexus
+                        .restore(
+                            i64::from(shard.id()),
+                            ShardBytes::new(*shard.expose_secret()),
+                        )
+                        .await
+                })
                 .await
                 .map_err(|e| match e {
-                    e if is_connection_failure(&e) => session.api_error(e),
-                    e => PilotError::failed(format!(
-                        "Error: Failed to communicate with SPIKE Nexus.\n{}",
-                        session.api_error(e).message()
-                    )),
+                    PilotError::Api { ref source, .. } if !is_connection_failure(source) => {
+                        PilotError::failed(format!(
+                            "Error: Failed to communicate with SPIKE Nexus.\n{}",
+                            e.message()
+                        ))
+                    }
+                    e => e,
                 })?;
             write_stdout(io, restore_message(&status).as_bytes())
         }

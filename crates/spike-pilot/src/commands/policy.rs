@@ -27,21 +27,19 @@ pub async fn run(cmd: PolicyCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
     match cmd {
         PolicyCmd::Create { fields } => {
             let policy = policy_from_fields(&fields)?;
-            let nexus = session.nexus().await?;
-            let existing = nexus
-                .list_policies("", "")
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let existing = session
+                .read(|nexus| async move { nexus.list_policies("", "").await })
+                .await?;
             if existing.iter().any(|p| p.name == policy.name) {
                 return Err(PilotError::failed(format!(
                     "Error: Policy '{}' already exists.",
                     policy.name
                 )));
             }
-            nexus
-                .put_policy(&policy)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let policy = &policy;
+            session
+                .write(|nexus| async move { nexus.put_policy(policy).await })
+                .await?;
             say(io, "Policy created successfully.")
         }
         PolicyCmd::Apply { fields, file } => {
@@ -49,11 +47,10 @@ pub async fn run(cmd: PolicyCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
                 Some(path) => policy_from_file(&path)?,
                 None => policy_from_fields(&fields)?,
             };
-            let nexus = session.nexus().await?;
-            nexus
-                .put_policy(&policy)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let policy_ref = &policy;
+            session
+                .write(|nexus| async move { nexus.put_policy(policy_ref).await })
+                .await?;
             say(
                 io,
                 &format!("Policy '{}' applied successfully", policy.name),
@@ -65,14 +62,14 @@ pub async fn run(cmd: PolicyCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
             format,
         } => {
             let format = Format::parse(&format.format)?;
-            let nexus = session.nexus().await?;
-            let items = nexus
-                .list_policies(
-                    spiffeid_pattern.as_deref().unwrap_or(""),
-                    path_pattern.as_deref().unwrap_or(""),
-                )
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let spiffeid_pattern = spiffeid_pattern.as_deref().unwrap_or("");
+            let path_pattern = path_pattern.as_deref().unwrap_or("");
+            let items =
+                session
+                    .read(|nexus| async move {
+                        nexus.list_policies(spiffeid_pattern, path_pattern).await
+                    })
+                    .await?;
             write_stdout(io, output::policy_list(&items, format).as_bytes())
         }
         PolicyCmd::Get {
@@ -83,11 +80,10 @@ pub async fn run(cmd: PolicyCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
             let format = Format::parse(&format.format)?;
             let name = required_name(name, name_flag)?;
             require_existing(session, &name).await?;
-            let nexus = session.nexus().await?;
-            let policy = nexus
-                .get_policy(&name)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let name = &name;
+            let policy = session
+                .read(|nexus| async move { nexus.get_policy(name).await })
+                .await?;
             write_stdout(io, output::policy_details(&policy, format).as_bytes())
         }
         PolicyCmd::Delete {
@@ -106,11 +102,10 @@ pub async fn run(cmd: PolicyCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
                     return say(io, "Operation canceled.");
                 }
             }
-            let nexus = session.nexus().await?;
-            nexus
-                .delete_policy(&name)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let name = &name;
+            session
+                .write(|nexus| async move { nexus.delete_policy(name).await })
+                .await?;
             say(io, "Policy deleted successfully.")
         }
     }
@@ -125,11 +120,9 @@ fn required_name(arg: Option<String>, flag: Option<String>) -> Result<String, Pi
 }
 
 async fn require_existing(session: &mut Session, name: &str) -> Result<(), PilotError> {
-    let nexus = session.nexus().await?;
-    let items = nexus
-        .list_policies("", "")
-        .await
-        .map_err(|e| session.api_error(e))?;
+    let items = session
+        .read(|nexus| async move { nexus.list_policies("", "").await })
+        .await?;
     if items.iter().any(|p| p.name == name) {
         Ok(())
     } else {

@@ -22,12 +22,15 @@ pub async fn run(cmd: SecretCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
         SecretCmd::Put { path, pairs } => {
             check_path(&path)?;
             // Wiped on every way out; the client wipes the map it is handed after sending.
-            let mut values = WipedValues(parse_pairs(&pairs, io.stdin)?);
-            let nexus = session.nexus().await?;
-            nexus
-                .put_secret(&path, std::mem::take(&mut values.0))
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let values = WipedValues(parse_pairs(&pairs, io.stdin)?);
+            let path = &path;
+            session
+                .write(|nexus| {
+                    // A copy per attempt; the client wipes it after sending.
+                    let copy = values.0.clone();
+                    async move { nexus.put_secret(path, copy).await }
+                })
+                .await?;
             say(io, "OK")
         }
         SecretCmd::Get {
@@ -38,41 +41,36 @@ pub async fn run(cmd: SecretCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
         } => {
             let format = Format::parse(&format.format)?;
             check_path(&path)?;
-            let nexus = session.nexus().await?;
-            let data = nexus
-                .get_secret(&path, version)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let path = &path;
+            let data = session
+                .read(|nexus| async move { nexus.get_secret(path, version).await })
+                .await?;
             let text = output::secret_data(&data, key.as_deref(), format)?;
             write_stdout(io, text.as_bytes())
         }
         SecretCmd::Delete { path, versions } => {
             let versions = parse_versions(&versions)?;
             check_path(&path)?;
-            let nexus = session.nexus().await?;
-            nexus
-                .delete_secret(&path, &versions)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let (path, versions) = (&path, &versions);
+            session
+                .write(|nexus| async move { nexus.delete_secret(path, versions).await })
+                .await?;
             say(io, "OK")
         }
         SecretCmd::Undelete { path, versions } => {
             let versions = parse_versions(&versions)?;
             check_path(&path)?;
-            let nexus = session.nexus().await?;
-            nexus
-                .undelete_secret(&path, &versions)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let (path, versions) = (&path, &versions);
+            session
+                .write(|nexus| async move { nexus.undelete_secret(path, versions).await })
+                .await?;
             say(io, "OK")
         }
         SecretCmd::List { format } => {
             let format = Format::parse(&format.format)?;
-            let nexus = session.nexus().await?;
-            let keys = nexus
-                .list_secrets()
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let keys = session
+                .read(|nexus| async move { nexus.list_secrets().await })
+                .await?;
             write_stdout(io, output::secret_list(&keys, format).as_bytes())
         }
         SecretCmd::Metadata {
@@ -84,11 +82,10 @@ pub async fn run(cmd: SecretCmd, session: &mut Session, io: &mut Io<'_>) -> Resu
                 },
         } => {
             let format = Format::parse(&format.format)?;
-            let nexus = session.nexus().await?;
-            let meta = nexus
-                .secret_metadata(&path, version)
-                .await
-                .map_err(|e| session.api_error(e))?;
+            let path = &path;
+            let meta = session
+                .read(|nexus| async move { nexus.secret_metadata(path, version).await })
+                .await?;
             write_stdout(io, output::secret_metadata(&meta, format).as_bytes())
         }
     }

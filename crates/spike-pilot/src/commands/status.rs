@@ -22,9 +22,17 @@ pub async fn run(
     io: &mut Io<'_>,
 ) -> Result<(), PilotError> {
     let format = Format::parse(&args.format.format)?;
-    let nexus = session.nexus().await?;
-    let health = nexus.health().await.map_err(|e| session.api_error(e))?;
-    let url = session.config().nexus_url.to_string();
+    // With several URLs, a sealed instance's report moves on to the next URL and is shown
+    // only when no instance serves; the report names the URL that answered.
+    let (url, health) = session
+        .read_unless(
+            |nexus| async move { nexus.health().await },
+            |health| {
+                health.is_supported()
+                    && !StatusReport::from_health("", health.status, &health.body).is_serving()
+            },
+        )
+        .await?;
     if !health.is_supported() {
         return Err(PilotError::failed(format!(
             "Error: SPIKE Nexus at {url} does not implement /v1/sys/health (HTTP {}); it may be \

@@ -244,3 +244,73 @@ fn completions_and_man_page() {
     assert!(man.contains(".TH spike"), "{man}");
     assert!(man.contains("Exit status"), "{man}");
 }
+
+#[test]
+fn bad_nexus_url_lists_are_usage_errors_naming_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = hermetic_env(dir.path());
+    for (list, want) in [
+        (
+            "https://a:1,,https://b:2",
+            "entry 2 of the comma-separated list is empty",
+        ),
+        (
+            "https://a:1, ",
+            "entry 2 of the comma-separated list is empty",
+        ),
+        (
+            "https://a:1, https://A:1",
+            "entry 2 (\"https://A:1\") repeats entry 1",
+        ),
+        ("https://a:1,http://b:2", "the scheme must be https"),
+    ] {
+        let out = run_with(&["--nexus-url", list, "secret", "list"], b"", &env);
+        assert_eq!(out.code, EXIT_USAGE, "{list}: {}", out.stderr);
+        assert!(out.stdout.is_empty());
+        assert!(
+            out.stderr.contains(&format!("{list:?}"))
+                && out.stderr.contains("--nexus-url")
+                && out.stderr.contains(want),
+            "{list}: {}",
+            out.stderr
+        );
+        // The same through the environment.
+        let mut with = env.clone();
+        with.insert("SPIKE_NEXUS_API_URL", list);
+        let out = run_with(&["secret", "list"], b"", &with);
+        assert_eq!(out.code, EXIT_USAGE, "{list}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("SPIKE_NEXUS_API_URL") && out.stderr.contains(want),
+            "{}",
+            out.stderr
+        );
+    }
+    let many: Vec<String> = (0..17).map(|i| format!("https://n{i}:8553")).collect();
+    let out = run_with(&["--nexus-url", &many.join(","), "status"], b"", &env);
+    assert_eq!(out.code, EXIT_USAGE, "{}", out.stderr);
+    assert!(out.stderr.contains("at most 16"), "{}", out.stderr);
+}
+
+#[test]
+fn restore_refuses_several_urls_before_reading_a_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = hermetic_env(dir.path());
+    let out = run_with(
+        &[
+            "--nexus-url",
+            "https://a:1,https://b:2",
+            "operator",
+            "restore",
+        ],
+        b"spike:1:00",
+        &env,
+    );
+    assert_eq!(out.code, EXIT_USAGE, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("2 URLs are configured (https://a:1, https://b:2)")
+            && out.stderr.contains("--nexus-url"),
+        "{}",
+        out.stderr
+    );
+}
