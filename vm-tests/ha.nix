@@ -13,7 +13,8 @@
 #   nexus2     a SPIRE agent of its own, Nexus, the `spike` CLI; no Bootstrap
 #              (services.spike.bootstrap.enable = false). The scenario joins its agent as it
 #              joins a keeper host (the same paths as keeper-host.nix) and registers this
-#              host's Nexus (and the operator's recover/restore units) under it.
+#              host's Nexus, its superuser CLI (unix:uid:0) and, where it restores, the
+#              operator's recover/restore units under it (spike-register is masked here).
 #   keeper1-3  keeper-host.nix: keeper N at 8440 + N, under an agent the scenario joins
 #
 # Each Nexus reads the connection string `host=db,db port=5432,5433 … sslmode=verify-full
