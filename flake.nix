@@ -111,6 +111,7 @@
         // scenario "power_cut"
         // scenario "power_cut_sealed"
         // scenario "sealing_hosts"
+        // scenario "ha"
       );
 
       devShells = forAllSystems (pkgs: {

@@ -14,7 +14,12 @@
 #   - services.spire.{server,agent}.settings copy the option tree of nixpkgs'
 #     nixos/modules/services/security/spire/{server,agent}.nix, including
 #     plugins.NodeAttestor.join_token.plugin_data: freeform on the server, `submodule { }`
-#     (no key at all) on the agent.
+#     (no key at all) on the agent;
+#   - services.postgresql restates the options of nixpkgs'
+#     nixos/modules/services/databases/postgresql.nix that SPIKE's modules and VM tests set,
+#     with nixpkgs' types (ensureUsers.*.ensureDBOwnership, `authentication` as lines, the
+#     freeform `settings` with a typed `port`) and its assertion that a user owning a database
+#     has it in ensureDatabases.
 # A full NixOS evaluation against a nixpkgs checkout is scripts/eval-nixos.sh.
 {
   lib,
@@ -79,6 +84,8 @@ let
     gnugrep = stubPath "gnugrep";
     openssl = stubPath "openssl";
     perl = stubPath "perl";
+    postgresql = stubPath "postgresql";
+    writeText = name: text: builtins.deepSeq text (stubPath name);
     tpm2-tools = stubPath "tpm2-tools";
   }
   // pkgsOverrides;
@@ -150,6 +157,83 @@ let
         default = { };
       };
       listenStreams = strList;
+      # Shell fragments of a unit (NixOS joins several definitions with newlines).
+      preStart = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      script = mkOption {
+        type = types.lines;
+        default = "";
+      };
+    };
+  };
+
+  # nixpkgs' services.postgresql (nixos/modules/services/databases/postgresql.nix): the options
+  # set here, with its types; the units it writes are left out.
+  postgresqlOptions = {
+    enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    package = mkOption {
+      type = types.anything;
+      default = pkgs.postgresql;
+    };
+    enableTCPIP = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    authentication = mkOption {
+      type = types.lines;
+      default = "";
+    };
+    identMap = mkOption {
+      type = types.lines;
+      default = "";
+    };
+    initialScript = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+    };
+    ensureDatabases = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+    };
+    ensureUsers = mkOption {
+      default = [ ];
+      type = types.listOf (
+        types.submodule {
+          options = {
+            name = mkOption { type = types.str; };
+            ensureDBOwnership = mkOption {
+              type = types.bool;
+              default = false;
+            };
+            ensureClauses = mkOption {
+              type = types.attrsOf (types.nullOr types.bool);
+              default = { };
+            };
+          };
+        }
+      );
+    };
+    settings = mkOption {
+      default = { };
+      type = types.submodule {
+        freeformType = types.attrsOf (
+          types.oneOf [
+            types.bool
+            types.float
+            types.int
+            types.str
+          ]
+        );
+        options.port = mkOption {
+          type = types.port;
+          default = 5432;
+        };
+      };
     };
   };
 
@@ -289,9 +373,28 @@ let
         type = types.listOf types.anything;
         default = [ ];
       };
+      # nixpkgs' environment.etc (nixos/modules/system/etc/etc.nix): `text` or `source`, `mode`.
       environment.etc = mkOption {
         default = { };
-        type = types.attrsOf (types.submodule { options.source = mkOption { type = types.path; }; });
+        type = types.attrsOf (
+          types.submodule (
+            { name, config, ... }:
+            {
+              options.text = mkOption {
+                type = types.nullOr types.lines;
+                default = null;
+              };
+              options.source = mkOption { type = types.path; };
+              options.mode = mkOption {
+                type = types.str;
+                default = "symlink";
+              };
+              config.source = lib.mkIf (config.text != null) (
+                lib.mkDefault (pkgs.writeText (baseNameOf name) config.text)
+              );
+            }
+          )
+        );
       };
       systemd.packages = mkOption {
         type = types.listOf types.anything;
@@ -372,7 +475,13 @@ let
       };
       services.spire.server = spireServerOptions;
       services.spire.agent = spireAgentOptions;
+      services.postgresql = postgresqlOptions;
     };
+    # nixpkgs' assertion: a user owning a database has it in ensureDatabases.
+    config.assertions = map (u: {
+      assertion = u.ensureDBOwnership -> lib.elem u.name config.services.postgresql.ensureDatabases;
+      message = "services.postgresql.ensureUsers: ${u.name} has ensureDBOwnership, but no database of that name is in services.postgresql.ensureDatabases.";
+    }) config.services.postgresql.ensureUsers;
   };
 
   evaluated = lib.evalModules {

@@ -203,6 +203,60 @@ let
     builtins.filter (o: (o.description or null) == null) (allOptions specOptions.services.spike)
   );
 
+  # PostgreSQL (docs/ha.md): the quick start (3 keepers) with a local or a remote database.
+  # `writeText` and the TOML generator return their input as text here, so the connection
+  # string and the rendered nexus.toml can be read.
+  pgEval =
+    extra:
+    evalWith {
+      configuration = lib.recursiveUpdate (quickStart { keepers = 3; }) (
+        lib.recursiveUpdate { services.spike.nexus.checkConfig = false; } extra
+      );
+      pkgsOverrides = {
+        writeText = _name: text: "/" + text;
+        formats = stubPkgs.formats // {
+          toml = _: {
+            inherit (stubPkgs.formats.toml { }) type;
+            generate = _name: value: "/" + builtins.toJSON value;
+          };
+        };
+      };
+    };
+  # nexus.toml as generated (JSON here), and the value of LoadCredential=.
+  nexusToml = e: builtins.fromJSON (lib.removePrefix "/" e.config.environment.etc."spike/nexus.toml".source);
+  credentialOf = e: e.config.systemd.services.spike-nexus.serviceConfig.LoadCredential or null;
+  pgLocal = pgEval { services.spike.nexus.postgres.enableLocal = true; };
+  pgRemote = pgEval {
+    services.spike.nexus = {
+      postgres = {
+        connectionFile = "/etc/spike/nexus-db.conninfo";
+        caFile = "/etc/spike/postgres-ca.pem";
+        allowedAddresses = [
+          "10.0.5.11"
+          "10.0.5.12"
+        ];
+      };
+      ipAddressAllow = [ "10.0.1.0/24" ];
+      settings.postgres = {
+        pool_size = 32;
+        timeout = "3s";
+      };
+    };
+  };
+  pgBad = extra: (pgEval extra).failedAssertions;
+  pgWarned = extra: (pgEval extra).warnings;
+  # ha.nix: the VM test's nodes (the scenario ha.py is another part's; only the nodes here).
+  ha = import ../vm-tests/ha.nix {
+    inherit lib;
+    pkgs = stubPkgs;
+  };
+  haNodes = lib.mapAttrs (_: vmNode) ha.nodes;
+  haNexus = map (n: haNodes.${n}.config) [
+    "nexus1"
+    "nexus2"
+  ];
+  haDb = haNodes.db.config;
+
   mismatch = bad {
     services.spike.bootstrap.settings.shamir_threshold = 2;
   };
@@ -679,6 +733,200 @@ let
     (case "vm test multi_host: keeper agent runtime dirs" multiKeeper.systemd.services.spire-agent.serviceConfig.RuntimeDirectory [
       "spire-agent"
       "spire-agent/public"
+    ])
+
+    (case "postgres local: evaluates, no warnings" [
+      pgLocal.failedAssertions
+      pgLocal.warnings
+    ] [ [ ] [ ] ])
+    (case "postgres local: the backend follows the option (Nexus and Bootstrap)" [
+      pgLocal.config.services.spike.nexus.settings.backend_store
+      pgLocal.config.services.spike.bootstrap.settings.backend_store
+    ] [ "postgres" "postgres" ])
+    (case "postgres local: services.postgresql with Nexus's database and role" (with pgLocal.config.services.postgresql; {
+      inherit enable ensureDatabases;
+      users = map (u: { inherit (u) name ensureDBOwnership; }) ensureUsers;
+    }) {
+      enable = true;
+      ensureDatabases = [ "spike-nexus" ];
+      users = [
+        {
+          name = "spike-nexus";
+          ensureDBOwnership = true;
+        }
+      ];
+    })
+    (case "postgres local: peer authentication on the unix socket" (lib.splitString "\n" pgLocal.config.services.postgresql.authentication) [ "local spike-nexus spike-nexus peer" ])
+    (case "postgres local: the connection string, as a credential" (credentialOf pgLocal) [
+      "nexus-db:/host=/run/postgresql port=5432 dbname=spike-nexus user=spike-nexus sslmode=disable application_name=spike-nexus"
+    ])
+    (case "postgres local: the connection string follows the server's port" (credentialOf (pgEval {
+      services.spike.nexus.postgres.enableLocal = true;
+      services.postgresql.settings.port = 5433;
+    })) [
+      "nexus-db:/host=/run/postgresql port=5433 dbname=spike-nexus user=spike-nexus sslmode=disable application_name=spike-nexus"
+    ])
+    (case "postgres local: the connection string file is in the store (it holds no password)" (lib.hasPrefix "nexus-db:/nix/store/" (lib.head (credentialOf (boxWith { services.spike.nexus.postgres.enableLocal = true; })))) true)
+    (case "postgres local: Nexus after PostgreSQL and its setup, wanting them, not requiring them" (with pgLocal.config.systemd.services.spike-nexus; {
+      inherit after wants requires;
+    }) {
+      after = [ "postgresql.service" "postgresql-setup.service" ];
+      wants = [ "postgresql.service" "postgresql-setup.service" ];
+      requires = [ ];
+    })
+    (case "postgres local: nexus.toml" (with nexusToml pgLocal; [
+      backend_store
+      postgres
+    ]) [
+      "postgres"
+      { credential = "nexus-db"; }
+    ])
+    (case "postgres local: IP allow-list unchanged" (pgLocal.config.systemd.services.spike-nexus.serviceConfig ? IPAddressAllow) false)
+    (case "postgres local: Nexus still not restarted by switch" pgLocal.config.systemd.services.spike-nexus.restartIfChanged false)
+    (case "postgres local: a CA is warned about (a unix socket has no TLS)" (has "services.spike.nexus.postgres.caFile is set, but services.spike.nexus.postgres.enableLocal connects over the unix socket" (pgWarned {
+      services.spike.nexus.postgres = {
+        enableLocal = true;
+        caFile = "/etc/spike/postgres-ca.pem";
+      };
+    })) true)
+    (case "postgres local: another credential name" (credentialOf (pgEval {
+      services.spike.nexus.postgres.enableLocal = true;
+      services.spike.nexus.settings.postgres.credential = "db";
+    })) [
+      "db:/host=/run/postgresql port=5432 dbname=spike-nexus user=spike-nexus sslmode=disable application_name=spike-nexus"
+    ])
+
+    (case "postgres remote: evaluates, no warnings" [
+      pgRemote.failedAssertions
+      pgRemote.warnings
+    ] [ [ ] [ ] ])
+    (case "postgres remote: the connection file, as a credential" (credentialOf pgRemote) [ "nexus-db:/etc/spike/nexus-db.conninfo" ])
+    (case "postgres remote: nexus.toml" (with nexusToml pgRemote; [
+      backend_store
+      postgres
+    ]) [
+      "postgres"
+      {
+        credential = "nexus-db";
+        ca_file = "/etc/spike/postgres-ca.pem";
+        pool_size = 32;
+        timeout = "3s";
+      }
+    ])
+    (case "postgres remote: Nexus may dial the keepers' and the database's addresses" pgRemote.config.systemd.services.spike-nexus.serviceConfig.IPAddressAllow [
+      "10.0.1.0/24"
+      "10.0.5.11"
+      "10.0.5.12"
+    ])
+    (case "postgres remote: no local PostgreSQL, no ordering on it" [
+      pgRemote.config.services.postgresql.enable
+      pgRemote.config.systemd.services.spike-nexus.after
+    ] [ false [ ] ])
+    (case "postgres remote: without a CA, warned (TCP hosts need one; the file is not read here)" (has "services.spike.nexus.postgres.connectionFile (/etc/spike/nexus-db.conninfo) is read by Nexus at start, not at evaluation, so its hosts cannot be checked here: if it names TCP hosts, Nexus refuses to start without services.spike.nexus.postgres.caFile" (pgWarned {
+      services.spike.nexus.postgres.connectionFile = "/etc/spike/nexus-db.conninfo";
+    })) true)
+    (case "postgres remote: a store path refused" (has "services.spike.nexus.postgres.connectionFile (/nix/store/00000000000000000000000000000000-db.conninfo) is in the Nix store, which every local user can read" (pgBad {
+      services.spike.nexus.postgres.connectionFile = "/nix/store/00000000000000000000000000000000-db.conninfo";
+    })) true)
+    (case "postgres remote: a Nix path literal refused (it would be copied to the store)" (has "services.spike.nexus.postgres.connectionFile is a Nix path literal" (pgBad {
+      services.spike.nexus.postgres.connectionFile = ../config-examples/nexus-full.toml;
+    })) true)
+    (case "postgres remote: a Nix path literal is not loaded as a credential" (credentialOf (pgEval {
+      services.spike.nexus.postgres.connectionFile = ../config-examples/nexus-full.toml;
+    })) null)
+    (case "postgres remote: a relative path refused" (has "services.spike.nexus.postgres.connectionFile (nexus-db.conninfo) must be an absolute path" (pgBad {
+      services.spike.nexus.postgres.connectionFile = "nexus-db.conninfo";
+    })) true)
+
+    (case "postgres: both a local and a remote database refused" (has "services.spike.nexus.postgres.enableLocal and services.spike.nexus.postgres.connectionFile are both set" (pgBad {
+      services.spike.nexus.postgres = {
+        enableLocal = true;
+        connectionFile = "/etc/spike/nexus-db.conninfo";
+      };
+    })) true)
+    (case "postgres: the backend without a database refused" (has "services.spike.nexus.settings.backend_store = \"postgres\" needs a database: set services.spike.nexus.postgres.enableLocal = true (PostgreSQL on this host) or services.spike.nexus.postgres.connectionFile" (pgBad {
+      services.spike.nexus.settings.backend_store = "postgres";
+    })) true)
+    (case "postgres: a database with another backend refused" (has "services.spike.nexus.postgres.enableLocal is set, but services.spike.nexus.settings.backend_store is \"sqlite\"" (pgBad {
+      services.spike.nexus.postgres.enableLocal = true;
+      services.spike.nexus.settings.backend_store = "sqlite";
+    })) true)
+    (case "postgres: with configFile, the file decides the backend" (pgBad {
+      services.spike.nexus.postgres.connectionFile = "/etc/spike/nexus-db.conninfo";
+      services.spike.nexus.postgres.caFile = "/etc/spike/postgres-ca.pem";
+      services.spike.nexus.settings.backend_store = "sqlite";
+      services.spike.nexus.configFile = "/etc/spike-local/nexus.toml";
+    }) [ ])
+    (case "postgres: a pool of 0 refused" (throws (pgEval {
+      services.spike.nexus.postgres.enableLocal = true;
+      services.spike.nexus.settings.postgres.pool_size = 0;
+    }).config.services.spike.nexus.settings.postgres.pool_size) true)
+    (case "postgres: no [postgres] table with another backend" [
+      c.services.spike.nexus.settings.postgres
+      (nexusToml (pgEval { }) ? postgres)
+      (pgEval { }).config.services.postgresql.enable
+    ] [ null false false ])
+    (case "postgres: a second Nexus host runs no bootstrap" (with (pgEval {
+      services.spike.nexus.postgres.connectionFile = "/etc/spike/nexus-db.conninfo";
+      services.spike.nexus.postgres.caFile = "/etc/spike/postgres-ca.pem";
+      services.spike.bootstrap.enable = false;
+    }).config; [
+      systemd.services.spike-bootstrap.enable
+      (lib.any (e: lib.hasSuffix "/spike/bootstrap" e.spiffeId) services.spike.spire.registrations)
+    ]) [ false false ])
+
+    (case "vm test ha: nodes" (builtins.attrNames ha.nodes) [
+      "db"
+      "keeper1"
+      "keeper2"
+      "keeper3"
+      "nexus1"
+      "nexus2"
+    ])
+    (case "vm test ha: nodes evaluate" (lib.concatMap (n: n.failedAssertions) (builtins.attrValues haNodes)) [ ])
+    (case "vm test ha: no warnings" (lib.concatMap (n: n.warnings) (builtins.attrValues haNodes)) [ ])
+    (case "vm test ha: both Nexus on the shared database, one bootstrap" (map (c: [
+      c.services.spike.nexus.settings.backend_store
+      c.services.spike.nexus.postgres.connectionFile
+      c.services.spike.nexus.settings.postgres.ca_file
+      c.services.spike.bootstrap.enable
+      (credentialOf { config = c; })
+    ]) haNexus) [
+      [ "postgres" "/etc/spike/nexus-db.conninfo" "/etc/spike/postgres-ca.pem" true [ "nexus-db:/etc/spike/nexus-db.conninfo" ] ]
+      [ "postgres" "/etc/spike/nexus-db.conninfo" "/etc/spike/postgres-ca.pem" false [ "nexus-db:/etc/spike/nexus-db.conninfo" ] ]
+    ])
+    (case "vm test ha: the connection file is root's alone" (map (c: c.environment.etc."spike/nexus-db.conninfo".mode) haNexus) [ "0400" "0400" ])
+    (case "vm test ha: the connection string: both servers, the primary first, verified TLS" (map (c: c.environment.etc."spike/nexus-db.conninfo".text) haNexus) (lib.genList (_: "host=db,db port=5432,5433 dbname=spike-nexus user=spike-nexus password=vm-test-only sslmode=verify-full target_session_attrs=read-write application_name=spike-nexus connect_timeout=5") 2))
+    (case "vm test ha: Nexus may dial the keepers and the database (vlan 1)" (map (c: c.systemd.services.spike-nexus.serviceConfig.IPAddressAllow) haNexus) [
+      [ "192.168.1.0/24" ]
+      [ "192.168.1.0/24" ]
+    ])
+    (case "vm test ha: the same keepers on both Nexus" (map (c: c.services.spike.nexus.settings.keeper_peers) haNexus) (lib.genList (_: [
+      "https://keeper1:8441"
+      "https://keeper2:8442"
+      "https://keeper3:8443"
+    ]) 2))
+    (case "vm test ha: SPIRE server on nexus1, an agent of its own on nexus2" (map (c: [
+      c.services.spike.spire.enable
+      c.services.spire.agent.enable
+      c.services.spire.agent.settings.agent.server_address
+    ]) haNexus) [
+      [ true true "127.0.0.1" ]
+      [ false true "nexus1" ]
+    ])
+    (case "vm test ha: the database: primary over TLS, a synchronous standby beside it" (with haDb; [
+      services.postgresql.enable
+      services.postgresql.enableTCPIP
+      services.postgresql.settings.ssl
+      services.postgresql.settings.synchronous_standby_names
+      (systemd.services ? postgresql-standby)
+      networking.firewall.allowedTCPPorts
+    ]) [ true true true "standby1" true [ 5432 5433 ] ])
+    (case "vm test ha: the database: the Nexus role owns its database" (map (u: { inherit (u) name ensureDBOwnership; }) haDb.services.postgresql.ensureUsers) [
+      {
+        name = "spike-nexus";
+        ensureDBOwnership = true;
+      }
     ])
 
     (case "moved nexus: socket" moved.systemd.sockets.spike-nexus.listenStreams [

@@ -36,7 +36,9 @@ in
       description = ''
         Whether to run SPIKE Bootstrap on this host (it belongs beside Nexus; the `memory`
         backend needs none). When Nexus runs here and this is off, spike-bootstrap.service is
-        masked.
+        masked. With several Nexus instances sharing one PostgreSQL store (docs/ha.md),
+        bootstrap runs once for the cluster: keep it on one Nexus host and set this to `false`
+        on every other.
       '';
     };
 
@@ -79,6 +81,7 @@ in
               "sqlite"
               "lite"
               "memory"
+              "postgres"
             ];
             default = cfg.nexus.settings.backend_store;
             defaultText = lib.literalExpression "config.services.spike.nexus.settings.backend_store";
