@@ -197,16 +197,3 @@ pub(super) async fn check_key(
     tracing::info!("PostgreSQL store initialized: key-check row written");
     Ok(())
 }
-
-#[cfg(test)]
-pub(super) async fn migrate_with(
-    client: &mut tokio_postgres::Client,
-    migrations: &[&str],
-) -> Result<i32, StoreError> {
-    migrate_to(client, migrations).await
-}
-
-#[cfg(test)]
-pub(super) fn migrations() -> &'static [&'static str] {
-    MIGRATIONS
-}
