@@ -36,6 +36,9 @@ pub enum BackendChoice {
     Memory,
     /// Encrypted SQLite; unsealed from keepers after a bootstrap by hand.
     Sqlite,
+    /// PostgreSQL (a throwaway durable cluster started by the benchmark, unix socket):
+    /// unsealed from keepers after a bootstrap by hand, one or more instances.
+    Postgres,
 }
 
 /// The in-process world.
@@ -144,6 +147,7 @@ impl Cluster {
         let backend = match backend {
             BackendChoice::Memory => "memory",
             BackendChoice::Sqlite => "sqlite",
+            BackendChoice::Postgres => "postgres",
         };
         let file = ConfigFile {
             keeper_peers: (!keepers.is_empty()).then(|| PeerList::urls(&keepers)),

@@ -113,6 +113,50 @@ pub struct LoadReport {
     pub rss_note: Option<String>,
 }
 
+/// Several concurrent runs (one per Nexus instance) as one report: requests, errors and
+/// throughput add up; the elapsed time is the longest run's; each latency percentile is
+/// the highest of the runs' (an upper bound of the combined percentile), the mean is
+/// weighted by request count.
+pub fn merge(reports: Vec<LoadReport>) -> LoadReport {
+    let mut iter = reports.into_iter();
+    let Some(mut out) = iter.next() else {
+        return LoadReport {
+            workload: Workload::Get,
+            connections: 0,
+            keepalive: true,
+            secrets: 0,
+            value_size: 0,
+            elapsed_secs: 0.0,
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            throughput_rps: 0.0,
+            latency: Summary::default(),
+            server_rss_kib: None,
+            rss_note: None,
+        };
+    };
+    for r in iter {
+        let (a, b) = (out.latency.count as f64, r.latency.count as f64);
+        if a + b > 0.0 {
+            out.latency.mean_us = (out.latency.mean_us * a + r.latency.mean_us * b) / (a + b);
+        }
+        out.latency.count += r.latency.count;
+        out.latency.p50_us = out.latency.p50_us.max(r.latency.p50_us);
+        out.latency.p90_us = out.latency.p90_us.max(r.latency.p90_us);
+        out.latency.p99_us = out.latency.p99_us.max(r.latency.p99_us);
+        out.latency.p999_us = out.latency.p999_us.max(r.latency.p999_us);
+        out.latency.max_us = out.latency.max_us.max(r.latency.max_us);
+        out.connections += r.connections;
+        out.requests += r.requests;
+        out.errors += r.errors;
+        out.first_error = out.first_error.or(r.first_error);
+        out.throughput_rps += r.throughput_rps;
+        out.elapsed_secs = out.elapsed_secs.max(r.elapsed_secs);
+    }
+    out
+}
+
 /// Where the load goes: a Nexus URL plus the caller's identity and trust roots.
 #[derive(Debug, Clone)]
 pub struct Target {

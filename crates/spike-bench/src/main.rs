@@ -96,6 +96,10 @@ enum Command {
         /// Nexus backend.
         #[arg(long, value_enum, default_value = "memory")]
         backend: BackendChoice,
+        /// Nexus instances on one store (`--backend postgres` only); the connections are
+        /// split evenly between them.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -368,9 +372,14 @@ struct ScaleOutput {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => external(cli.external).await,
-        Some(Command::Selftest { backend, load }) => {
+        Some(Command::Selftest {
+            backend,
+            instances,
+            load,
+        }) => {
             let options = scenarios::SelftestOptions {
                 backend,
+                instances,
                 load: load.options(),
             };
             let report = scenarios::selftest(&options).await?;

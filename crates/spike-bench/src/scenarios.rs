@@ -22,6 +22,9 @@ const RSS_NOTE: &str = "whole process: Nexus, keepers and the load generator sha
 pub struct SelftestOptions {
     /// Nexus backend.
     pub backend: BackendChoice,
+    /// Nexus instances sharing the store (`postgres` only; the load is split evenly
+    /// between them).
+    pub instances: usize,
     /// The load to run (`secrets` are written through the API first).
     pub load: LoadOptions,
 }
@@ -34,32 +37,80 @@ pub struct SelftestOptions {
 pub async fn selftest(options: &SelftestOptions) -> Result<LoadReport> {
     let keepers = match options.backend {
         BackendChoice::Memory => 0,
-        BackendChoice::Sqlite => 3,
+        BackendChoice::Sqlite | BackendChoice::Postgres => 3,
+    };
+    let instances = match options.backend {
+        BackendChoice::Postgres => options.instances.clamp(1, 8),
+        _ if options.instances > 1 => {
+            return Err(anyhow!("--instances above 1 needs --backend postgres"));
+        }
+        _ => 1,
     };
     let mut cluster = Cluster::new(keepers)?;
     cluster.start_keepers().await?;
-    if options.backend == BackendChoice::Sqlite {
+    if options.backend != BackendChoice::Memory {
         cluster.seed_keepers(&RootKey::generate()?, 2).await?;
     }
-    let data = cluster.dir().join("data");
-    let config = cluster.nexus_config(options.backend, 2, &data)?;
-    let nexus = cluster.start_nexus(config).await?;
-    nexus.wait_unsealed(Duration::from_secs(30)).await?;
-    let target = cluster.superuser_target(&nexus).await?;
+    // PostgreSQL: a durable throwaway cluster (fsync on, as SQLite's synchronous=FULL).
+    let postgres = if options.backend == BackendChoice::Postgres {
+        Some(
+            tokio::task::spawn_blocking(|| -> Result<(spike_testkit::PgCluster, String)> {
+                let pg = spike_testkit::PgCluster::start_with(
+                    spike_testkit::PgOptions::new().durable(true),
+                )?;
+                let db = pg.create_database()?;
+                let conninfo = pg.conninfo(&db);
+                Ok((pg, conninfo))
+            })
+            .await??,
+        )
+    } else {
+        None
+    };
+    let mut nexuses = Vec::with_capacity(instances);
+    for i in 0..instances {
+        let data = cluster.dir().join(format!("data-{i}"));
+        let mut config = cluster.nexus_config(options.backend, 2, &data)?;
+        if let Some((_, conninfo)) = &postgres {
+            let creds = cluster.dir().join(format!("credentials-{i}"));
+            std::fs::create_dir_all(&creds)?;
+            std::fs::write(creds.join(&config.postgres.credential), conninfo)?;
+            config.postgres.credentials_directory = Some(creds);
+        }
+        let nexus = cluster.start_nexus(config).await?;
+        nexus.wait_unsealed(Duration::from_secs(30)).await?;
+        nexuses.push(nexus);
+    }
+    let mut targets = Vec::with_capacity(instances);
+    for nexus in &nexuses {
+        targets.push(cluster.superuser_target(nexus).await?);
+    }
     if options.load.workload != load::Workload::Encrypt {
         load::populate(
-            &target,
+            &targets[0],
             options.load.secrets.max(1),
             options.load.value_size,
             options.load.connections,
         )
         .await?;
     }
-    let mut report = load::run(&target, &options.load).await?;
+    let mut report = if instances == 1 {
+        load::run(&targets[0], &options.load).await?
+    } else {
+        // The connections split evenly; every instance runs the same mix at once.
+        let mut per = options.load.clone();
+        per.connections = options.load.connections.div_ceil(instances).max(1);
+        let runs = targets.iter().map(|t| load::run(t, &per));
+        let reports = futures::future::try_join_all(runs).await?;
+        load::merge(reports)
+    };
     report.server_rss_kib = rss::own_rss_kib();
     report.rss_note = Some(RSS_NOTE.to_owned());
-    nexus.stop_within(STOP_LIMIT).await?;
+    for nexus in nexuses {
+        nexus.stop_within(STOP_LIMIT).await?;
+    }
     cluster.stop_keepers().await?;
+    drop(postgres);
     Ok(report)
 }
 

@@ -820,9 +820,52 @@ mod tests {
 
     #[test]
     fn unknown_backend_is_an_error_naming_the_value() {
-        let env = env3().with("SPIKE_NEXUS_BACKEND_STORE", "postgres");
+        let env = env3().with("SPIKE_NEXUS_BACKEND_STORE", "mysql");
         let err = load(None, &env).unwrap_err();
-        assert!(err.to_string().contains("\"postgres\""), "{err}");
+        assert!(err.to_string().contains("\"mysql\""), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_table_is_checked_and_the_credential_comes_from_systemd() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env3()
+            .with("SPIKE_NEXUS_BACKEND_STORE", "postgres")
+            .with("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap());
+        let cfg = load(None, &env).unwrap();
+        assert_eq!(cfg.backend, BackendKind::Postgres);
+        assert_eq!(cfg.postgres.credential, "nexus-db");
+        assert_eq!(cfg.postgres.pool_size, 16);
+        let missing = cfg.postgres.read_conninfo().unwrap_err().to_string();
+        assert!(
+            missing.contains("LoadCredential=nexus-db:FILE"),
+            "{missing}"
+        );
+        std::fs::write(dir.path().join("nexus-db"), "host=/run/postgresql\n").unwrap();
+        assert_eq!(
+            cfg.postgres.read_conninfo().unwrap().as_str(),
+            "host=/run/postgresql\n"
+        );
+        std::fs::write(dir.path().join("nexus-db"), " \n").unwrap();
+        assert!(cfg.postgres.read_conninfo().is_err());
+        let no_dir = load(None, &env3().with("SPIKE_NEXUS_BACKEND_STORE", "postgres")).unwrap();
+        let e = no_dir.postgres.read_conninfo().unwrap_err().to_string();
+        assert!(e.contains("CREDENTIALS_DIRECTORY is not set"), "{e}");
+        for (toml, key) in [
+            (
+                "[postgres]\ncredential = \"../etc/shadow\"\n",
+                "postgres.credential",
+            ),
+            ("[postgres]\npool_size = 0\n", "postgres.pool_size"),
+            ("[postgres]\npool_size = 1000\n", "postgres.pool_size"),
+            ("[postgres]\ntimeout = \"0s\"\n", "postgres.timeout"),
+            ("[postgres]\ntimeout = \"1h\"\n", "postgres.timeout"),
+            ("[postgres]\nurl = \"postgres://u:pw@h/db\"\n", "url"),
+        ] {
+            let file = dir.path().join("nexus.toml");
+            std::fs::write(&file, toml).unwrap();
+            let e = load(Some(&file), &env).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -127,12 +127,22 @@ pub struct PgOptions {
     pub tls: bool,
     /// Add a synchronous streaming standby ([`STANDBY_NAME`]) on its own port.
     pub standby: bool,
+    /// Keep PostgreSQL's durable defaults (`fsync = on`, `shared_buffers = 128MB`) instead
+    /// of the fast test settings: for benchmarks that compare with a durable SQLite.
+    pub durable: bool,
 }
 
 impl PgOptions {
     /// No TLS, no standby (the same as [`PgOptions::default`]).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets [`PgOptions::durable`].
+    #[must_use]
+    pub fn durable(mut self, on: bool) -> Self {
+        self.durable = on;
+        self
     }
 
     /// Sets [`PgOptions::tls`].
@@ -284,7 +294,7 @@ impl PgCluster {
         if options.tls {
             cluster.tls = Some(cluster.write_tls_files()?);
         }
-        cluster.write_config(options.tls)?;
+        cluster.write_config(options.tls, options.durable)?;
 
         let (port, server) = cluster.spawn_with_retry(&cluster.primary)?;
         cluster.primary.port = port;
@@ -590,21 +600,25 @@ impl PgCluster {
 
     /// Appends the harness settings to `postgresql.conf` and writes `pg_hba.conf` and
     /// `pg_ident.conf` of the primary (a standby copies them).
-    fn write_config(&self, tls: bool) -> Result<(), TestkitError> {
+    fn write_config(&self, tls: bool, durable: bool) -> Result<(), TestkitError> {
         let root = path_str(self.dir.path())?;
         let mut conf = format!(
             "\n# spike-testkit\n\
              unix_socket_directories = '{root}'\n\
              listen_addresses = '{}'\n\
-             fsync = off\n\
-             shared_buffers = 16MB\n\
+             {}\
              max_connections = 100\n\
              wal_level = replica\n\
              max_wal_senders = 4\n\
              max_replication_slots = 4\n\
              hot_standby = on\n\
              logging_collector = off\n",
-            if tls { "127.0.0.1" } else { "" }
+            if tls { "127.0.0.1" } else { "" },
+            if durable {
+                "fsync = on\nsynchronous_commit = on\nshared_buffers = 128MB\n"
+            } else {
+                "fsync = off\nshared_buffers = 16MB\n"
+            }
         );
         if tls {
             let _ = write!(

@@ -37,6 +37,7 @@ fn assert_sane(r: &LoadReport) {
 async fn selftest_memory_keepalive_mix() {
     let r = scenarios::selftest(&SelftestOptions {
         backend: BackendChoice::Memory,
+        instances: 1,
         load: short(Workload::Mix, true),
     })
     .await
@@ -49,6 +50,7 @@ async fn selftest_memory_keepalive_mix() {
 async fn selftest_sqlite_get_without_keepalive() {
     let r = scenarios::selftest(&SelftestOptions {
         backend: BackendChoice::Sqlite,
+        instances: 1,
         load: short(Workload::Get, false),
     })
     .await
@@ -58,9 +60,35 @@ async fn selftest_sqlite_get_without_keepalive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selftest_postgres_two_instances_mix() {
+    let r = scenarios::selftest(&SelftestOptions {
+        backend: BackendChoice::Postgres,
+        instances: 2,
+        load: short(Workload::Mix, true),
+    })
+    .await
+    .unwrap();
+    assert_sane(&r);
+    assert_eq!(r.errors, 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selftest_only_postgres_runs_several_instances() {
+    let e = scenarios::selftest(&SelftestOptions {
+        backend: BackendChoice::Sqlite,
+        instances: 2,
+        load: short(Workload::Get, true),
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("--backend postgres"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selftest_memory_encrypt() {
     let r = scenarios::selftest(&SelftestOptions {
         backend: BackendChoice::Memory,
+        instances: 1,
         load: short(Workload::Encrypt, true),
     })
     .await

@@ -623,7 +623,12 @@ async fn request_body_fragments_reach_neither_logs_nor_answers() {
 
 /// A `postgres` Nexus configuration on `keepers`, reading the connection string `conninfo`
 /// from a credential directory of its own, as systemd's `LoadCredential=` provides it.
-fn postgres_config(w: &World, keepers: &[KeeperHandle], name: &str, conninfo: &str) -> spike_nexus::config::Config {
+fn postgres_config(
+    w: &World,
+    keepers: &[KeeperHandle],
+    name: &str,
+    conninfo: &str,
+) -> spike_nexus::config::Config {
     let mut config = w.config("postgres", &urls(keepers), &w.path(name)).unwrap();
     let creds = w.path(&format!("{name}-credentials"));
     std::fs::create_dir_all(&creds).unwrap();
@@ -675,7 +680,10 @@ async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
     )
     .await
     .unwrap();
-    assert!(matches!(outcome, Outcome::Bootstrapped { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::Bootstrapped { .. }),
+        "{outcome:?}"
+    );
     let shards = keeper_shards(&keepers);
     // The other instance unseals from the keepers bootstrap seeded through the first.
     b.wait_unsealed(Duration::from_secs(20)).await.unwrap();
@@ -694,8 +702,12 @@ async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
     // Writes through both instances are one store; versions never collide.
     let su_a = w.client(SUPERUSER, &a).await.unwrap();
     let su_b = w.client(SUPERUSER, &b).await.unwrap();
-    su_a.put_secret("ha/x", values(&[("v", "from-a")])).await.unwrap();
-    su_b.put_secret("ha/x", values(&[("v", "from-b")])).await.unwrap();
+    su_a.put_secret("ha/x", values(&[("v", "from-a")]))
+        .await
+        .unwrap();
+    su_b.put_secret("ha/x", values(&[("v", "from-b")]))
+        .await
+        .unwrap();
     assert_eq!(su_a.get_secret("ha/x", 0).await.unwrap()["v"], "from-b");
     assert_eq!(su_b.get_secret("ha/x", 1).await.unwrap()["v"], "from-a");
     // Both instances hold the same recovery shards (deterministic split): re-seeding from
@@ -710,7 +722,11 @@ async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
     b.wait_unsealed(Duration::from_secs(20)).await.unwrap();
     let su_b = w.client(SUPERUSER, &b).await.unwrap();
     assert_eq!(su_b.get_secret("ha/x", 0).await.unwrap()["v"], "from-b");
-    assert_eq!(keeper_shards(&keepers), shards, "re-seeding changed no shard");
+    assert_eq!(
+        keeper_shards(&keepers),
+        shards,
+        "re-seeding changed no shard"
+    );
     a.stop().await.unwrap();
     b.stop().await.unwrap();
     for k in keepers {
@@ -743,7 +759,9 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
     .await
     .unwrap();
     let su = w.client(SUPERUSER, &n).await.unwrap();
-    su.put_secret("down/x", values(&[("v", "1")])).await.unwrap();
+    su.put_secret("down/x", values(&[("v", "1")]))
+        .await
+        .unwrap();
     let socket = n.health_socket.clone().unwrap();
 
     let stopper = Arc::clone(&pg);

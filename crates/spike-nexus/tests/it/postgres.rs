@@ -85,7 +85,11 @@ fn two_instances_writing_one_path_get_distinct_consecutive_versions() {
         // 4 writers × 20 puts: 80 versions, none lost or duplicated; 5 kept.
         assert_eq!(secret.metadata.current_version, 2 * EACH as u64);
         let kept: Vec<u64> = secret.versions.keys().copied().collect();
-        assert_eq!(kept, (76..=80).collect::<Vec<_>>(), "pruning keeps the newest five");
+        assert_eq!(
+            kept,
+            (76..=80).collect::<Vec<_>>(),
+            "pruning keeps the newest five"
+        );
         assert_eq!(store.list_secrets().unwrap().len(), 1 + 2 * EACH);
     }
 }
@@ -201,7 +205,10 @@ fn migrations_run_once_under_the_lock_and_a_newer_schema_is_refused() {
     let newer = database(&conninfo, None);
     let health = newer.check_now();
     let error = health.error.unwrap();
-    assert!(error.contains("version 99, newer than this Nexus"), "{error}");
+    assert!(
+        error.contains("version 99, newer than this Nexus"),
+        "{error}"
+    );
     assert!(matches!(
         PostgresBackend::open(&newer, &key(1)),
         Err(StoreError::UnsupportedSchema(_))
@@ -238,12 +245,17 @@ fn tampered_rows_are_refused_not_served_and_nothing_panics() {
         .unwrap();
     let outcomes = [store.get_secret("a", 0), store.get_secret("b", 0)];
     assert!(
-        outcomes.iter().any(|o| matches!(o, Err(StoreError::Crypto))),
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Err(StoreError::Crypto))),
         "a row moved to another id must not open"
     );
     // The database server only ever sees ciphertext.
     let dump = cluster
-        .psql(&name, "SELECT encode(ciphertext, 'escape') FROM spike.secrets")
+        .psql(
+            &name,
+            "SELECT encode(ciphertext, 'escape') FROM spike.secrets",
+        )
         .unwrap();
     assert!(!dump.contains("one") || !dump.contains("two"));
     // A wrong key cannot open the store.
@@ -261,11 +273,7 @@ fn tls_is_verified_against_the_ca_and_a_wrong_ca_is_unavailable() {
     let conninfo = cluster.tls_conninfo(&name).unwrap();
     let db = database(&conninfo, cluster.ca_file());
     assert!(db.check_now().reachable, "{:?}", db.health());
-    let store = Store::new(
-        Arc::new(PostgresBackend::open(&db, &key(1)).unwrap()),
-        10,
-    )
-    .unwrap();
+    let store = Store::new(Arc::new(PostgresBackend::open(&db, &key(1)).unwrap()), 10).unwrap();
     store.put_secret("tls", data("ok")).unwrap();
     // Another CA: the server's certificate does not verify, nothing is sent.
     let dir = tempfile::tempdir().unwrap();
@@ -347,7 +355,10 @@ fn a_postgres_restart_under_load_loses_no_acknowledged_write_and_recovers_by_its
         }
         stop.store(true, Ordering::Relaxed);
     });
-    assert!(failed.load(Ordering::Relaxed) > 0, "the restart was not seen");
+    assert!(
+        failed.load(Ordering::Relaxed) > 0,
+        "the restart was not seen"
+    );
     assert!(db.check_now().reachable);
     let secret = store.secret_metadata("load/hot", 0).unwrap();
     let stored: Vec<String> = secret
