@@ -8,7 +8,8 @@
 //! # Layout
 //!
 //! - [`model`]: the pure secret and policy model (versions, soft delete, policy matching).
-//! - [`store`]: persistence backends (memory, lite, encrypted SQLite with its writer thread)
+//! - [`store`]: persistence backends (memory, lite, encrypted SQLite with its writer thread,
+//!   PostgreSQL shared by several instances)
 //!   and the [`store::Store`] handle.
 //! - [`config`]: TOML + `SPIKE_*` environment configuration, validated into [`config::Config`].
 //! - [`state`]: the seal state and the single unseal path ([`state::NexusState`]).
