@@ -100,8 +100,15 @@ pub async fn selftest(options: &SelftestOptions) -> Result<LoadReport> {
         // The connections split evenly; every instance runs the same mix at once.
         let mut per = options.load.clone();
         per.connections = options.load.connections.div_ceil(instances).max(1);
-        let runs = targets.iter().map(|t| load::run(t, &per));
-        let reports = futures::future::try_join_all(runs).await?;
+        let mut runs = tokio::task::JoinSet::new();
+        for target in targets {
+            let per = per.clone();
+            runs.spawn(async move { load::run(&target, &per).await });
+        }
+        let mut reports = Vec::with_capacity(instances);
+        while let Some(report) = runs.join_next().await {
+            reports.push(report??);
+        }
         load::merge(reports)
     };
     report.server_rss_kib = rss::own_rss_kib();
