@@ -59,6 +59,25 @@ impl HealthAnswer {
         let disagree = v
             .get("keepers_disagree")
             .and_then(serde_json::Value::as_str);
+        if v.get("backend_reachable")
+            .and_then(serde_json::Value::as_bool)
+            == Some(false)
+        {
+            let sealed = v.get("sealed").and_then(serde_json::Value::as_bool) != Some(false);
+            let error = v
+                .get("backend_error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no answer");
+            return format!(
+                "{}: PostgreSQL unreachable: {error} (requests answer 503; Nexus reconnects by \
+                 itself; docs/ha.md, \"PostgreSQL unreachable\")",
+                if sealed {
+                    "sealed"
+                } else {
+                    "unsealed, not serving"
+                }
+            );
+        }
         match (self.code, store_error) {
             (200, _) => match disagree {
                 Some(d) => format!("unsealed; shard pushes held: {d}"),
@@ -394,6 +413,16 @@ mod tests {
             full.summary()
                 .contains("cannot open its store: database or disk is full")
         );
+        let down = HealthAnswer {
+            code: 503,
+            body: r#"{"sealed":false,"backend_reachable":false,"backend_error":"database unavailable: connection refused"}"#.into(),
+        };
+        let text = down.summary();
+        assert!(
+            text.starts_with("unsealed, not serving: PostgreSQL unreachable: database unavailable"),
+            "{text}"
+        );
+        assert!(text.contains("docs/ha.md"), "{text}");
     }
 
     #[test]
