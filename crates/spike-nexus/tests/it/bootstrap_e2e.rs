@@ -814,3 +814,75 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
         k.stop().await.unwrap();
     }
 }
+
+/// Every keeper lost its shard and both instances restarted sealed with the shared data: an
+/// operator restore on one instance re-seeds the keepers, and the other unseals from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_restore_on_one_postgres_instance_unseals_the_others() {
+    let (conninfo, _cluster) = tokio::task::spawn_blocking(|| {
+        let cluster = spike_testkit::PgCluster::shared().unwrap();
+        let db = cluster.create_database().unwrap();
+        (cluster.conninfo(&db), cluster)
+    })
+    .await
+    .unwrap();
+    let w = World::new().unwrap();
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
+    let a = w
+        .start_nexus(postgres_config(&w, &keepers, "a", &conninfo))
+        .await
+        .unwrap();
+    let state_a = w.path("a-bootstrap-state");
+    spike_bootstrap::run(
+        &bootstrap_config(&w, &urls(&keepers), a.addr.port(), &state_a, 3, false).unwrap(),
+    )
+    .await
+    .unwrap();
+    let su = w.client(SUPERUSER, &a).await.unwrap();
+    su.put_secret("ha/restore", values(&[("v", "kept")]))
+        .await
+        .unwrap();
+    let exported = recover_shards(&w, &a).await;
+    a.stop().await.unwrap();
+    for k in &keepers {
+        k.store.clear();
+    }
+    let a = w
+        .start_nexus(postgres_config(&w, &keepers, "a", &conninfo))
+        .await
+        .unwrap();
+    let b = w
+        .start_nexus(postgres_config(&w, &keepers, "b", &conninfo))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!a.state.is_unsealed() && !b.state.is_unsealed());
+    let (status, body) = unix_get(b.health_socket.as_ref().unwrap(), "/v1/sys/health").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["has_data"], true,
+        "the shared store was bootstrapped: {body}"
+    );
+    let restore = w.client(RESTORE, &a).await.unwrap();
+    let mut ids = exported.keys().copied();
+    for (n, id) in [ids.next().unwrap(), ids.next().unwrap()]
+        .into_iter()
+        .enumerate()
+    {
+        let st = restore
+            .restore(id, spike_proto::ShardBytes::new(exported[&id]))
+            .await
+            .unwrap();
+        assert_eq!(st.restored, n == 1);
+    }
+    assert!(a.state.is_unsealed());
+    // The other instance unseals from the keepers the first one re-seeded.
+    b.wait_unsealed(Duration::from_secs(30)).await.unwrap();
+    let su_b = w.client(SUPERUSER, &b).await.unwrap();
+    assert_eq!(su_b.get_secret("ha/restore", 0).await.unwrap()["v"], "kept");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    for k in keepers {
+        k.stop().await.unwrap();
+    }
+}
