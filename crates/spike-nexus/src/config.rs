@@ -320,6 +320,31 @@ impl PostgresConfig {
     }
 }
 
+/// `check-config` for the `postgres` backend: when the credential is at hand
+/// (`$CREDENTIALS_DIRECTORY` set, as under the unit), reads the connection string and checks
+/// its rules and the CA file without connecting. Without it (a build sandbox, a shell) there
+/// is nothing more to check: Nexus checks at start.
+///
+/// # Errors
+/// The credential cannot be read, or the connection string or CA file breaks a rule.
+pub fn check_postgres(config: &Config) -> Result<(), NexusConfigError> {
+    if config.backend != BackendKind::Postgres || config.postgres.credentials_directory.is_none() {
+        return Ok(());
+    }
+    let pg = &config.postgres;
+    let conninfo = pg.read_conninfo()?;
+    crate::store::postgres::check_connection(
+        &pg.credential,
+        &conninfo,
+        pg.ca_file.as_deref(),
+        pg.timeout,
+    )
+    .map_err(|e| NexusConfigError::Value {
+        key: "postgres.credential",
+        message: e.to_string(),
+    })
+}
+
 fn parse_postgres(
     raw: PostgresFile,
     credentials_directory: Option<PathBuf>,

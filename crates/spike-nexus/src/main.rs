@@ -139,6 +139,10 @@ fn main() -> ExitCode {
         for warning in config.warnings() {
             eprintln!("spike-nexus: warning: {warning}");
         }
+        if let Err(e) = config::check_postgres(&config) {
+            eprintln!("spike-nexus: {e}");
+            return ExitCode::from(64);
+        }
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }

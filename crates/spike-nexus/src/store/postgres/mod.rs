@@ -77,6 +77,20 @@ pub struct Settings<'a> {
     pub timeout: Duration,
 }
 
+/// Checks a connection string and CA file against the rules of the `connect` module without
+/// connecting (`spike-nexus check-config`).
+///
+/// # Errors
+/// [`StoreError::Config`] naming the rule broken (never the string).
+pub fn check_connection(
+    credential: &str,
+    conninfo: &str,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+) -> Result<(), StoreError> {
+    connect::parse(credential, conninfo, ca_file, timeout).map(drop)
+}
+
 /// What the health monitor last saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DbHealth {
