@@ -290,14 +290,16 @@ impl PostgresConfig {
         };
         let Some(dir) = &self.credentials_directory else {
             return Err(bad(format!(
-                "CREDENTIALS_DIRECTORY is not set, so the connection string cannot be read:                  start Nexus from its unit with LoadCredential={}:FILE (docs/ha.md)",
+                "CREDENTIALS_DIRECTORY is not set, so the connection string cannot be read: \
+                 start Nexus from its unit with LoadCredential={}:FILE (docs/ha.md)",
                 self.credential
             )));
         };
         let path = dir.join(&self.credential);
         let file = std::fs::File::open(&path).map_err(|e| {
             bad(format!(
-                "cannot read credential {:?} ({}): {e}; add LoadCredential={}:FILE to the unit                  (docs/ha.md)",
+                "cannot read credential {:?} ({}): {e}; add LoadCredential={}:FILE to the unit \
+                 (docs/ha.md)",
                 self.credential,
                 path.display(),
                 self.credential
@@ -371,9 +373,9 @@ fn parse_postgres(
             &format!("must be between 1 and {MAX_POOL_SIZE}"),
         ));
     }
-    let timeout = positive("postgres.timeout", raw.timeout.0)?;
-    if timeout > Duration::from_secs(300) {
-        return Err(value("postgres.timeout", "must be at most 5m"));
+    let timeout = raw.timeout.0;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(300) {
+        return Err(value("postgres.timeout", "must be between 1s and 5m"));
     }
     Ok(PostgresConfig {
         credential,
@@ -883,6 +885,7 @@ mod tests {
             ("[postgres]\npool_size = 0\n", "postgres.pool_size"),
             ("[postgres]\npool_size = 1000\n", "postgres.pool_size"),
             ("[postgres]\ntimeout = \"0s\"\n", "postgres.timeout"),
+            ("[postgres]\ntimeout = \"500us\"\n", "postgres.timeout"),
             ("[postgres]\ntimeout = \"1h\"\n", "postgres.timeout"),
             ("[postgres]\nurl = \"postgres://u:pw@h/db\"\n", "url"),
         ] {

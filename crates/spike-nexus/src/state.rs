@@ -817,6 +817,9 @@ impl NexusState {
     /// The health snapshot.
     pub fn health(&self) -> HealthReport {
         let (backend_reachable, backend_error) = self.backend_health();
+        // Health is served to any peer: the class of the failure only; the server's own
+        // message (role, database, client address) stays in the journal and STATUS=.
+        let backend_error = backend_error.as_deref().map(backend_error_class);
         let (sealed, collected) = match &*self.inner.seal.read() {
             Seal::Sealed { collected } => (true, *collected),
             Seal::Unsealed(_) => (false, 0),
@@ -886,6 +889,27 @@ fn store_cause(e: &StoreError) -> String {
         StoreError::Database(m) | StoreError::StorageFull(m) => m.clone(),
         other => other.to_string(),
     }
+}
+
+/// The class of a PostgreSQL failure for the health body.
+fn backend_error_class(error: &str) -> String {
+    let e = error.to_ascii_lowercase();
+    let class = if e.contains("newer than this nexus") {
+        "the database schema is newer than this Nexus: upgrade it"
+    } else if e.contains("password") || e.contains("pg_hba") || e.contains("authentication") {
+        "authentication refused"
+    } else if e.contains("certificate") || e.contains("tls") || e.contains("ssl") {
+        "TLS failed"
+    } else if e.contains("read-only") || e.contains("25006") {
+        "connected to a standby (read-only)"
+    } else if e.contains("did not answer") || e.contains("timed out") || e.contains("timeout") {
+        "no answer in time"
+    } else if e.contains("refused") || e.contains("no such file") {
+        "connection refused"
+    } else {
+        "unreachable"
+    };
+    format!("{class} (journalctl -u spike-nexus has the cause)")
 }
 
 /// Starts the PostgreSQL pool and health monitor from the configuration and the connection

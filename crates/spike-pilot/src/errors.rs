@@ -250,6 +250,13 @@ pub fn api_message(err: &ClientError, nexus_url: &str, own_id: Option<&str>) -> 
                 "Error: SPIKE Nexus at {nexus_url} cannot store the change: its disk is full \
                  (HTTP 507). {STORAGE_FULL_HINT}"
             ),
+            // `detail: backend_outcome_unknown`: the database did not confirm the commit.
+            Some(504) => format!(
+                "Error: SPIKE Nexus at {nexus_url} sent the change to its database, which did \
+                 not confirm it (HTTP 504): it may or may not have been applied. Read it back \
+                 (spike secret get / spike policy get) before retrying; the cause is in its \
+                 journal: {NEXUS_JOURNAL_HINT}"
+            ),
             Some(status @ 500..=599) => format!(
                 "Error: SPIKE Nexus at {nexus_url} failed the request (HTTP {status}); the cause \
                  is in its journal: {NEXUS_JOURNAL_HINT}"
@@ -337,6 +344,14 @@ mod tests {
                 "Error: SPIKE Nexus at https://nexus.test:8553 cannot store the change: its disk \
                  is full (HTTP 507). Reads still work; writes resume by themselves once space is \
                  freed under /var/lib/spike-nexus.",
+                EXIT_FAILURE,
+            ),
+            (
+                ClientError::Peer {
+                    url: url(),
+                    status: 504,
+                },
+                "it may or may not have been applied. Read it back",
                 EXIT_FAILURE,
             ),
             (

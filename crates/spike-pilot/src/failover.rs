@@ -55,6 +55,10 @@ pub enum Verdict {
 }
 
 /// Applies the rule (module docs) to one failed attempt.
+///
+/// An HTTP 503 means the instance did nothing (sealed, or its database unreachable before
+/// anything was written); a write whose commit its database did not confirm answers 504,
+/// which is final like every other answer.
 pub fn classify(err: &ClientError, call: Call) -> Verdict {
     if is_sealed(err) || err.status() == Some(503) {
         return Verdict::Next;
@@ -250,6 +254,14 @@ mod tests {
             assert_eq!(classify(&err, Call::Read), Verdict::Next, "{err:?}");
             assert_eq!(classify(&err, Call::Write), Verdict::Unknown, "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_write_whose_commit_was_not_confirmed_is_never_sent_elsewhere() {
+        // Nexus answers 504 (`backend_outcome_unknown`) when its database did not confirm a
+        // commit; 503 only when nothing was written.
+        assert_eq!(classify(&peer(504), Call::Write), Verdict::Final);
+        assert_eq!(classify(&peer(503), Call::Write), Verdict::Next);
     }
 
     #[test]

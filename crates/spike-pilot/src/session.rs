@@ -24,6 +24,10 @@ use crate::output::StatusReport;
 /// Upper bound on the connect and TLS handshake phases.
 const MAX_CONNECT: Duration = Duration::from_secs(10);
 
+/// The same bound when several Nexus URLs are configured: a host that is powered off (no
+/// answer at all) costs this much before the next URL is tried.
+const MAX_CONNECT_FAILOVER: Duration = Duration::from_secs(2);
+
 /// Upper bound on the health look-up that explains a `state_not_ready` answer.
 const MAX_HEALTH_PROBE: Duration = Duration::from_secs(3);
 
@@ -261,6 +265,18 @@ impl Session {
             // No health route (a Go Nexus), a failed or a slow look-up: the generic text.
             Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return None,
         };
+        if health.body.get("backend_reachable") == Some(&serde_json::Value::Bool(false)) {
+            // A Nexus on PostgreSQL that cannot reach its database: not a seal.
+            let class = health
+                .body
+                .get("backend_error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no answer");
+            return Some(format!(
+                "cannot reach its database (PostgreSQL: {class}); nothing was written, and it \
+                 reconnects by itself (docs/ha.md, \"PostgreSQL unreachable\")"
+            ));
+        }
         let report = StatusReport::from_health(nexus_url, health.status, &health.body);
         Some(report.sealed_state().unwrap_or_else(|| {
             // It unsealed between the request and the health look-up.
@@ -286,9 +302,14 @@ impl Session {
             }
         };
         let timeout = self.config.timeout;
+        let connect = if self.clients.len() > 1 {
+            MAX_CONNECT_FAILOVER
+        } else {
+            MAX_CONNECT
+        };
         let options = ClientOptions {
-            connect_timeout: timeout.min(MAX_CONNECT),
-            handshake_timeout: timeout.min(MAX_CONNECT),
+            connect_timeout: timeout.min(connect),
+            handshake_timeout: timeout.min(connect),
             response_header_timeout: timeout,
             request_timeout: timeout,
             ..ClientOptions::default()

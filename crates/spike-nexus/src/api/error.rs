@@ -33,7 +33,16 @@ pub enum ApiError {
     /// Nothing was acknowledged; a write's outcome may be unknown (the log says).
     #[error("backend unavailable: {0}")]
     BackendUnavailable(String),
+    /// A write reached the database's `COMMIT` but the commit was not confirmed: it may or
+    /// may not have been applied (504 Gateway Timeout, code `api_internal_error`, plus
+    /// `"detail": "backend_outcome_unknown"`). Not 503: a client must not send the same write
+    /// to another instance, it reads back first.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
+
+/// The value of the `detail` body field of an [`ApiError::OutcomeUnknown`] answer.
+pub const DETAIL_OUTCOME_UNKNOWN: &str = "backend_outcome_unknown";
 
 /// The value of the `detail` body field of an [`ApiError::BackendUnavailable`] answer.
 pub const DETAIL_BACKEND_UNAVAILABLE: &str = "backend_unavailable";
@@ -61,6 +70,7 @@ impl ApiError {
             ApiError::NotReady | ApiError::BackendUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -71,7 +81,9 @@ impl ApiError {
             ApiError::Unauthorized => ErrorCode::AccessUnauthorized,
             ApiError::NotFound => ErrorCode::ApiNotFound,
             ApiError::NotReady | ApiError::BackendUnavailable(_) => ErrorCode::StateNotReady,
-            ApiError::Internal(_) | ApiError::StorageFull(_) => ErrorCode::ApiInternal,
+            ApiError::Internal(_) | ApiError::StorageFull(_) | ApiError::OutcomeUnknown(_) => {
+                ErrorCode::ApiInternal
+            }
         }
     }
 
@@ -82,6 +94,7 @@ impl ApiError {
         match self {
             ApiError::StorageFull(_) => Some(DETAIL_STORAGE_FULL),
             ApiError::BackendUnavailable(_) => Some(DETAIL_BACKEND_UNAVAILABLE),
+            ApiError::OutcomeUnknown(_) => Some(DETAIL_OUTCOME_UNKNOWN),
             _ => None,
         }
     }
@@ -128,7 +141,8 @@ impl From<crate::store::StoreError> for ApiError {
             }
             StoreError::Invalid(m) => ApiError::BadRequest(m.to_string()),
             StoreError::StorageFull(m) => ApiError::StorageFull(m),
-            StoreError::Unavailable(m) => ApiError::BackendUnavailable(m),
+            StoreError::Unavailable(m) | StoreError::Busy(m) => ApiError::BackendUnavailable(m),
+            StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -178,6 +192,16 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::StateNotReady);
         assert_eq!(e.code().http_status(), Some(503));
         assert_eq!(e.detail(), Some("backend_unavailable"));
+        let e = ApiError::from(StoreError::Busy("lock timeout".into()));
+        assert_eq!(e.status().as_u16(), 503);
+        let e = ApiError::from(StoreError::OutcomeUnknown("commit not confirmed".into()));
+        assert_eq!(
+            e.status().as_u16(),
+            504,
+            "not 503: clients must not fail over a write"
+        );
+        assert_eq!(e.code(), ErrorCode::ApiInternal);
+        assert_eq!(e.detail(), Some("backend_outcome_unknown"));
     }
 
     #[test]

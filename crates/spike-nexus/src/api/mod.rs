@@ -78,6 +78,14 @@ impl Cx {
     pub fn authorize(&self, action: Action, path: &str) -> Result<(), ApiError> {
         let roots = &self.state.config().trust_roots;
         let decision = match self.state.unsealed() {
+            Some(u) if !u.store.policies_fresh() => {
+                // A shared store whose policy changes this instance cannot follow: decide
+                // nothing on a cache that may hold revoked grants.
+                return Err(ApiError::BackendUnavailable(
+                    "the policy cache is stale: the policy listener has not reached PostgreSQL"
+                        .into(),
+                ));
+            }
             Some(u) => authz::require(roots, &u.store, self.peer.as_ref(), action, path),
             None => authz::require(roots, &NoPolicies, self.peer.as_ref(), action, path),
         };
@@ -269,6 +277,12 @@ fn log_error(err: &ApiError, action: &str, peer: &str, request_id: &str) {
         }
         ApiError::StorageFull(msg) => {
             tracing::error!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed: storage full: {msg}");
+        }
+        ApiError::OutcomeUnknown(msg) => {
+            tracing::warn!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed, outcome unknown: {msg}");
+        }
+        ApiError::BackendUnavailable(msg) => {
+            tracing::info!(action, peer_spiffe_id = peer, request_id, error = %msg, "request failed: database unavailable: {msg}");
         }
         ApiError::Unauthorized => {
             tracing::info!(action, peer_spiffe_id = peer, request_id, "request denied");

@@ -15,6 +15,7 @@ use spike_proto::validate;
 use super::{ApiError, Cx, blocking, ok_json, write};
 use crate::authz::Action;
 use crate::model::{SecretData, Version};
+use crate::store::StoreError;
 
 fn valid_path(path: &str) -> Result<(), ApiError> {
     validate::secret_path(path).map_err(|e| ApiError::bad(e.to_string()))
@@ -152,6 +153,9 @@ pub async fn list(cx: &mut Cx) -> Result<Response, ApiError> {
     // Listing decrypts every path: off the async workers.
     let keys = blocking(move || match store.list_secrets() {
         Ok(keys) => Ok(keys),
+        // A shared database that cannot answer now: 503, so a client tries another instance
+        // rather than reading "no secrets".
+        Err(e @ (StoreError::Unavailable(_) | StoreError::Busy(_))) => Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "listing secrets failed; answering an empty list");
             Ok(Vec::new())

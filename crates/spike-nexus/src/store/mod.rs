@@ -93,6 +93,14 @@ pub enum StoreError {
     /// itself. The message says when a write's outcome is unknown.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database answered but the operation could not finish in time (a lock wait, a
+    /// statement timeout, the connection pool exhausted): nothing was written (HTTP 503).
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// A write's `COMMIT` was sent but not confirmed (the connection broke or timed out): it
+    /// may or may not have been applied. Never retried by Nexus; clients read back first.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The backend's configuration is unusable (a connection string or CA file that breaks
     /// the rules); the message never holds the connection string.
     #[error("{0}")]
@@ -284,6 +292,18 @@ pub trait Backend: Send + Sync + 'static {
     fn reads_block(&self) -> bool {
         false
     }
+    /// True when other processes write this store too (PostgreSQL): then the backend keeps
+    /// the [`Store`]'s policy cache itself, through the sink of
+    /// [`Backend::watch_policies`], in commit order, also for this instance's own writes
+    /// (the sink has seen a write when its call returns), and [`Store`] never edits the cache.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether the policy cache is known to be current (a shared store's listener has read
+    /// the policy epoch recently). Access checks fail closed while it is not.
+    fn policies_fresh(&self) -> bool {
+        true
+    }
     /// Registers where policies go when another writer of a shared store changed them.
     /// Backends that no other process writes (the default) never call it.
     fn watch_policies(&self, sink: PolicySink) {
@@ -357,6 +377,12 @@ impl Store {
                 }
             }));
         Ok(Store { inner })
+    }
+
+    /// Whether the policy cache is known to be current ([`Backend::policies_fresh`]); access
+    /// checks answer 503 while it is not.
+    pub fn policies_fresh(&self) -> bool {
+        self.inner.backend.policies_fresh()
     }
 
     /// Whether reads wait on the network ([`Backend::reads_block`]): then async callers run
@@ -539,10 +565,12 @@ impl Store {
             now,
         )?;
         self.inner.backend.store_policy(&policy)?;
-        self.inner
-            .policies
-            .write()
-            .insert(policy.name.clone(), policy.clone());
+        if !self.inner.backend.shared() {
+            self.inner
+                .policies
+                .write()
+                .insert(policy.name.clone(), policy.clone());
+        }
         Ok(policy)
     }
 
@@ -567,6 +595,15 @@ impl Store {
     /// [`StoreError::NotFound`] when it does not exist; backend errors.
     pub fn delete_policy(&self, name: &str) -> Result<(), StoreError> {
         let _writer = self.inner.policy_writer.lock();
+        if self.inner.backend.shared() {
+            // The store decides (another instance may have written it a moment ago); the
+            // backend has refreshed the cache when this returns.
+            return if self.inner.backend.delete_policy(name)? {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound)
+            };
+        }
         if !self.inner.policies.read().contains_key(name) {
             return Err(StoreError::NotFound);
         }

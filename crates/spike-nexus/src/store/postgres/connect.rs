@@ -49,11 +49,7 @@ pub(super) fn parse(
     };
     // libpq's verify-full is what Nexus always does for TCP hosts; tokio-postgres knows
     // only disable/prefer/require, so read it as require (which Nexus then verifies).
-    let normalized = Zeroizing::new(
-        conninfo
-            .trim()
-            .replace("sslmode=verify-full", "sslmode=require"),
-    );
+    let normalized = Zeroizing::new(verify_full_as_require(conninfo.trim()));
     let mut pg = tokio_postgres::Config::from_str(&normalized).map_err(|e| {
         // tokio-postgres names the option, not its value.
         bad(format!("does not parse: {e}"))
@@ -68,6 +64,14 @@ pub(super) fn parse(
     if unix != 0 && unix != hosts.len() {
         return Err(bad(
             "mixes unix-socket and TCP hosts: TLS applies to all hosts or none".into(),
+        ));
+    }
+    // hostaddr dials TCP whatever host says (host is then only the name TLS checks).
+    if !pg.get_hostaddrs().is_empty() && unix != 0 {
+        return Err(bad(
+            "combines hostaddr with a unix-socket host: hostaddr connects over TCP; name the \
+             server in host= (TLS) or drop hostaddr"
+                .into(),
         ));
     }
     let tcp = unix == 0;
@@ -103,6 +107,9 @@ pub(super) fn parse(
         .keepalives_interval(Duration::from_secs(2))
         .keepalives_retries(3)
         .tcp_user_timeout(timeout);
+    // Several hosts are a primary and its standbys: only the primary takes writes. With one
+    // host, a standby answers "read-only" at once rather than failing writes one by one.
+    pg.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     if pg.get_application_name().is_none() {
         pg.application_name("spike-nexus");
     }
@@ -118,6 +125,48 @@ pub(super) fn parse(
     pg.options(options);
     let tls = tls_config(ca_file.filter(|_| tcp))?;
     Ok(Connection { pg, tls })
+}
+
+/// Rewrites `sslmode=verify-full` to `sslmode=require` where it is an option of the string
+/// (a keyword/value token, or a URL query parameter), never inside another value.
+fn verify_full_as_require(conninfo: &str) -> String {
+    const FROM: &str = "sslmode=verify-full";
+    const TO: &str = "sslmode=require";
+    if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        let Some((base, query)) = conninfo.split_once('?') else {
+            return conninfo.to_owned();
+        };
+        let query: Vec<&str> = query
+            .split('&')
+            .map(|p| if p == FROM { TO } else { p })
+            .collect();
+        return format!("{base}?{}", query.join("&"));
+    }
+    // Keyword/value: a whole option token only, outside quoted values (libpq quotes with
+    // '...' and escapes with a backslash).
+    let mut out = String::with_capacity(conninfo.len());
+    let mut token = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    let flush = |token: &mut String, out: &mut String| {
+        out.push_str(if token == FROM { TO } else { token });
+        token.clear();
+    };
+    for c in conninfo.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '\'' {
+            quoted = !quoted;
+        } else if c.is_whitespace() && !quoted {
+            flush(&mut token, &mut out);
+            out.push(c);
+            continue;
+        }
+        token.push(c);
+    }
+    flush(&mut token, &mut out);
+    out
 }
 
 /// The rustls client configuration (ring only, as every other TLS client of Nexus): the
@@ -205,6 +254,30 @@ mod tests {
         let e = err("host=db1 password=hunter2 bogus_key=hunter2", None);
         assert!(e.contains("does not parse"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn verify_full_is_rewritten_only_where_it_is_the_option() {
+        assert_eq!(
+            verify_full_as_require("host=db sslmode=verify-full  dbname=x"),
+            "host=db sslmode=require  dbname=x"
+        );
+        assert_eq!(
+            verify_full_as_require("host=db password='a sslmode=verify-full b'"),
+            "host=db password='a sslmode=verify-full b'"
+        );
+        assert_eq!(
+            verify_full_as_require("postgresql://u@db/x?sslmode=verify-full&application_name=a"),
+            "postgresql://u@db/x?sslmode=require&application_name=a"
+        );
+    }
+
+    #[test]
+    fn hostaddr_counts_as_tcp() {
+        let e = err("host=/run/postgresql hostaddr=10.0.5.11 password=pw", None);
+        assert!(e.contains("hostaddr"), "{e}");
+        let e = err("host=db hostaddr=10.0.5.11 sslmode=disable", None);
+        assert!(e.contains("sslmode=require"), "{e}");
     }
 
     #[test]

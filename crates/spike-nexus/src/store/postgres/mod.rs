@@ -119,7 +119,13 @@ pub(super) struct Shared {
     timeout: Duration,
     health: Mutex<DbHealth>,
     migrated: AtomicBool,
+    /// Writes to one secret queue here before they take a connection, so that contention on
+    /// one path pins one pooled connection per instance, not one per waiting write.
+    stripes: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// The number of [`Shared::stripes`].
+const STRIPES: usize = 256;
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,12 +153,17 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
     };
     let code = db.code().code();
     let text = format!("PostgreSQL: {} (SQLSTATE {code})", db.message());
-    let transient = code.starts_with("08") // connection exception
-        || code.starts_with("53") // insufficient resources
+    // The server is gone or is not the primary: connect elsewhere.
+    let unreachable = code.starts_with("08") // connection exception
         || code.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
-        || matches!(code, "25006" | "40001" | "40P01" | "55P03" | "57014");
-    if transient {
+        || code == "25006"; // read-only transaction: a standby
+    // The server answers but could not finish this one in time: nothing was written.
+    let busy = code.starts_with("53") // insufficient resources
+        || matches!(code, "40001" | "40P01" | "55P03" | "57014");
+    if unreachable {
         StoreError::Unavailable(text)
+    } else if busy {
+        StoreError::Busy(text)
     } else {
         StoreError::Database(text)
     }
@@ -161,6 +172,11 @@ pub(super) fn pg_error(e: tokio_postgres::Error) -> StoreError {
 fn pool_error(e: deadpool_postgres::PoolError, timeout: Duration) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => pg_error(e),
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+            StoreError::Busy(format!(
+                "no pooled PostgreSQL connection free within {timeout:?}"
+            ))
+        }
         deadpool_postgres::PoolError::Timeout(_) => {
             StoreError::Unavailable(format!("no PostgreSQL connection within {timeout:?}"))
         }
@@ -222,11 +238,14 @@ impl Shared {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = (Conn, Result<T, StoreError>)>,
     {
-        let timeout = self.timeout;
+        let timeout = self.op_timeout();
         let run = async {
             let conn = self.conn().await?;
             let (mut conn, outcome) = op(conn).await;
-            conn.clean = !matches!(outcome, Err(StoreError::Unavailable(_)));
+            conn.clean = !matches!(
+                outcome,
+                Err(StoreError::Unavailable(_) | StoreError::Busy(_))
+            );
             outcome
         };
         match tokio::time::timeout(timeout, run).await {
@@ -237,10 +256,17 @@ impl Shared {
         }
     }
 
+    /// The client-side bound of one operation: above the server-side `statement_timeout`
+    /// and `lock_timeout` (= `timeout`), so that a server that answers reports its own
+    /// timeout first; past it, the server is taken as gone.
+    fn op_timeout(&self) -> Duration {
+        self.timeout.saturating_mul(2)
+    }
+
     /// One health check: migrate when not done yet, then read whether the key-check row
     /// exists.
     async fn check(&self) -> Result<bool, StoreError> {
-        let timeout = self.timeout;
+        let timeout = self.op_timeout();
         let run = async {
             let mut conn = self.conn().await?;
             if !self.migrated.load(Ordering::Acquire) {
@@ -272,8 +298,14 @@ impl Shared {
                     checked: true,
                 };
             }
+            // The pool was saturated or a statement timed out: says nothing about reachability.
+            Err(StoreError::Busy(_)) if health.checked => return,
             Err(e) => {
-                health.reachable = matches!(e, StoreError::UnsupportedSchema(_));
+                let newer = matches!(e, StoreError::UnsupportedSchema(_));
+                health.reachable = newer;
+                // A schema this binary cannot read: whether the cluster was bootstrapped is
+                // unknown, so it counts as initialized (a bootstrap must not re-key it).
+                health.initialized |= newer;
                 health.error = Some(e.to_string());
                 health.checked = true;
             }
@@ -286,15 +318,22 @@ impl Shared {
         }
     }
 
-    /// Marks the database unreachable after an operation failed to reach it.
+    /// Marks the database unreachable after an operation failed to reach it (not after a
+    /// lock wait or a saturated pool), and drops the pooled connections, which may point at
+    /// a server that is gone or no longer the primary.
     fn note(&self, e: &StoreError) {
         if let StoreError::Unavailable(why) = e {
-            let mut health = self.health.lock();
-            if health.reachable {
+            let was = {
+                let mut health = self.health.lock();
+                let was = health.reachable;
+                health.reachable = false;
+                health.error = Some(e.to_string());
+                was
+            };
+            if was {
                 tracing::warn!(error = %why, "PostgreSQL unreachable: {why}");
+                self.pool.retain(|_, _| false);
             }
-            health.reachable = false;
-            health.error = Some(e.to_string());
         }
     }
 }
@@ -345,6 +384,7 @@ impl Database {
             timeout,
             health: Mutex::new(DbHealth::default()),
             migrated: AtomicBool::new(false),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         });
         let monitor = Arc::downgrade(&shared);
         runtime.spawn(async move {
@@ -517,6 +557,15 @@ async fn load_row(
     records.open_secret(path, &id, &nonce, ciphertext).map(Some)
 }
 
+/// Begins a write transaction. READ COMMITTED is pinned (whatever the role's default): each
+/// statement after the lock sees every commit made before the lock was granted.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// Commits without the server-side `statement_timeout`: cancelling a commit that waits for a
+/// synchronous standby would make PostgreSQL report success for a commit that is only local.
+/// The client-side bound still applies; past it, the outcome is unknown.
+const COMMIT: &str = "SET LOCAL statement_timeout = 0; COMMIT";
+
 /// Takes the connection and the per-secret lock and reads the row, retrying while
 /// PostgreSQL is unreachable ([`ATTEMPTS`]). Returns the connection inside an open
 /// transaction.
@@ -533,7 +582,7 @@ async fn begin_write(
         let step = async {
             let conn = shared.conn().await?;
             let client = conn.client();
-            client.batch_execute("BEGIN").await.map_err(pg_error)?;
+            client.batch_execute(BEGIN).await.map_err(pg_error)?;
             let lock = client
                 .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
                 .await
@@ -549,10 +598,35 @@ async fn begin_write(
         match step.await {
             Ok(started) => return Ok(started),
             Err(StoreError::Unavailable(why)) if attempt < ATTEMPTS => {
+                shared.note(&StoreError::Unavailable(why.clone()));
                 tracing::debug!(attempt, error = %why, "PostgreSQL write: retrying");
                 tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Where a write stands, for the error of a write cut off by the client-side timeout.
+#[derive(Default)]
+struct Progress(AtomicBool);
+
+impl Progress {
+    fn commit_sent(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// The error of a write that did not finish within `bound`.
+    fn timed_out(&self, bound: Duration) -> StoreError {
+        if self.0.load(Ordering::Acquire) {
+            StoreError::OutcomeUnknown(format!(
+                "PostgreSQL did not confirm the commit within {bound:?}: the write may or may \
+                 not have been applied; read it back before retrying"
+            ))
+        } else {
+            StoreError::Unavailable(format!(
+                "PostgreSQL did not answer within {bound:?}; nothing was committed"
+            ))
         }
     }
 }
@@ -562,7 +636,11 @@ async fn write_secret(
     records: Arc<RecordCodec>,
     path: String,
     update: SecretUpdate<'static>,
+    progress: Arc<Progress>,
 ) -> Result<(), StoreError> {
+    let id = records.secret_id(&path);
+    let stripe = &shared.stripes[usize::from(id[0]) % STRIPES];
+    let _queued = stripe.lock().await;
     let (mut conn, current) = begin_write(&shared, &records, &path).await?;
     let client = conn.client();
     let staged = update(current).and_then(|(secret, _pruned)| {
@@ -600,22 +678,27 @@ async fn write_secret(
         )
         .await
         .map_err(pg_error)?;
-    commit(&mut conn).await
+    commit(&mut conn, &progress).await
 }
 
 /// Sends `COMMIT`. An error from here on leaves the outcome unknown: the server may have
 /// committed before the connection broke.
-async fn commit(conn: &mut Conn) -> Result<(), StoreError> {
-    match conn.client().batch_execute("COMMIT").await {
+async fn commit(conn: &mut Conn, progress: &Progress) -> Result<(), StoreError> {
+    progress.commit_sent();
+    match conn.client().batch_execute(COMMIT).await {
         Ok(()) => {
             conn.clean = true;
             Ok(())
         }
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "the commit was not confirmed ({}): the write may or may not have been applied; \
-             read it back before retrying",
-            pg_error(e)
-        ))),
+        Err(e) => {
+            let e = StoreError::OutcomeUnknown(format!(
+                "the commit was not confirmed ({}): the write may or may not have been \
+                 applied; read it back before retrying",
+                pg_error(e)
+            ));
+            tracing::warn!(error = %e, "PostgreSQL write: {e}");
+            Err(e)
+        }
     }
 }
 
@@ -642,30 +725,66 @@ async fn policy_changed(client: &deadpool_postgres::ClientWrapper) -> Result<i64
     Ok(epoch)
 }
 
+/// Rows of `spike.policies` and the epoch they were read at.
+type PolicyRows = (i64, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>);
+
 impl PostgresBackend {
     /// Runs a timed write on the database runtime and blocks until it is done.
     fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(Arc<Shared>) -> Fut + Send + 'static,
+        F: FnOnce(Arc<Shared>, Arc<Progress>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
     {
         let shared = Arc::clone(&self.db.shared);
-        let timeout = shared.timeout;
+        let bound = shared.op_timeout();
         let outcome = self.db.block_on(async move {
-            tokio::time::timeout(timeout, op(shared))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable(format!(
-                        "PostgreSQL did not answer within {timeout:?}; the write may or may not \
-                         have been applied"
-                    )))
-                })
+            let progress = Arc::new(Progress::default());
+            let run = op(Arc::clone(&shared), Arc::clone(&progress));
+            match tokio::time::timeout(bound, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(progress.timed_out(bound)),
+            }
         });
         if let Err(e) = &outcome {
             self.db.shared.note(e);
         }
         outcome
+    }
+
+    /// Applies a policy snapshot read after this instance's own policy write (decrypted here,
+    /// on the calling thread), or, when it could not be read, makes the listener re-read.
+    fn refreshed(&self, rows: Option<PolicyRows>) {
+        let gate = self.listener.gate();
+        match rows.map(|(epoch, rows)| (epoch, listener::open_rows(&self.records, rows))) {
+            Some((epoch, Ok(policies))) => {
+                gate.apply(epoch, policies);
+            }
+            Some((_, Err(e))) => {
+                tracing::warn!(error = %e, "policy cache refresh after a write failed: {e}");
+                gate.force_reload();
+            }
+            None => gate.force_reload(),
+        }
+    }
+}
+
+/// The end of a policy write: bump the epoch (notifying every instance), commit, then read
+/// the policies back for this instance's cache. The commit decides the outcome; a failed
+/// read-back only leaves the refresh to the listener.
+async fn finish_policy_write(
+    mut conn: Conn,
+    progress: &Progress,
+) -> Result<Option<PolicyRows>, StoreError> {
+    policy_changed(conn.client()).await?;
+    commit(&mut conn, progress).await?;
+    match listener::read_rows(conn.client()).await {
+        Ok(rows) => Ok(Some(rows)),
+        Err(e) => {
+            tracing::debug!(error = %e, "policy read-back after a write failed");
+            conn.clean = false;
+            Ok(None)
+        }
     }
 }
 
@@ -699,23 +818,24 @@ impl Backend for PostgresBackend {
         let shared = Arc::clone(&self.db.shared);
         let records = Arc::clone(&self.records);
         let path = path.to_owned();
-        let timeout = shared.timeout;
+        let bound = shared.op_timeout();
         let spawned = self.db.spawn(async move {
-            let outcome = tokio::time::timeout(
-                timeout,
-                write_secret(Arc::clone(&shared), records, path, update),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "PostgreSQL did not answer within {timeout:?}; the write may or may not \
-                     have been applied: read it back before retrying"
-                )))
-            });
+            let progress = Arc::new(Progress::default());
+            let run = write_secret(
+                Arc::clone(&shared),
+                records,
+                path,
+                update,
+                Arc::clone(&progress),
+            );
+            let outcome = match tokio::time::timeout(bound, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(progress.timed_out(bound)),
+            };
             if let Err(e) = &outcome {
                 shared.note(e);
             }
-            // The caller may have gone away; the outcome is logged by the caller only.
+            // The caller may have gone away; it logs the outcome when it is there.
             let _ = tx.send(outcome);
         });
         match spawned {
@@ -732,9 +852,18 @@ impl Backend for PostgresBackend {
         true
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn policies_fresh(&self) -> bool {
+        self.listener.gate().fresh(self.db.shared.timeout)
+    }
+
     fn list_secret_paths(&self) -> Result<Vec<String>, StoreError> {
-        let records = Arc::clone(&self.records);
-        self.db.read(move |conn| async move {
+        // The rows come back from the database runtime; decryption runs on this (blocking)
+        // thread, so a large listing never holds up the runtime's I/O.
+        let rows = self.db.read(move |conn| async move {
             let outcome = async {
                 let rows = conn
                     .client()
@@ -744,36 +873,41 @@ impl Backend for PostgresBackend {
                     )
                     .await
                     .map_err(pg_error)?;
-                let mut paths = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let id: Vec<u8> = row.try_get(0).map_err(pg_error)?;
-                    let nonce: Vec<u8> = row.try_get(1).map_err(pg_error)?;
-                    let ciphertext: Vec<u8> = row.try_get(2).map_err(pg_error)?;
-                    paths.push(records.open_secret_path(&id, &nonce, ciphertext)?);
-                }
-                paths.sort();
-                Ok(paths)
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get::<_, Vec<u8>>(0).map_err(pg_error)?,
+                            row.try_get::<_, Vec<u8>>(1).map_err(pg_error)?,
+                            row.try_get::<_, Vec<u8>>(2).map_err(pg_error)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
             }
             .await;
             (conn, outcome)
-        })
+        })?;
+        let mut paths = Vec::with_capacity(rows.len());
+        for (id, nonce, ciphertext) in rows {
+            paths.push(self.records.open_secret_path(&id, &nonce, ciphertext)?);
+        }
+        paths.sort();
+        Ok(paths)
     }
 
     fn load_policies(&self) -> Result<Vec<Policy>, StoreError> {
-        let records = Arc::clone(&self.records);
-        self.db.read(move |conn| async move {
-            let outcome = listener::load_policies(conn.client(), &records).await;
-            (conn, outcome.map(|(_, policies)| policies))
-        })
+        let (_, rows) = self.db.read(move |conn| async move {
+            let outcome = listener::read_rows(conn.client()).await;
+            (conn, outcome)
+        })?;
+        listener::open_rows(&self.records, rows)
     }
 
     fn store_policy(&self, policy: &Policy) -> Result<(), StoreError> {
         let sealed = self.records.seal_policy(policy)?;
-        let gate = self.listener.gate();
-        let epoch = self.write(move |shared| async move {
-            let mut conn = shared.conn().await?;
+        let rows = self.write(move |shared, progress| async move {
+            let conn = shared.conn().await?;
             let client = conn.client();
-            client.batch_execute("BEGIN").await.map_err(pg_error)?;
+            client.batch_execute(BEGIN).await.map_err(pg_error)?;
             client
                 .execute(
                     "INSERT INTO spike.policies (id, nonce, ciphertext) VALUES ($1, $2, $3)
@@ -788,30 +922,32 @@ impl Backend for PostgresBackend {
                 )
                 .await
                 .map_err(pg_error)?;
-            let epoch = policy_changed(client).await?;
-            commit(&mut conn).await?;
-            Ok(epoch)
+            finish_policy_write(conn, &progress).await
         })?;
-        gate.written(epoch);
+        self.refreshed(rows);
         Ok(())
     }
 
     fn delete_policy(&self, name: &str) -> Result<bool, StoreError> {
         let id = self.records.policy_id(name);
-        let gate = self.listener.gate();
-        let (deleted, epoch) = self.write(move |shared| async move {
+        let (deleted, rows) = self.write(move |shared, progress| async move {
             let mut conn = shared.conn().await?;
             let client = conn.client();
-            client.batch_execute("BEGIN").await.map_err(pg_error)?;
+            client.batch_execute(BEGIN).await.map_err(pg_error)?;
             let deleted = client
                 .execute("DELETE FROM spike.policies WHERE id = $1", &[&id])
                 .await
                 .map_err(pg_error)?;
-            let epoch = policy_changed(client).await?;
-            commit(&mut conn).await?;
-            Ok((deleted > 0, epoch))
+            if deleted == 0 {
+                client.batch_execute("ROLLBACK").await.map_err(pg_error)?;
+                conn.clean = true;
+                return Ok((false, None));
+            }
+            Ok((true, finish_policy_write(conn, &progress).await?))
         })?;
-        gate.written(epoch);
+        if deleted {
+            self.refreshed(rows);
+        }
         Ok(deleted)
     }
 
