@@ -34,8 +34,8 @@
 #                   [--standby-port PORT] [--pg-port PORT] [--db-name NAME] [--db-user NAME]
 #                   [--db-host HOST]
 #                       PostgreSQL 15 (Debian's postgresql-15, installed beforehand) for Nexus: a
-#                       primary cluster (15/spike-primary, :5432) and, with --standby-port, a
-#                       synchronous streaming standby of it on this host (15/spike-standby).
+#                       primary cluster (15/spike_primary, :5432) and, with --standby-port, a
+#                       synchronous streaming standby of it on this host (15/spike_standby).
 #                       TLS only, with the operator's certificate and key (the names or IPs the
 #                       Nexus hosts dial must be in its subjectAltName); the role --db-user
 #                       (default spike-nexus) with the password in --db-password-file (letters,
@@ -181,8 +181,8 @@ if ((UNINSTALL)); then
   for d in /var/lib/spike-nexus /var/lib/private/spike-nexus /var/lib/spike-bootstrap \
            /var/lib/private/spike-bootstrap /var/lib/spire/server /var/lib/spire-agent \
            /var/lib/private/spike-keeper /var/lib/spike-sealing \
-           /var/lib/postgresql/15/spike-primary /var/lib/postgresql/15/spike-standby \
-           /etc/postgresql/15/spike-primary /etc/postgresql/15/spike-standby; do
+           /var/lib/postgresql/15/spike_primary /var/lib/postgresql/15/spike_standby \
+           /etc/postgresql/15/spike_primary /etc/postgresql/15/spike_standby; do
     [[ -e "$R$d" ]] && say "  $R$d"
   done
   exit 0
@@ -239,13 +239,13 @@ if [[ "$ROLE" == database ]]; then
   hosts="$DB_HOST" ports="$PG_PORT"
   [[ -n "$STANDBY_PORT" ]] && hosts="$DB_HOST,$DB_HOST" ports="$PG_PORT,$STANDBY_PORT"
   cat >&2 <<MSG
-install.sh: role database: PostgreSQL 15 for Nexus: primary 15/spike-primary on :$PG_PORT${STANDBY_PORT:+, synchronous standby 15/spike-standby on :$STANDBY_PORT}.
+install.sh: role database: PostgreSQL 15 for Nexus: primary 15/spike_primary on :$PG_PORT${STANDBY_PORT:+, synchronous standby 15/spike_standby on :$STANDBY_PORT}.
   Database "$DB_NAME", role "$DB_USER" (password: $DB_PASSWORD_FILE), TLS only, from $ALLOW_NET.
 On each Nexus host (docs/ha.md), pass to scripts/install.sh --role server|nexus:
   --db-conninfo FILE   a file (root's alone, 0600) holding this line, PASSWORD from $DB_PASSWORD_FILE:
       host=$hosts port=$ports dbname=$DB_NAME user=$DB_USER password=PASSWORD sslmode=verify-full target_session_attrs=read-write application_name=HOSTNAME connect_timeout=5
   --db-ca FILE         the CA that signed $PG_CERT ($DB_HOST must be in its subjectAltName)
-When the primary is lost: fence it, pg_ctlcluster 15 spike-standby promote, then clear
+When the primary is lost: fence it, pg_ctlcluster 15 spike_standby promote, then clear
 synchronous_standby_names on the new primary (docs/ha.md, "Runbooks").
 MSG
   exit 0
