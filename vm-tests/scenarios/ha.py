@@ -173,8 +173,12 @@ with subtest("both Nexus instances unseal from the same keepers; bootstrap ran o
     for m in (nexus1, nexus2):
         h = health(m)
         assert h["initialized"] and not h["sealed"] and h["backend_reachable"], f"{m.name}: {h}"
-        m.succeed("grep -q '^backend_store = \"postgres\"' /etc/spike/nexus.toml")
-        m.succeed("test \"$(stat -c '%a %U' /etc/spike/nexus-db.conninfo)\" = '600 root'")
+        # The connection string (it holds the password) is root's alone.
+        m.succeed("stat -c '%U %a' /etc/spike/nexus-db.conninfo | grep -Eqx 'root [46]00'")
+        if NSPAWN:
+            m.succeed("grep -q '^backend_store = \"postgres\"' /etc/spike/nexus.toml")
+            m.succeed("grep -q '^LoadCredential=nexus-db:/etc/spike/nexus-db.conninfo' "
+                      "/etc/systemd/system/spike-nexus.service.d/postgres.conf")
     nexus1.succeed("test -e /var/lib/spike-bootstrap/bootstrap.done")
     out = nexus1.succeed("journalctl --no-pager -u spike-bootstrap.service | grep -c 'bootstrap completed' || true")
     assert out.strip() == "1", f"bootstrap completed {out.strip()} times on nexus1"
@@ -185,7 +189,7 @@ with subtest("both Nexus instances unseal from the same keepers; bootstrap ran o
     spike_on_nexus2(URL1, "secret put ha/probe v=through-nexus1")
     assert spike_on_nexus2(URL2, "secret get ha/probe v").strip() == "through-nexus1"
     # Negative: a user without an identity is refused.
-    nexus2.fail("setpriv --reuid=4242 --regid=4242 --clear-groups spike secret get ha/probe v")
+    nexus2.fail("SPIKE_SPIFFE_SOURCE_TIMEOUT=2s setpriv --reuid=4242 --regid=4242 --clear-groups spike secret get ha/probe v")
 
 with subtest("every version is kept (so every acknowledged write can be checked); a restarted instance unseals from the keepers"):
     for m in (nexus1, nexus2):
@@ -295,6 +299,9 @@ with subtest("PostgreSQL primary killed: writes stop; standby promoted; nexus2 r
     nexus2.wait_until_succeeds(
         "systemctl show -p StatusText --value spike-nexus.service | grep -q 'PostgreSQL unreachable'", timeout=30)
     # The runbook (docs/ha.md): promote, then clear synchronous_standby_names on the new primary.
+    # Fenced: the old primary stays down.
+    if NSPAWN:
+        db.fail("systemctl is-active --quiet postgresql@15-spike_primary.service")
     promote_standby()
     db.wait_until_succeeds(
         "runuser -u postgres -- psql -X -At -h " + ("/var/run/postgresql" if NSPAWN else "/run/postgresql-standby")
