@@ -147,6 +147,9 @@ if [[ -n "$PG_CERT$PG_KEY$DB_PASSWORD_FILE$STANDBY_PORT$DB_HOST" && "$ROLE" != d
 fi
 [[ "$ROLE" != nexus || -n "$DB_CONNINFO" ]] \
   || { echo "install.sh: --role nexus needs --db-conninfo (the instances share a PostgreSQL database)" >&2; exit 64; }
+for f in "$DB_CONNINFO" "$DB_CA"; do
+  [[ -z "$f" || -r "$f" ]] || { echo "install.sh: $f: not readable" >&2; exit 64; }
+done
 
 R="${ROOT%/}"
 BINDIR="$PREFIX/bin" LIBEXECDIR="$PREFIX/libexec" UNITDIR="$PREFIX/lib/systemd/system"
@@ -434,7 +437,7 @@ if [[ -n "$DB_CONNINFO" ]]; then
         [[ "$h" =~ ^[0-9.]+$ || "$h" =~ ^[0-9a-fA-F:]+$ ]] \
           || { say "--db-conninfo names the host $h: pass its addresses with --db-allow ADDR[,ADDR] (IPAddressAllow=)"; exit 64; }
       done
-      DB_ALLOW=$(printf '%s\n' "${tcp_hosts[@]}" | sort -u | tr '\n' ' ')
+      DB_ALLOW=$(printf '%s\n' "${tcp_hosts[@]}" | sort -u | paste -sd ' ')
     fi
   fi
   install -d -m 0755 "$R/etc/spike"
