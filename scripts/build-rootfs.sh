@@ -12,8 +12,11 @@ MIRROR="${SPIKE_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # SYSTEMD_TPM2_DEVICE=swtpm:path=... (the machines' emulated TPM, vm-tests/driver/nspawn.py).
 PACKAGES="systemd,systemd-sysv,dbus,iproute2,procps,ca-certificates"
 PACKAGES+=",libtss2-esys-3.0.2-0,libtss2-rc0,libtss2-mu0,libtss2-tcti-swtpm0"
+# The ha scenario's database host (install.sh --role database: PostgreSQL 15 from Debian, with
+# openssl for its test certificate) and load balancer (units/etc/haproxy/spike-nexus.cfg).
+PACKAGES+=",postgresql-15,openssl,haproxy"
 # Bump RECIPE when the steps below change, so every machine rebuilds its cached root.
-RECIPE=2
+RECIPE=3
 CACHE="${SPIKE_CACHE_DIR:-$HOME/.cache/spike-rs}"
 key="$(printf '%s|%s' "$PACKAGES" "$RECIPE" | sha256sum | cut -c1-12)"
 ROOT="$CACHE/rootfs/bookworm-$key"
@@ -39,6 +42,15 @@ cat > "$ROOT.tmp/etc/hosts" <<'HOSTS'
 ff02::1		ip6-allnodes
 ff02::2		ip6-allrouters
 HOSTS
+# The Debian packages create and enable what would conflict with install.sh's roles: a
+# PostgreSQL cluster 15/main on :5432 and haproxy with its sample configuration. No cluster
+# is created by default (install.sh --role database creates its own), and both services are
+# enabled only by the roles that use them.
+chroot "$ROOT.tmp" pg_dropcluster 15 main >&2 || true
+sed -i 's/^#* *create_main_cluster *=.*/create_main_cluster = false/' "$ROOT.tmp/etc/postgresql-common/createcluster.conf"
+grep -q '^create_main_cluster = false' "$ROOT.tmp/etc/postgresql-common/createcluster.conf" \
+  || echo 'create_main_cluster = false' >> "$ROOT.tmp/etc/postgresql-common/createcluster.conf"
+systemctl --root="$ROOT.tmp" disable postgresql.service haproxy.service >/dev/null 2>&1 || true
 # No getty on the console: the machines are driven through nsenter.
 ln -sf /dev/null "$ROOT.tmp/etc/systemd/system/console-getty.service"
 touch "$ROOT.tmp/.complete"
