@@ -638,18 +638,42 @@ fn postgres_config(
     config
 }
 
+/// A fresh database on the test binary's shared PostgreSQL cluster (its connection string).
+async fn shared_postgres() -> String {
+    tokio::task::spawn_blocking(|| {
+        let cluster = spike_testkit::PgCluster::shared().unwrap();
+        cluster.conninfo(&cluster.create_database().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+/// Keepers, one `postgres` Nexus on them named `name`, and a bootstrap through it.
+async fn bootstrapped_postgres(
+    w: &World,
+    conninfo: &str,
+    name: &str,
+) -> (Vec<KeeperHandle>, NexusHandle) {
+    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
+    let nexus = w
+        .start_nexus(postgres_config(w, &keepers, name, conninfo))
+        .await
+        .unwrap();
+    let state = w.path(&format!("{name}-bootstrap-state"));
+    spike_bootstrap::run(
+        &bootstrap_config(w, &urls(&keepers), nexus.addr.port(), &state, 3, false).unwrap(),
+    )
+    .await
+    .unwrap();
+    (keepers, nexus)
+}
+
 /// Several Nexus instances on one PostgreSQL store and the same keepers: one bootstrap for
 /// the cluster, the other instance unseals from the keepers it seeded, a second bootstrap
 /// through either instance never re-keys, and writes through both instances are one store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
-    let (conninfo, _cluster) = tokio::task::spawn_blocking(|| {
-        let cluster = spike_testkit::PgCluster::shared().unwrap();
-        let db = cluster.create_database().unwrap();
-        (cluster.conninfo(&db), cluster)
-    })
-    .await
-    .unwrap();
+    let conninfo = shared_postgres().await;
     let w = World::new().unwrap();
     let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
     let a = w
@@ -747,17 +771,7 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
     .await
     .unwrap();
     let w = World::new().unwrap();
-    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
-    let n = w
-        .start_nexus(postgres_config(&w, &keepers, "n", &conninfo))
-        .await
-        .unwrap();
-    let state = w.path("n-bootstrap-state");
-    spike_bootstrap::run(
-        &bootstrap_config(&w, &urls(&keepers), n.addr.port(), &state, 3, false).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (keepers, n) = bootstrapped_postgres(&w, &conninfo, "n").await;
     let su = w.client(SUPERUSER, &n).await.unwrap();
     su.put_secret("down/x", values(&[("v", "1")]))
         .await
@@ -819,25 +833,9 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
 /// operator restore on one instance re-seeds the keepers, and the other unseals from them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restore_on_one_postgres_instance_unseals_the_others() {
-    let (conninfo, _cluster) = tokio::task::spawn_blocking(|| {
-        let cluster = spike_testkit::PgCluster::shared().unwrap();
-        let db = cluster.create_database().unwrap();
-        (cluster.conninfo(&db), cluster)
-    })
-    .await
-    .unwrap();
+    let conninfo = shared_postgres().await;
     let w = World::new().unwrap();
-    let keepers = w.start_keepers(KEEPERS.len()).await.unwrap();
-    let a = w
-        .start_nexus(postgres_config(&w, &keepers, "a", &conninfo))
-        .await
-        .unwrap();
-    let state_a = w.path("a-bootstrap-state");
-    spike_bootstrap::run(
-        &bootstrap_config(&w, &urls(&keepers), a.addr.port(), &state_a, 3, false).unwrap(),
-    )
-    .await
-    .unwrap();
+    let (keepers, a) = bootstrapped_postgres(&w, &conninfo, "a").await;
     let su = w.client(SUPERUSER, &a).await.unwrap();
     su.put_secret("ha/restore", values(&[("v", "kept")]))
         .await

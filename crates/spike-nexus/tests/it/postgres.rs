@@ -50,6 +50,15 @@ fn shared_db() -> (&'static PgCluster, String) {
     (cluster, cluster.conninfo(&name))
 }
 
+/// The database name of a keyword/value connection string.
+fn dbname(conninfo: &str) -> String {
+    conninfo
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("dbname="))
+        .unwrap()
+        .to_owned()
+}
+
 /// A clock without `std::time::Instant` (disallowed in tests): milliseconds since the epoch.
 fn now_ms() -> u128 {
     std::time::SystemTime::now()
@@ -191,11 +200,7 @@ fn one_bootstrap_per_cluster_the_first_key_wins_and_nothing_re_keys() {
 #[test]
 fn migrations_run_once_under_the_lock_and_a_newer_schema_is_refused() {
     let (cluster, conninfo) = shared_db();
-    let name = conninfo
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("dbname="))
-        .unwrap()
-        .to_owned();
+    let name = dbname(&conninfo);
     let dbs: Vec<Arc<Database>> = (0..6).map(|_| database(&conninfo, None)).collect();
     let healths: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = dbs.iter().map(|d| s.spawn(|| d.check_now())).collect();
@@ -246,11 +251,7 @@ fn migrations_run_once_under_the_lock_and_a_newer_schema_is_refused() {
 #[test]
 fn tampered_rows_are_refused_not_served_and_nothing_panics() {
     let (cluster, conninfo) = shared_db();
-    let name = conninfo
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("dbname="))
-        .unwrap()
-        .to_owned();
+    let name = dbname(&conninfo);
     let (_d, store) = instance(&conninfo, 1, 10);
     store.put_secret("a", data("one")).unwrap();
     store.put_secret("b", data("two")).unwrap();
