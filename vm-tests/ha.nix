@@ -215,47 +215,11 @@ let
       };
     };
 
-  # nexus2's SPIRE agent, with keeper-host.nix's paths and token handling, so that the
-  # scenario joins it as it joins a keeper host.
-  joinedAgent =
-    { pkgs, ... }:
-    {
-      services.spire.agent = {
-        enable = true;
-        settings = {
-          agent = {
-            trust_domain = trustDomain;
-            server_address = "nexus1";
-            data_dir = "/var/lib/spire-agent";
-            socket_path = "/run/spire-agent/public/api.sock";
-            trust_bundle_path = "/var/lib/spire-agent/bootstrap-bundle.pem";
-            join_token = "$SPIRE_JOIN_TOKEN";
-          };
-          plugins = {
-            KeyManager.disk.plugin_data.directory = "/var/lib/spire-agent";
-            NodeAttestor.join_token.plugin_data = { };
-            WorkloadAttestor.systemd.plugin_data = { };
-            WorkloadAttestor.unix.plugin_data = { };
-          };
-        };
-      };
-      systemd.services.spire-agent = {
-        serviceConfig = {
-          RestartSec = "2s";
-          ExecStartPre = [
-            "+${pkgs.writeShellScript "spike-vm-join-token" ''
-              if [ -s /run/spire-agent-join/token ]; then
-                printf 'SPIRE_JOIN_TOKEN=%s\n' "$(cat /run/spire-agent-join/token)" > /run/spire-agent-join/token.env
-                chmod 0600 /run/spire-agent-join/token.env
-              fi
-            ''}"
-          ];
-          EnvironmentFile = "-/run/spire-agent-join/token.env";
-          StateDirectory = [ "spire-agent" ];
-        };
-        unitConfig.StartLimitIntervalSec = 0;
-      };
-    };
+  # nexus2's SPIRE agent, joined by the scenario as it joins a keeper host.
+  joinedAgent = import ./joined-agent.nix {
+    inherit trustDomain;
+    serverAddress = "nexus1";
+  };
 
   keeperNode =
     i:

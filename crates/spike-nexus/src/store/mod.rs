@@ -321,6 +321,20 @@ pub trait Backend: Send + Sync + 'static {
     fn is_empty(&self) -> Result<bool, StoreError>;
 }
 
+/// [`Backend::store_secret`] of a backend whose writes all go through its own
+/// [`Backend::update_secret`] (a writer thread, a database transaction): the whole secret
+/// replaces the stored row, so pruned versions are gone with the rewrite.
+pub(crate) fn store_by_update<B: Backend + ?Sized>(
+    backend: &B,
+    path: &str,
+    secret: &Secret,
+) -> Result<(), StoreError> {
+    let secret = secret.duplicate();
+    backend
+        .update_secret(path, Box::new(move |_| Ok((secret, Vec::new()))))
+        .wait()
+}
+
 /// The model plus a backend, used by the API layer. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

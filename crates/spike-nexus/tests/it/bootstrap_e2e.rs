@@ -638,6 +638,23 @@ fn postgres_config(
     config
 }
 
+/// The health answer of the Nexus at `socket` once `done` holds for it, or the last one after
+/// 5 s (the caller asserts on it).
+async fn health_until(
+    socket: &Path,
+    done: impl Fn(&(u16, serde_json::Value)) -> bool,
+) -> (u16, serde_json::Value) {
+    let mut health = unix_get(socket, "/v1/sys/health").await;
+    for _ in 0..100 {
+        if done(&health) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        health = unix_get(socket, "/v1/sys/health").await;
+    }
+    health
+}
+
 /// A fresh database on the test binary's shared PostgreSQL cluster (its connection string).
 async fn shared_postgres() -> String {
     tokio::task::spawn_blocking(|| {
@@ -687,14 +704,7 @@ async fn two_postgres_instances_share_one_bootstrap_and_one_store() {
     // Both see an empty store: not bootstrapped (once the first check ran).
     for n in [&a, &b] {
         let socket = n.health_socket.as_ref().unwrap();
-        let mut health = unix_get(socket, "/v1/sys/health").await;
-        for _ in 0..100 {
-            if health.0 == 501 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            health = unix_get(socket, "/v1/sys/health").await;
-        }
+        let health = health_until(socket, |h| h.0 == 501).await;
         assert_eq!(health.0, 501, "{}", health.1);
         assert_eq!(health.1["backend_reachable"], true);
     }
@@ -786,14 +796,7 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
     let err = put.expect_err("a write with PostgreSQL down must not be acknowledged");
     assert!(err.to_string().contains("503"), "{err}");
     assert!(su.get_secret("down/x", 0).await.is_err());
-    let mut health = unix_get(&socket, "/v1/sys/health").await;
-    for _ in 0..100 {
-        if health.1["backend_reachable"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        health = unix_get(&socket, "/v1/sys/health").await;
-    }
+    let health = health_until(&socket, |h| h.1["backend_reachable"] == false).await;
     assert_eq!(health.0, 503, "{}", health.1);
     assert_eq!(health.1["backend_reachable"], false, "{}", health.1);
     assert!(health.1["backend_error"].is_string(), "{}", health.1);
@@ -814,14 +817,7 @@ async fn postgres_down_answers_503_and_the_instance_recovers_by_itself() {
     assert!(recovered, "never recovered after PostgreSQL came back");
     let meta = su.get_secret("down/x", 0).await.unwrap();
     assert_eq!(meta["v"], "3");
-    let mut health = unix_get(&socket, "/v1/sys/health").await;
-    for _ in 0..100 {
-        if health.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        health = unix_get(&socket, "/v1/sys/health").await;
-    }
+    let health = health_until(&socket, |h| h.0 == 200).await;
     assert_eq!(health.0, 200, "{}", health.1);
     n.stop().await.unwrap();
     for k in keepers {

@@ -263,27 +263,28 @@ impl Shared {
         self.timeout.saturating_mul(2)
     }
 
+    /// Brings the schema up to date, once per process (migrations are idempotent under their
+    /// lock, so a race between two callers only repeats a no-op).
+    async fn ensure_migrated(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            schema::migrate(conn.client_mut()).await?;
+            self.migrated.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// One health check: migrate when not done yet, then read whether the key-check row
     /// exists.
     async fn check(&self) -> Result<bool, StoreError> {
-        let timeout = self.op_timeout();
-        let run = async {
-            let mut conn = self.conn().await?;
-            if !self.migrated.load(Ordering::Acquire) {
-                schema::migrate(conn.client_mut()).await?;
-                self.migrated.store(true, Ordering::Release);
+        self.with_conn(|mut conn| async move {
+            let outcome = async {
+                self.ensure_migrated(&mut conn).await?;
+                schema::has_key_check(&**conn.client()).await
             }
-            let initialized = schema::has_key_check(&**conn.client()).await?;
-            conn.clean = true;
-            Ok(initialized)
-        };
-        tokio::time::timeout(timeout, run)
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Unavailable(format!(
-                    "PostgreSQL did not answer within {timeout:?}"
-                )))
-            })
+            .await;
+            (conn, outcome)
+        })
+        .await
     }
 
     fn record(&self, outcome: &Result<bool, StoreError>) {
@@ -497,10 +498,7 @@ impl PostgresBackend {
         let codec = Arc::clone(&records);
         let opened = db.block_on(async move {
             let mut conn = shared.conn().await?;
-            if !shared.migrated.load(Ordering::Acquire) {
-                schema::migrate(conn.client_mut()).await?;
-                shared.migrated.store(true, Ordering::Release);
-            }
+            shared.ensure_migrated(&mut conn).await?;
             schema::check_key(conn.client_mut(), &codec).await?;
             conn.clean = true;
             Ok(())
@@ -539,12 +537,13 @@ const UPSERT_SECRET: &str =
        path_nonce = excluded.path_nonce, path_ciphertext = excluded.path_ciphertext,
        row_version = spike.secrets.row_version + 1";
 
+/// Loads and opens the secret at `path`, whose row id is `id` ([`RecordCodec::secret_id`]).
 async fn load_row(
     client: &deadpool_postgres::ClientWrapper,
     records: &RecordCodec,
     path: &str,
+    id: &[u8],
 ) -> Result<Option<Secret>, StoreError> {
-    let id = records.secret_id(path);
     let stmt = client
         .prepare_cached(SELECT_SECRET)
         .await
@@ -554,7 +553,7 @@ async fn load_row(
     };
     let nonce: Vec<u8> = row.try_get(0).map_err(pg_error)?;
     let ciphertext: Vec<u8> = row.try_get(1).map_err(pg_error)?;
-    records.open_secret(path, &id, &nonce, ciphertext).map(Some)
+    records.open_secret(path, id, &nonce, ciphertext).map(Some)
 }
 
 /// Begins a write transaction. READ COMMITTED is pinned (whatever the role's default): each
@@ -573,9 +572,9 @@ async fn begin_write(
     shared: &Shared,
     records: &RecordCodec,
     path: &str,
+    id: &[u8],
 ) -> Result<(Conn, Option<Secret>), StoreError> {
-    let id = records.secret_id(path);
-    let key = lock_key(&id);
+    let key = lock_key(id);
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -592,7 +591,7 @@ async fn begin_write(
                 .await
                 .map_err(pg_error)?;
             // On an error the connection is closed with its transaction.
-            let current = load_row(client, records, path).await?;
+            let current = load_row(client, records, path, id).await?;
             Ok::<_, StoreError>((conn, current))
         };
         match step.await {
@@ -641,7 +640,7 @@ async fn write_secret(
     let id = records.secret_id(&path);
     let stripe = &shared.stripes[usize::from(id[0]) % STRIPES];
     let _queued = stripe.lock().await;
-    let (mut conn, current) = begin_write(&shared, &records, &path).await?;
+    let (mut conn, current) = begin_write(&shared, &records, &path, &id).await?;
     let client = conn.client();
     let staged = update(current).and_then(|(secret, _pruned)| {
         // The row is rewritten whole, so pruned versions are gone with it.
@@ -728,28 +727,36 @@ async fn policy_changed(client: &deadpool_postgres::ClientWrapper) -> Result<i64
 /// Rows of `spike.policies` and the epoch they were read at.
 type PolicyRows = (i64, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>);
 
+/// Runs a write within the client-side bound: past it, the error says whether its commit
+/// had been sent ([`Progress`]). A failure to reach the database is noted in the health.
+async fn bounded_write<T, F, Fut>(shared: Arc<Shared>, op: F) -> Result<T, StoreError>
+where
+    F: FnOnce(Arc<Shared>, Arc<Progress>) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let bound = shared.op_timeout();
+    let progress = Arc::new(Progress::default());
+    let run = op(Arc::clone(&shared), Arc::clone(&progress));
+    let outcome = match tokio::time::timeout(bound, run).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(progress.timed_out(bound)),
+    };
+    if let Err(e) = &outcome {
+        shared.note(e);
+    }
+    outcome
+}
+
 impl PostgresBackend {
-    /// Runs a timed write on the database runtime and blocks until it is done.
+    /// Runs a bounded write on the database runtime and blocks until it is done.
     fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Shared>, Arc<Progress>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         let shared = Arc::clone(&self.db.shared);
-        let bound = shared.op_timeout();
-        let outcome = self.db.block_on(async move {
-            let progress = Arc::new(Progress::default());
-            let run = op(Arc::clone(&shared), Arc::clone(&progress));
-            match tokio::time::timeout(bound, run).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(progress.timed_out(bound)),
-            }
-        });
-        if let Err(e) = &outcome {
-            self.db.shared.note(e);
-        }
-        outcome
+        self.db.block_on(bounded_write(shared, op))
     }
 
     /// Applies a policy snapshot read after this instance's own policy write (decrypted here,
@@ -797,7 +804,8 @@ impl Backend for PostgresBackend {
         let records = Arc::clone(&self.records);
         let path = path.to_owned();
         self.db.read(move |conn| async move {
-            let outcome = load_row(conn.client(), &records, &path).await;
+            let id = records.secret_id(&path);
+            let outcome = load_row(conn.client(), &records, &path, &id).await;
             (conn, outcome)
         })
     }
@@ -808,9 +816,7 @@ impl Backend for PostgresBackend {
         secret: &Secret,
         _pruned: &[Version],
     ) -> Result<(), StoreError> {
-        let secret = secret.duplicate();
-        self.update_secret(path, Box::new(move |_| Ok((secret, Vec::new()))))
-            .wait()
+        super::store_by_update(self, path, secret)
     }
 
     fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
@@ -818,23 +824,11 @@ impl Backend for PostgresBackend {
         let shared = Arc::clone(&self.db.shared);
         let records = Arc::clone(&self.records);
         let path = path.to_owned();
-        let bound = shared.op_timeout();
         let spawned = self.db.spawn(async move {
-            let progress = Arc::new(Progress::default());
-            let run = write_secret(
-                Arc::clone(&shared),
-                records,
-                path,
-                update,
-                Arc::clone(&progress),
-            );
-            let outcome = match tokio::time::timeout(bound, run).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(progress.timed_out(bound)),
-            };
-            if let Err(e) = &outcome {
-                shared.note(e);
-            }
+            let outcome = bounded_write(shared, |shared, progress| {
+                write_secret(shared, records, path, update, progress)
+            })
+            .await;
             // The caller may have gone away; it logs the outcome when it is there.
             let _ = tx.send(outcome);
         });

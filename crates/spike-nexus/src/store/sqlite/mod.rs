@@ -224,10 +224,7 @@ impl Backend for SqliteBackend {
         secret: &Secret,
         _pruned: &[Version],
     ) -> Result<(), StoreError> {
-        // The row is rewritten whole, so pruned versions are gone with it.
-        let secret = secret.duplicate();
-        self.update_secret(path, Box::new(move |_| Ok((secret, Vec::new()))))
-            .wait()
+        super::store_by_update(self, path, secret)
     }
 
     fn update_secret(&self, path: &str, update: SecretUpdate<'static>) -> PendingWrite {
